@@ -1,0 +1,79 @@
+"""All configuration, read from `LETHE_*` environment variables (one class, no other source)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CONCEPTWORLD_DIR = REPO_ROOT / "workers" / "conceptworld" / "shipped" / "model"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LETHE_", extra="ignore")
+
+    env: Literal["development", "production", "test"] = "development"
+    data_dir: Path = Path("data")
+    # Empty means "embedded": a SQLite file and a SQLite-backed Celery broker under data_dir.
+    database_url: str = ""
+    broker_url: str = ""
+    allowed_model_root: Path = Path("models")
+    conceptworld_dir: Path = CONCEPTWORLD_DIR
+    engine_module: str = "workers.engine.service_api"  # tests point this at a stand-in engine
+
+    artifact_backend: Literal["local", "s3"] = "local"
+    s3_bucket: str = "lethe-artifacts"
+    s3_endpoint_url: str | None = None
+    s3_prefix: str = "versions"
+
+    max_body_bytes: int = 64 * 1024  # a takedown is a few hundred bytes; 64 KiB is generous
+    max_merge: int = Field(default=8, ge=1)  # takedowns folded into one erasure step
+    max_attempts: int = Field(default=3, ge=1)  # deliveries before a job is declared crashed
+    lease_seconds: float = 30.0  # a job whose heartbeat is older than this is presumed dead
+    heartbeat_seconds: float = 5.0
+    reconcile_seconds: float = 5.0
+    lost_message_seconds: float = 30.0  # a queued job unclaimed this long is re-enqueued
+    progress_min_interval: float = 0.5  # throttle for stored progress events
+    seed: int = 0
+
+    gate_max_forget_acc: float = 0.05  # per erased concept, fraction of samples still recognised
+    gate_min_related_retention: float = 0.80  # vs the parent version, related concepts
+    gate_min_general_retention: float = 0.90  # vs the parent version, unrelated concepts
+
+    log_json: bool = True
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _refuse_embedded_defaults_in_production(self) -> Settings:
+        if self.env == "production" and (not self.database_url or not self.broker_url):
+            raise ValueError("LETHE_DATABASE_URL and LETHE_BROKER_URL are required in production")
+        return self
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'lethe.db').resolve()}"
+
+    @property
+    def celery_broker_url(self) -> str:
+        return self.broker_url or f"sqla+sqlite:///{(self.data_dir / 'broker.db').resolve()}"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.data_dir / "artifacts"
+
+    @property
+    def staging_dir(self) -> Path:
+        return self.data_dir / "staging"
+
+    @property
+    def previews_dir(self) -> Path:
+        return self.data_dir / "previews"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
