@@ -25,7 +25,9 @@ TERMINAL: frozenset[State] = frozenset(
     {State.COMPLETED, State.FAILED, State.CRASHED, State.CANCELLED, State.REJECTED}
 )
 ACTIVE: frozenset[State] = frozenset({State.RUNNING, State.EVALUATING})
-CANCELLABLE: frozenset[State] = frozenset({State.RECEIVED, State.QUEUED, State.RUNNING, State.EVALUATING})
+CANCELLABLE: frozenset[State] = frozenset(
+    {State.RECEIVED, State.QUEUED, State.RUNNING, State.EVALUATING}
+)
 
 LEGAL: dict[State, frozenset[State]] = {
     State.RECEIVED: frozenset({State.QUEUED, State.REJECTED, State.CANCELLED}),

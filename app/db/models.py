@@ -55,7 +55,9 @@ class Model(Base):
 
 
 class ModelVersion(Base):
-    """Immutable once written. `job_id` is unique so a re-delivered job cannot add a second version."""
+    """Immutable once written.
+
+    `job_id` is unique, so a re-delivered job can never add a second version."""
 
     __tablename__ = "model_versions"
     __table_args__ = (UniqueConstraint("model_id", "number", name="uq_model_versions_number"),)

@@ -15,7 +15,9 @@ from app.settings import get_settings
 
 def build_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": 30, "isolation_level": None}
+        )
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(conn: Any, _record: Any) -> None:
@@ -25,6 +27,12 @@ def build_engine(url: str) -> Engine:
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin_immediate(conn: Any) -> None:
+            # Take the write lock up front: SQLite cannot upgrade a read lock without risking
+            # "database is locked" between the API and the worker process.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     # A short connect timeout turns "Postgres is down" into a fast 503 rather than a hung request.

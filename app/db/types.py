@@ -13,7 +13,7 @@ JSONType = JSON().with_variant(JSONB(), "postgresql")
 
 
 class UTCDateTime(TypeDecorator[datetime]):
-    """Timezone-aware UTC timestamps; SQLite stores them naive, so the zone is re-attached on load."""
+    """Timezone-aware UTC timestamps; SQLite stores them naive, so the zone is re-attached."""
 
     impl = DateTime(timezone=True)
     cache_ok = True

@@ -1,0 +1,85 @@
+"""API shapes for models, versions and aliases."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ConceptEntry(BaseModel):
+    name: str
+    kind: str = "other"
+    related: list[str] = []
+
+
+class ModelCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"name": "sd15-house", "path": "sd15-house", "closed_vocabulary": False}]})
+
+    name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    path: str = Field(min_length=1, max_length=1000,
+                      description="diffusers folder, relative to or inside the allowed root")
+    concepts: list[ConceptEntry] = []
+    closed_vocabulary: bool = False
+
+
+class ModelOut(BaseModel):
+    id: str
+    name: str
+    source: str
+    path: str
+    closed_vocabulary: bool
+    production_version_id: str | None
+    created_at: datetime
+    concepts: list[ConceptEntry] | None = None
+    catalog_error: str | None = None
+
+
+class VersionOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    model_id: str
+    number: int
+    parent_id: str | None
+    job_id: str | None
+    erased: list[str]
+    artifact_uri: str | None
+    digest: str | None
+    size_bytes: int
+    metrics: dict[str, Any]
+    status: str
+    created_at: datetime
+
+
+class AliasMoveIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"version_id": "3f1c…", "reason": "rollback: v4 degraded landscapes"}]})
+
+    version_id: str = Field(min_length=1, max_length=36)
+    reason: str = Field(default="", max_length=1000)
+
+
+class AliasOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    name: str
+    version_id: str
+    updated_at: datetime
+
+
+class AliasMoveOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    alias: str
+    from_version_id: str | None
+    to_version_id: str
+    reason: str
+    moved_at: datetime
+
+
+class AliasesOut(BaseModel):
+    aliases: list[AliasOut]
+    history: list[AliasMoveOut]

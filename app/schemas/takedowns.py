@@ -1,0 +1,127 @@
+"""API shapes for takedowns, their progress and results, and previews."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
+
+from app.states import State
+
+
+class ConceptKind(StrEnum):
+    PERSON = "person"
+    STYLE = "style"
+    OBJECT = "object"
+    CHARACTER = "character"
+    NSFW = "nsfw"
+    OTHER = "other"
+
+
+class LegalBasis(StrEnum):
+    COPYRIGHT = "copyright"
+    DMCA = "dmca"
+    PRIVACY = "privacy"
+    GDPR_ART17 = "gdpr_art17"
+    SAFETY = "safety"
+    CONTRACT = "contract"
+    OTHER = "other"
+
+
+class Claimant(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    email: str = Field(max_length=320, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    organisation: str | None = Field(default=None, max_length=200)
+
+
+class TakedownCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "model": "conceptworld", "concept": "red tulip", "kind": "object",
+        "legal_basis": "copyright",
+        "claimant": {"name": "A. Rights", "email": "legal@example.com", "organisation": "Tulip Co"},
+        "external_ref": "JIRA-1234", "priority": 0,
+    }]})
+
+    model: str = Field(min_length=1, max_length=200, description="model id or name")
+    concept: str = Field(min_length=1, max_length=200)
+    kind: ConceptKind
+    legal_basis: LegalBasis
+    claimant: Claimant
+    external_ref: str | None = Field(default=None, max_length=200)
+    prompts: list[str] | None = Field(default=None, max_length=64)
+    neighbors: list[str] | None = Field(default=None, max_length=64)
+    due_at: datetime | None = None
+    priority: int = Field(default=0, ge=0, le=9)
+    # AnyHttpUrl refuses file:, ftp:, javascript: and friends.
+    callback_url: AnyHttpUrl | None = None
+
+
+class Progress(BaseModel):
+    stage: str
+    percent: float
+    step: int
+    total_steps: int
+    eta_seconds: float | None = None
+    losses: dict[str, float] = {}
+
+
+class TakedownResult(BaseModel):
+    version: str | None
+    version_number: int | None = None
+    production: bool = False
+    metrics: dict[str, Any] = {}
+    targets: dict[str, str] = {}
+    neighbours: dict[str, list[str]] = {}
+
+
+class TakedownOut(BaseModel):
+    id: str
+    model_id: str
+    job_id: str | None
+    state: State
+    concept: str
+    kind: ConceptKind
+    legal_basis: LegalBasis
+    claimant: dict[str, Any]
+    external_ref: str | None
+    prompts: list[str] | None
+    neighbors: list[str] | None
+    due_at: datetime
+    overdue: bool
+    priority: int
+    callback_url: str | None
+    cancel_requested: bool
+    progress: Progress | None
+    result: TakedownResult | None
+    error: dict[str, Any] | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class TakedownPage(BaseModel):
+    items: list[TakedownOut]
+    next_cursor: str | None
+
+
+class SampleRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"prompt": "a photo of a red tulip", "seed": 0, "n": 4}]})
+
+    prompt: str = Field(min_length=1, max_length=500)
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    n: int = Field(default=4, ge=1, le=16)
+
+
+class PreviewOut(BaseModel):
+    id: str
+    version_id: str
+    prompt: str
+    seed: int
+    n: int
+    state: str
+    image_urls: list[str]
+    error: str | None

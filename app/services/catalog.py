@@ -1,0 +1,42 @@
+"""A model's concept catalog, read lazily from `catalog.json` in its folder (may not exist)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from app.errors import CatalogUnavailable
+
+CATALOG_FILE = "catalog.json"
+_cache: dict[Path, tuple[float, list[dict[str, Any]]]] = {}
+
+
+def read_catalog(model_dir: Path) -> list[dict[str, Any]]:
+    """Entries {name, kind, related, prompts}; cached until the file's mtime changes."""
+    path = Path(model_dir) / CATALOG_FILE
+    try:
+        mtime = path.stat().st_mtime
+    except FileNotFoundError:
+        raise CatalogUnavailable(
+            f"no concept catalog at {path}: the model folder is missing or not built yet"
+        ) from None
+    cached = _cache.get(path)
+    if cached and cached[0] == mtime:
+        return cached[1]
+    try:
+        entries = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CatalogUnavailable(f"concept catalog at {path} is unreadable: {exc}") from None
+    if not isinstance(entries, list):
+        raise CatalogUnavailable(f"concept catalog at {path} must be a JSON list")
+    _cache[path] = (mtime, entries)
+    return entries
+
+
+def concept_names(entries: list[dict[str, Any]]) -> set[str]:
+    return {normalise_concept(str(e.get("name", ""))) for e in entries}
+
+
+def normalise_concept(name: str) -> str:
+    return " ".join(name.strip().lower().split())

@@ -1,0 +1,263 @@
+"""The database half of an erasure step: claim with a lease and fencing token, heartbeat,
+progress, and the single-transaction commit. Workers call these; none of them loads weights.
+
+Fencing: claiming a job bumps `models.fence` and copies it to the job. Every later write by the
+worker presents (job id, fence, owner); a re-delivered or reconciled copy of the job bumps the
+fence again, so the older holder's writes and its commit are refused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from app.db.models import Job, Model, ModelVersion, Takedown
+from app.db.types import utcnow
+from app.services import events
+from app.services.gate import GateResult
+from app.services.registry import PRODUCTION, alias_target, move_alias
+from app.settings import Settings
+from app.states import ACTIVE, State
+
+log = structlog.get_logger(__name__)
+ACTIVE_VALUES = [s.value for s in ACTIVE]
+
+
+@dataclass
+class ConceptRequest:
+    takedown_id: str
+    concept: str
+    prompts: list[str] | None
+    neighbors: list[str] | None
+
+
+@dataclass
+class ClaimedJob:
+    job_id: str
+    model_id: str
+    fence: int
+    owner: str
+    model_dir: str
+    parent_version_id: str
+    parent_artifact_uri: str | None
+    previously_erased: list[str]
+    requests: list[ConceptRequest] = field(default_factory=list)
+
+
+class Busy(Exception):
+    """Another job holds a live lease on this model's lineage; try again shortly."""
+
+
+def claim(session: Session, settings: Settings, job_id: str, owner: str) -> ClaimedJob | None:
+    """Take the lease on a job, or return None when there is nothing (left) to do."""
+    job = session.get(Job, job_id)
+    if job is None:
+        return None
+    model = session.scalar(select(Model).where(Model.id == job.model_id).with_for_update())
+    session.refresh(job, with_for_update=True)
+    assert model is not None
+    now, state = utcnow(), State(job.state)
+    if state not in (State.QUEUED, *ACTIVE):
+        return None  # finished or cancelled: a duplicate delivery
+    if state in ACTIVE and job.lease_expires_at and job.lease_expires_at > now:
+        return None  # a live worker holds it
+    busy = session.scalar(select(Job.id).where(
+        Job.model_id == job.model_id, Job.id != job.id, Job.state.in_(ACTIVE_VALUES),
+        Job.lease_expires_at > now))
+    if busy:
+        raise Busy(f"model lineage busy with job {busy}")
+    takedowns = _takedowns(session, job.id, [State.QUEUED, *ACTIVE])
+    if state in ACTIVE:  # its worker died before the reconciler noticed: start over
+        requeue(session, job, takedowns, reason="lease expired")
+    if job.attempt >= settings.max_attempts:
+        crash(session, job, takedowns)
+        return None
+    if not takedowns:
+        events.move_job(job, State.CANCELLED)
+        return None
+    parent = alias_target(session, model.id, PRODUCTION)
+    assert parent is not None
+    model.fence += 1
+    job.fence = model.fence
+    job.attempt += 1
+    job.lease_owner, job.heartbeat_at = owner, now
+    job.lease_expires_at = now + timedelta(seconds=settings.lease_seconds)
+    job.started_at, job.parent_version_id = now, parent.id
+    events.move_job(job, State.RUNNING)
+    for td in takedowns:
+        events.move_takedown(session, td, State.RUNNING, job=job.id, attempt=job.attempt,
+                             parent_version=parent.id)
+    return ClaimedJob(
+        job_id=job.id, model_id=model.id, fence=job.fence, owner=owner, model_dir=model.path,
+        parent_version_id=parent.id, parent_artifact_uri=parent.artifact_uri,
+        previously_erased=list(parent.erased),
+        requests=[ConceptRequest(td.id, td.concept, td.prompts, td.neighbors) for td in takedowns],
+    )
+
+
+def _takedowns(session: Session, job_id: str, states: list[State]) -> list[Takedown]:
+    stmt = select(Takedown).where(Takedown.job_id == job_id,
+                                  Takedown.state.in_([s.value for s in states]))
+    return list(session.scalars(stmt.order_by(Takedown.created_at)))
+
+
+def _held(session: Session, claimed: ClaimedJob) -> Job | None:
+    """The job row, locked, if this worker still holds its lease; None if it was fenced off."""
+    session.execute(select(Model.id).where(Model.id == claimed.model_id).with_for_update())
+    job = session.get(Job, claimed.job_id, with_for_update=True)
+    if job is None or job.fence != claimed.fence or job.lease_owner != claimed.owner:
+        return None
+    return job if State(job.state) in ACTIVE else None
+
+
+def heartbeat(session: Session, settings: Settings, claimed: ClaimedJob) -> tuple[bool, bool]:
+    """Extend the lease. Returns (still_held, cancel_requested)."""
+    now = utcnow()
+    result = session.execute(
+        update(Job)
+        .where(Job.id == claimed.job_id, Job.fence == claimed.fence,
+               Job.lease_owner == claimed.owner, Job.state.in_(ACTIVE_VALUES))
+        .values(heartbeat_at=now, lease_expires_at=now + timedelta(seconds=settings.lease_seconds))
+    )
+    held = bool(getattr(result, "rowcount", 0))
+    return held, held and cancel_requested(session, claimed.job_id)
+
+
+def cancel_requested(session: Session, job_id: str) -> bool:
+    flagged = session.scalar(select(func.count(Takedown.id)).where(
+        Takedown.job_id == job_id, Takedown.cancel_requested.is_(True),
+        Takedown.state.in_(ACTIVE_VALUES)))
+    return bool(flagged)
+
+
+def record_progress(session: Session, claimed: ClaimedJob, progress: dict[str, Any]) -> bool:
+    """Store progress on each takedown of the step and log it; moves to `evaluating` on cue."""
+    job = _held(session, claimed)
+    if job is None:
+        return False
+    evaluating = progress.get("stage") == "evaluating" and job.state == State.RUNNING.value
+    if evaluating:
+        events.move_job(job, State.EVALUATING)
+    for td in _takedowns(session, job.id, list(ACTIVE)):
+        td.progress = progress
+        if evaluating:
+            events.move_takedown(session, td, State.EVALUATING)
+        events.record(session, td.id, "progress", progress)
+    return True
+
+
+@dataclass
+class StepResult:
+    artifact_uri: str
+    digest: str
+    size_bytes: int
+    erased: list[str]
+    metrics: dict[str, Any]
+    targets: dict[str, str]
+    neighbours: dict[str, list[str]]
+
+
+def commit_version(
+    session: Session, claimed: ClaimedJob, step: StepResult, gate: GateResult
+) -> ModelVersion | None:
+    """One transaction: the version row, `production` if the gate passed, the takedowns done.
+
+    Returns None (and writes nothing) when this worker no longer holds the job."""
+    job = _held(session, claimed)
+    if job is None:
+        return None
+    existing = session.scalar(select(ModelVersion).where(ModelVersion.job_id == job.id))
+    if existing is not None:
+        return existing
+    number = session.scalar(select(func.max(ModelVersion.number)).where(
+        ModelVersion.model_id == claimed.model_id)) or 0
+    metrics = {**step.metrics, "gate": {"passed": gate.passed, "reasons": gate.reasons,
+                                        "thresholds": gate.thresholds}}
+    version = ModelVersion(
+        model_id=claimed.model_id, number=number + 1, parent_id=claimed.parent_version_id,
+        job_id=job.id, erased=step.erased, artifact_uri=step.artifact_uri, digest=step.digest,
+        size_bytes=step.size_bytes, metrics=metrics,
+        status="ready" if gate.passed else "gate_failed",
+    )
+    session.add(version)
+    session.flush()
+    if gate.passed:
+        move_alias(session, claimed.model_id, PRODUCTION, version.id,
+                   reason=f"job {job.id} passed the evaluation gate")
+    if job.state == State.RUNNING.value:
+        events.move_job(job, State.EVALUATING)
+    final = State.COMPLETED if gate.passed else State.FAILED
+    events.move_job(job, final)
+    result = {"version": version.id, "version_number": version.number,
+              "production": gate.passed, "metrics": metrics, "targets": step.targets,
+              "neighbours": step.neighbours}
+    for td in _takedowns(session, job.id, list(ACTIVE)):
+        if td.state == State.RUNNING.value:
+            events.move_takedown(session, td, State.EVALUATING)
+        td.result, td.version_id = result, version.id
+        if not gate.passed:
+            td.error = {"code": "gate_failed", "detail": "; ".join(gate.reasons),
+                        "metrics": metrics}
+        events.move_takedown(session, td, final, version=version.id,
+                             version_number=version.number, production=gate.passed)
+    job.lease_expires_at = None
+    return version
+
+
+def fail(session: Session, claimed: ClaimedJob, error: str) -> bool:
+    """The code raised: the step and its takedowns are failed, with the error."""
+    job = _held(session, claimed)
+    if job is None:
+        return False
+    events.move_job(job, State.FAILED)
+    job.error, job.lease_expires_at = error, None
+    for td in _takedowns(session, job.id, list(ACTIVE)):
+        td.error = {"code": "engine_error", "detail": error}
+        events.move_takedown(session, td, State.FAILED, error=error)
+    return True
+
+
+def cancelled(session: Session, settings: Settings, claimed: ClaimedJob) -> list[str]:
+    """The engine stopped on request. Cancelled takedowns end; merged ones go back in line.
+
+    Returns the ids of jobs that must be dispatched for the takedowns put back in line."""
+    from app.services.takedowns import enqueue
+
+    job = _held(session, claimed)
+    if job is None:
+        return []
+    events.move_job(job, State.CANCELLED)
+    job.lease_expires_at = None
+    model = session.get(Model, claimed.model_id)
+    assert model is not None
+    new_jobs: list[str] = []
+    for td in _takedowns(session, job.id, list(ACTIVE)):
+        if td.cancel_requested:
+            events.move_takedown(session, td, State.CANCELLED, reason="cancelled by request")
+            continue
+        events.move_takedown(session, td, State.QUEUED, reason="step cancelled by another request")
+        new_job, is_new = enqueue(session, settings, model, td)
+        if is_new:
+            new_jobs.append(new_job.id)
+    return new_jobs
+
+
+def requeue(session: Session, job: Job, takedowns: list[Takedown], *, reason: str) -> None:
+    events.move_job(job, State.QUEUED)
+    job.lease_owner, job.lease_expires_at, job.enqueued_at = None, None, utcnow()
+    for td in takedowns:
+        if State(td.state) in ACTIVE:
+            events.move_takedown(session, td, State.QUEUED, reason=reason)
+
+
+def crash(session: Session, job: Job, takedowns: list[Takedown]) -> None:
+    events.move_job(job, State.CRASHED)
+    job.error = f"worker died {job.attempt} times; retries spent"
+    for td in takedowns:
+        td.error = {"code": "crashed", "detail": job.error}
+        events.move_takedown(session, td, State.CRASHED, error=job.error)

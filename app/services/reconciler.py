@@ -1,0 +1,86 @@
+"""Re-drives work the queue forgot: expired leases (a worker died) and lost messages.
+
+Runs as a loop in the API process (`run_reconciler_loop`) and is safe to run in several
+processes at once: rows are taken with FOR UPDATE SKIP LOCKED.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import structlog
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.db.models import Job, Preview, Takedown
+from app.db.session import session_scope
+from app.db.types import utcnow
+from app.services import dispatch
+from app.services.jobs import ACTIVE_VALUES, crash, requeue
+from app.settings import Settings
+from app.states import ACTIVE, State
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class Sweep:
+    requeued: list[str] = field(default_factory=list)
+    crashed: list[str] = field(default_factory=list)
+    resent: list[str] = field(default_factory=list)
+    previews: list[str] = field(default_factory=list)
+
+
+def sweep(session: Session, settings: Settings) -> Sweep:
+    """One pass; the caller commits, then sends `requeued + resent` to the broker."""
+    now, out = utcnow(), Sweep()
+    expired = session.scalars(
+        select(Job).where(Job.state.in_(ACTIVE_VALUES), Job.lease_expires_at < now)
+        .with_for_update(skip_locked=True))
+    for job in expired:
+        takedowns = list(session.scalars(select(Takedown).where(
+            Takedown.job_id == job.id, Takedown.state.in_(ACTIVE_VALUES))))
+        if job.attempt >= settings.max_attempts:
+            crash(session, job, takedowns)
+            out.crashed.append(job.id)
+        else:
+            requeue(session, job, takedowns, reason="lease expired: worker presumed dead")
+            out.requeued.append(job.id)
+    stale = now - timedelta(seconds=settings.lost_message_seconds)
+    waiting = session.scalars(
+        select(Job).where(Job.state == State.QUEUED.value, Job.enqueued_at < stale)
+        .with_for_update(skip_locked=True))
+    for job in waiting:
+        job.enqueued_at = now
+        out.resent.append(job.id)
+    previews = session.scalars(select(Preview).where(
+        Preview.state == State.QUEUED.value, Preview.created_at < stale))
+    out.previews = [p.id for p in previews]
+    return out
+
+
+def reconcile_once(settings: Settings) -> Sweep:
+    with session_scope() as session:
+        result = sweep(session, settings)
+    for job_id in result.requeued + result.resent:
+        dispatch.send_unlearn(job_id)
+    for preview_id in result.previews:
+        dispatch.send_preview(preview_id)
+    if result.requeued or result.crashed or result.resent:
+        log.info("reconciler.sweep", requeued=result.requeued, crashed=result.crashed,
+                 resent=result.resent)
+    return result
+
+
+async def run_reconciler_loop(settings: Settings) -> None:
+    while True:
+        try:
+            await asyncio.to_thread(reconcile_once, settings)
+        except Exception as exc:  # the database may be down; try again next tick
+            log.warning("reconciler.error", error=str(exc))
+        await asyncio.sleep(settings.reconcile_seconds)
+
+
+__all__ = ["ACTIVE", "reconcile_once", "run_reconciler_loop", "sweep"]

@@ -1,0 +1,161 @@
+"""Takedown intake, queueing (with merging into the next step), listing and cancellation."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.orm import Session
+
+from app.db.models import Job, Model, Takedown
+from app.db.types import utcnow
+from app.errors import Conflict, InvalidInput, NotFound
+from app.schemas.takedowns import LegalBasis, TakedownCreate
+from app.services import dispatch, events
+from app.services.catalog import concept_names, normalise_concept
+from app.services.registry import get_model, model_catalog
+from app.settings import Settings
+from app.states import CANCELLABLE, TERMINAL, State
+
+# Days to answer, per legal basis: GDPR Art. 12(3) one month; DMCA "expeditiously" (we use 7).
+DUE_DAYS: dict[LegalBasis, int] = {
+    LegalBasis.GDPR_ART17: 30, LegalBasis.PRIVACY: 30, LegalBasis.DMCA: 7,
+    LegalBasis.COPYRIGHT: 14, LegalBasis.SAFETY: 2, LegalBasis.CONTRACT: 30, LegalBasis.OTHER: 30,
+}
+OPEN_STATES = [s.value for s in State if s not in TERMINAL]
+
+
+def submit(session: Session, settings: Settings, body: TakedownCreate) -> Takedown:
+    """Persist the request (received), then validate against the model and queue it."""
+    model = get_model(session, body.model)
+    known = concept_names(model_catalog(model)) if model.closed_vocabulary else None
+    now = utcnow()
+    takedown = Takedown(
+        model_id=model.id, state=State.RECEIVED.value, concept=body.concept.strip(),
+        kind=body.kind.value, legal_basis=body.legal_basis.value,
+        claimant=body.claimant.model_dump(), external_ref=body.external_ref,
+        prompts=body.prompts, neighbors=body.neighbors, priority=body.priority,
+        due_at=body.due_at or now + timedelta(days=DUE_DAYS[body.legal_basis]),
+        callback_url=str(body.callback_url) if body.callback_url else None,
+        created_at=now, updated_at=now,
+    )
+    session.add(takedown)
+    session.flush()
+    events.record(session, takedown.id, "state", {"state": State.RECEIVED.value})
+    session.commit()  # intake is durable before anything else can go wrong
+
+    if known is not None and normalise_concept(takedown.concept) not in known:
+        error = {"code": "unknown_concept", "detail": f"model {model.name!r} has a closed "
+                 f"vocabulary and does not know {takedown.concept!r}"}
+        takedown.error = error
+        events.move_takedown(session, takedown, State.REJECTED, error=error)
+        session.commit()
+        return takedown
+    job, is_new = enqueue(session, settings, model, takedown)
+    session.commit()
+    if is_new:
+        dispatch.send_unlearn(job.id)
+    return takedown
+
+
+def enqueue(
+    session: Session, settings: Settings, model: Model, takedown: Takedown
+) -> tuple[Job, bool]:
+    """Attach the takedown to the model's waiting job if it has room, else open a new job."""
+    session.execute(select(Model.id).where(Model.id == model.id).with_for_update())
+    size = (
+        select(func.count(Takedown.id))
+        .where(Takedown.job_id == Job.id, Takedown.state == State.QUEUED.value)
+        .scalar_subquery()
+    )
+    job = session.scalar(
+        select(Job)
+        .where(Job.model_id == model.id, Job.state == State.QUEUED.value, size < settings.max_merge)
+        .order_by(Job.created_at)
+        .limit(1)
+        .with_for_update()
+    )
+    is_new = job is None
+    if job is None:
+        job = Job(model_id=model.id, state=State.QUEUED.value, attempt=0, fence=0,
+                  enqueued_at=utcnow(), cancel_requested=False)
+        session.add(job)
+        session.flush()
+    takedown.job_id = job.id
+    if takedown.state == State.RECEIVED.value:
+        events.move_takedown(session, takedown, State.QUEUED, job=job.id)
+    else:  # already queued, moving to a fresh step after its step was cancelled
+        events.record(session, takedown.id, "state", {"state": takedown.state, "job": job.id})
+    return job, is_new
+
+
+def get(session: Session, takedown_id: str) -> Takedown:
+    takedown = session.get(Takedown, takedown_id)
+    if takedown is None:
+        raise NotFound(f"no takedown {takedown_id!r}")
+    return takedown
+
+
+def cancel(session: Session, takedown_id: str) -> Takedown:
+    """Queued: cancelled now. Running: flagged; the worker stops at its next check."""
+    takedown = get(session, takedown_id)
+    state = State(takedown.state)
+    if state not in CANCELLABLE:
+        raise Conflict(f"takedown is {state.value}; only queued or running ones can be cancelled")
+    if state in (State.RECEIVED, State.QUEUED):
+        events.move_takedown(session, takedown, State.CANCELLED, reason="cancelled by request")
+        _close_empty_job(session, takedown.job_id)
+    else:
+        takedown.cancel_requested = True
+        events.record(session, takedown.id, "state", {"state": state.value,
+                                                      "cancel_requested": True})
+    session.commit()
+    return takedown
+
+
+def _close_empty_job(session: Session, job_id: str | None) -> None:
+    job = session.get(Job, job_id) if job_id else None
+    if job is None or job.state != State.QUEUED.value:
+        return
+    remaining = session.scalar(select(func.count(Takedown.id)).where(
+        Takedown.job_id == job.id, Takedown.state == State.QUEUED.value))
+    if not remaining:
+        events.move_job(job, State.CANCELLED)
+
+
+def encode_cursor(takedown: Takedown) -> str:
+    raw = json.dumps([takedown.created_at.isoformat(), takedown.id])
+    return base64.urlsafe_b64encode(raw.encode()).decode()
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        created, ident = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        return datetime.fromisoformat(created), str(ident)
+    except (ValueError, TypeError) as exc:
+        raise InvalidInput("cursor is not one this API issued", field="cursor") from exc
+
+
+def list_page(
+    session: Session, *, state: State | None, model: str | None, overdue: bool | None,
+    cursor: str | None, limit: int,
+) -> tuple[list[Takedown], str | None]:
+    """Newest first; the cursor is the (created_at, id) of the last row returned."""
+    stmt = select(Takedown)
+    if state is not None:
+        stmt = stmt.where(Takedown.state == state.value)
+    if model is not None:
+        stmt = stmt.where(Takedown.model_id == get_model(session, model).id)
+    if overdue is not None:
+        late = and_(Takedown.due_at < utcnow(), Takedown.state.in_(OPEN_STATES))
+        stmt = stmt.where(late if overdue else ~late)
+    if cursor:
+        created, ident = decode_cursor(cursor)
+        stmt = stmt.where(or_(Takedown.created_at < created,
+                              and_(Takedown.created_at == created, Takedown.id < ident)))
+    rows = list(session.scalars(
+        stmt.order_by(Takedown.created_at.desc(), Takedown.id.desc()).limit(limit + 1)))
+    page, more = rows[:limit], len(rows) > limit
+    return page, encode_cursor(page[-1]) if more and page else None

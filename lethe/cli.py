@@ -1,0 +1,14 @@
+"""The `lethe` command: one typer app that mounts each area's commands."""
+
+from __future__ import annotations
+
+import typer
+
+from workers.conceptworld.cli import conceptworld_app
+
+app = typer.Typer(help="Lethe: concept takedowns for text-to-image diffusion models.",
+                  no_args_is_help=True)
+app.add_typer(conceptworld_app, name="conceptworld")
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,68 @@
+"""Turning prompts into the UNet's conditioning, the way each pipeline family does it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from workers.engine.loading import LoadedModel
+
+
+@dataclass
+class Conditioning:
+    """Everything the UNet needs for a batch of prompts besides x_t and t."""
+
+    hidden: torch.Tensor
+    added: dict[str, torch.Tensor] | None = None
+
+    def __len__(self) -> int:
+        return int(self.hidden.shape[0])
+
+    def index(self, idx: torch.Tensor | slice) -> Conditioning:
+        added = {k: v[idx] for k, v in self.added.items()} if self.added else None
+        return Conditioning(self.hidden[idx], added)
+
+    def repeat(self, n: int) -> Conditioning:
+        added = ({k: v.repeat_interleave(n, 0) for k, v in self.added.items()}
+                 if self.added else None)
+        return Conditioning(self.hidden.repeat_interleave(n, 0), added)
+
+    @staticmethod
+    def cat(parts: list[Conditioning]) -> Conditioning:
+        added = None
+        if parts[0].added:
+            added = {k: torch.cat([p.added[k] for p in parts]) for k in parts[0].added}  # type: ignore[index]
+        return Conditioning(torch.cat([p.hidden for p in parts]), added)
+
+
+def _token_ids(tokenizer, prompts: list[str], device: torch.device) -> torch.Tensor:  # type: ignore[no-untyped-def]
+    return tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length,
+                     truncation=True, return_tensors="pt").input_ids.to(device)
+
+
+@torch.no_grad()
+def encode_prompts(model: LoadedModel, prompts: list[str]) -> Conditioning:
+    """Encode prompts with the frozen text encoder(s); results are cached per prompt."""
+    missing = [p for p in dict.fromkeys(prompts) if p not in model._prompt_cache]
+    if missing:
+        fresh = _encode_uncached(model, missing)
+        for i, prompt in enumerate(missing):
+            model._prompt_cache[prompt] = fresh.index(slice(i, i + 1))
+    return Conditioning.cat([model._prompt_cache[p] for p in prompts])
+
+
+def _encode_uncached(model: LoadedModel, prompts: list[str]) -> Conditioning:
+    ids = _token_ids(model.tokenizer, prompts, model.device)
+    if not model.is_sdxl:
+        return Conditioning(model.text_encoder(ids).last_hidden_state)
+    # SDXL: penultimate hidden states of both encoders, concatenated; the second encoder's
+    # projected pooled output and the size/crop time ids go in as added conditions.
+    first = model.text_encoder(ids, output_hidden_states=True).hidden_states[-2]
+    ids2 = _token_ids(model.tokenizer_2, prompts, model.device)
+    out2 = model.text_encoder_2(ids2, output_hidden_states=True)  # type: ignore[misc]
+    hidden = torch.cat([first, out2.hidden_states[-2]], dim=-1)
+    size = model.unet.config.sample_size * (8 if model.vae is not None else 1)
+    time_ids = torch.tensor([[size, size, 0, 0, size, size]], dtype=hidden.dtype,
+                            device=model.device).repeat(len(prompts), 1)
+    return Conditioning(hidden, {"text_embeds": out2.text_embeds, "time_ids": time_ids})
