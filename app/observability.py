@@ -96,7 +96,7 @@ class QueueCollector(Collector):
         for state in State:
             states.add_metric([state.value], counts.get(state.value, 0))
         depth.add_metric(["unlearn"], queued)
-        seconds = [(end - start).total_seconds() for start, end in spans]
+        seconds = [(end - start).total_seconds() for start, end in spans if start and end]
         buckets = [(str(b), sum(s <= b for s in seconds)) for b in DURATION_BUCKETS]
         durations.add_metric([], [*buckets, ("+Inf", len(seconds))], sum(seconds))
         yield from (states, depth, durations)

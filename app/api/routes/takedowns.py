@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request, Response, status
+from sse_starlette.sse import EventSourceResponse
+
+from app.api.deps import SessionDep, SettingsDep
+from app.db.models import Takedown
+from app.db.session import get_sessionmaker
+from app.db.types import utcnow
+from app.schemas.takedowns import (
+    Progress,
+    TakedownCreate,
+    TakedownOut,
+    TakedownPage,
+    TakedownResult,
+)
+from app.services import takedowns
+from app.services.events import events_after
+from app.states import TERMINAL, State
+
+router = APIRouter(prefix="/takedowns", tags=["takedowns"])
+POLL_SECONDS = 0.25
+
+
+def takedown_out(td: Takedown) -> TakedownOut:
+    state = State(td.state)
+    return TakedownOut(
+        id=td.id, model_id=td.model_id, job_id=td.job_id, state=state, concept=td.concept,
+        kind=td.kind, legal_basis=td.legal_basis, claimant=td.claimant,  # type: ignore[arg-type]
+        external_ref=td.external_ref, prompts=td.prompts, neighbors=td.neighbors,
+        due_at=td.due_at, overdue=state not in TERMINAL and td.due_at < utcnow(),
+        priority=td.priority, callback_url=td.callback_url, cancel_requested=td.cancel_requested,
+        progress=Progress.model_validate(td.progress) if td.progress else None,
+        result=TakedownResult.model_validate(td.result) if td.result else None,
+        error=td.error, created_at=td.created_at, updated_at=td.updated_at,
+    )
+
+
+@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=TakedownOut)
+def submit_takedown(body: TakedownCreate, session: SessionDep, settings: SettingsDep,
+                    response: Response) -> TakedownOut:
+    td = takedowns.submit(session, settings, body)
+    response.headers["Location"] = f"/v1/takedowns/{td.id}"
+    return takedown_out(td)
+
+
+@router.get("", response_model=TakedownPage)
+def list_takedowns(
+    session: SessionDep,
+    state: State | None = None,
+    model: str | None = None,
+    overdue: bool | None = None,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> TakedownPage:
+    rows, next_cursor = takedowns.list_page(session, state=state, model=model, overdue=overdue,
+                                            cursor=cursor, limit=limit)
+    return TakedownPage(items=[takedown_out(td) for td in rows], next_cursor=next_cursor)
+
+
+@router.get("/{takedown_id}", response_model=TakedownOut)
+def get_takedown(takedown_id: str, session: SessionDep) -> TakedownOut:
+    return takedown_out(takedowns.get(session, takedown_id))
+
+
+@router.post("/{takedown_id}/cancel", status_code=status.HTTP_202_ACCEPTED,
+             response_model=TakedownOut)
+def cancel_takedown(takedown_id: str, session: SessionDep) -> TakedownOut:
+    return takedown_out(takedowns.cancel(session, takedown_id))
+
+
+@router.get("/{takedown_id}/events", response_class=EventSourceResponse,
+            responses={200: {"content": {"text/event-stream": {}}}})
+def stream_events(
+    takedown_id: str, session: SessionDep, request: Request,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+) -> EventSourceResponse:
+    """Replays stored events after Last-Event-ID, then follows live until a terminal state."""
+    takedowns.get(session, takedown_id)  # 404 before the stream starts
+    after = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
+    return EventSourceResponse(_events(takedown_id, after, request), ping=15,
+                               headers={"X-Accel-Buffering": "no"})
+
+
+async def _events(takedown_id: str, after: int, request: Request) -> AsyncIterator[dict[str, Any]]:
+    while not await request.is_disconnected():
+        rows, state = await asyncio.to_thread(_read_events, takedown_id, after)
+        for event_id, type_, data in rows:
+            after = event_id
+            yield {"id": str(event_id), "event": type_, "data": json.dumps(data)}
+        if state in TERMINAL and not rows:
+            return
+        await asyncio.sleep(POLL_SECONDS)
+
+
+def _read_events(takedown_id: str, after: int) -> tuple[list[tuple[int, str, Any]], State]:
+    with get_sessionmaker()() as session:
+        rows = [(e.id, e.type, e.data) for e in events_after(session, takedown_id, after)]
+        state = State(takedowns.get(session, takedown_id).state)
+    return rows, state

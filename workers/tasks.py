@@ -1,0 +1,248 @@
+"""Celery tasks. The engine (torch) is imported lazily inside the task bodies only.
+
+`run_unlearn_job` is the whole erasure step, top to bottom: claim the lineage, run the engine
+with a heartbeat, store and verify the artifact, then commit version + alias + takedowns in one
+transaction. Every database write is fenced, so a duplicate delivery changes nothing.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+import socket
+import threading
+import time
+import uuid
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import structlog
+
+from app.db.models import Model, ModelVersion, Preview
+from app.db.session import session_scope
+from app.services import dispatch, jobs
+from app.services.artifacts import get_store, tree_digest
+from app.services.gate import evaluate_gate
+from app.settings import Settings, get_settings
+from app.states import State
+from workers.celery_app import celery_app
+
+log = structlog.get_logger(__name__)
+BUSY_RETRY_SECONDS = 2.0
+_parent_cache: dict[str, Path] = {}  # the last fetched parent artifact, kept between steps
+
+
+def engine_module(settings: Settings) -> ModuleType:
+    """The engine's service API (workers.engine.service_api unless LETHE_ENGINE_MODULE says)."""
+    return importlib.import_module(settings.engine_module)
+
+
+def worker_identity() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+@celery_app.task(name=dispatch.UNLEARN_TASK, acks_late=True, reject_on_worker_lost=True)
+def unlearn(job_id: str) -> str:
+    return run_unlearn_job(job_id, get_settings())
+
+
+@celery_app.task(name=dispatch.PREVIEW_TASK, acks_late=True, reject_on_worker_lost=True)
+def preview(preview_id: str) -> str:
+    return run_preview(preview_id, get_settings())
+
+
+class Lease:
+    """Heartbeat thread: renews the lease and watches for cancel requests."""
+
+    def __init__(self, settings: Settings, claimed: jobs.ClaimedJob) -> None:
+        self.settings, self.claimed = settings, claimed
+        self.lost = threading.Event()
+        self.cancel = threading.Event()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="lease")
+
+    def __enter__(self) -> Lease:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._done.set()
+        self._thread.join(timeout=5)
+
+    def should_stop(self) -> bool:
+        return self.lost.is_set() or self.cancel.is_set()
+
+    def _run(self) -> None:
+        interval = min(1.0, self.settings.heartbeat_seconds)
+        while not self._done.wait(interval):
+            try:
+                with session_scope() as session:
+                    held, cancel = jobs.heartbeat(session, self.settings, self.claimed)
+            except Exception as exc:  # database blip: keep trying until the lease runs out
+                log.warning("lease.heartbeat_failed", error=str(exc))
+                continue
+            if not held:
+                self.lost.set()
+            if cancel:
+                self.cancel.set()
+
+
+def run_unlearn_job(job_id: str, settings: Settings) -> str:
+    owner = worker_identity()
+    structlog.contextvars.bind_contextvars(job_id=job_id)
+    try:
+        with session_scope() as session:
+            claimed = jobs.claim(session, settings, job_id, owner)
+    except jobs.Busy:
+        dispatch.send_unlearn(job_id, countdown=BUSY_RETRY_SECONDS)
+        return "busy"
+    if claimed is None:
+        log.info("job.skipped", reason="nothing to do or held elsewhere")
+        return "skipped"
+    log.info("job.claimed", fence=claimed.fence, concepts=[r.concept for r in claimed.requests])
+    try:
+        return _erase_and_commit(claimed, settings)
+    finally:
+        structlog.contextvars.unbind_contextvars("job_id")
+
+
+def _erase_and_commit(claimed: jobs.ClaimedJob, settings: Settings) -> str:
+    engine = engine_module(settings)
+    store = get_store(settings)
+    out_dir = settings.staging_dir / f"{claimed.job_id}-{claimed.fence}"
+    shutil.rmtree(out_dir, ignore_errors=True)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    progress = ProgressWriter(settings, claimed)
+    with Lease(settings, claimed) as lease:
+        try:
+            outcome = engine.erase_step(
+                Path(claimed.model_dir), _parent_artifact(store, claimed.parent_artifact_uri),
+                [engine.ErasureRequest(concept=r.concept, prompts=r.prompts,
+                                       neighbors=r.neighbors) for r in claimed.requests],
+                claimed.previously_erased, out_dir, seed=settings.seed,
+                progress=progress, should_stop=lease.should_stop)
+        except engine.Cancelled:
+            return _stopped(claimed, settings, lease)
+        except Exception as exc:
+            if lease.lost.is_set():
+                return "fenced"
+            log.exception("job.engine_error")
+            with session_scope() as session:
+                jobs.fail(session, claimed, f"{type(exc).__name__}: {exc}")
+            return "failed"
+        if lease.should_stop():
+            return _stopped(claimed, settings, lease)
+        progress.flush({"stage": "saving", "step": 1, "total": 1, "losses": {},
+                        "eta_seconds": 0.0}, force=True)
+        step = _store_verified(store, claimed, outcome, Path(outcome.artifact_dir))
+        gate = evaluate_gate(outcome.metrics, [r.concept for r in claimed.requests], settings)
+        with session_scope() as session:
+            version = jobs.commit_version(session, claimed, step, gate)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    if version is None:
+        log.warning("job.fenced_at_commit")
+        return "fenced"
+    log.info("job.committed", version=version.number, production=gate.passed,
+             reasons=gate.reasons)
+    return "completed" if gate.passed else "gate_failed"
+
+
+def _stopped(claimed: jobs.ClaimedJob, settings: Settings, lease: Lease) -> str:
+    if lease.lost.is_set():
+        log.warning("job.lease_lost")
+        return "fenced"
+    with session_scope() as session:
+        again = jobs.cancelled(session, settings, claimed)
+    for job_id in again:
+        dispatch.send_unlearn(job_id)
+    log.info("job.cancelled", requeued_jobs=again)
+    return "cancelled"
+
+
+def _parent_artifact(store: Any, uri: str | None) -> Path | None:
+    if uri is None:
+        return None
+    if uri not in _parent_cache:
+        _parent_cache.clear()
+        _parent_cache[uri] = store.fetch(uri)
+    return _parent_cache[uri]
+
+
+def _store_verified(store: Any, claimed: jobs.ClaimedJob, outcome: Any,
+                    artifact_dir: Path) -> jobs.StepResult:
+    """Copy the artifact to the store, then re-read the stored copy and compare digests."""
+    digest, size = tree_digest(artifact_dir)
+    uri = store.put(artifact_dir, f"{claimed.model_id}/{claimed.job_id}")
+    stored_digest, _ = tree_digest(store.fetch(uri))
+    if stored_digest != digest:
+        raise RuntimeError(f"artifact digest mismatch after upload: {stored_digest} != {digest}")
+    metrics = dict(outcome.metrics)
+    metrics["engine_digest"] = outcome.digest
+    return jobs.StepResult(artifact_uri=uri, digest=digest, size_bytes=size,
+                           erased=list(outcome.erased), metrics=metrics,
+                           targets=dict(outcome.targets), neighbours=dict(outcome.neighbours))
+
+
+class ProgressWriter:
+    """The engine's progress callback: throttled writes to the takedowns and their event log."""
+
+    def __init__(self, settings: Settings, claimed: jobs.ClaimedJob) -> None:
+        self.settings, self.claimed = settings, claimed
+        self._last, self._stage = 0.0, ""
+
+    def __call__(self, event: Any) -> None:
+        self.flush({"stage": event.stage, "step": event.step, "total": event.total,
+                    "losses": dict(event.losses), "eta_seconds": event.eta_seconds})
+
+    def flush(self, raw: dict[str, Any], *, force: bool = False) -> None:
+        now, total = time.monotonic(), max(int(raw["total"]), 1)
+        last_step = raw["step"] >= total
+        if not (force or last_step or raw["stage"] != self._stage
+                or now - self._last >= self.settings.progress_min_interval):
+            return
+        self._last, self._stage = now, raw["stage"]
+        progress = {"stage": raw["stage"], "step": raw["step"], "total_steps": total,
+                    "percent": round(100.0 * raw["step"] / total, 1),
+                    "eta_seconds": raw["eta_seconds"],
+                    "losses": {k: float(v) for k, v in raw["losses"].items()}}
+        try:
+            with session_scope() as session:
+                jobs.record_progress(session, self.claimed, progress)
+        except Exception as exc:  # progress is best effort; the lease decides liveness
+            log.warning("progress.write_failed", error=str(exc))
+
+
+def run_preview(preview_id: str, settings: Settings) -> str:
+    with session_scope() as session:
+        row = session.get(Preview, preview_id)
+        if row is None or row.state != State.QUEUED.value:
+            return "skipped"
+        version = session.get(ModelVersion, row.version_id)
+        assert version is not None
+        row.state = State.RUNNING.value
+
+        model = session.get(Model, version.model_id)
+        assert model is not None
+        model_dir, uri = Path(model.path), version.artifact_uri
+        prompt, seed, n = row.prompt, row.seed, row.n
+    try:
+        engine = engine_module(settings)
+        artifact = _parent_artifact(get_store(settings), uri)
+        images = engine.render_samples(model_dir, artifact, prompt, seed, n)
+        folder = settings.previews_dir / preview_id
+        folder.mkdir(parents=True, exist_ok=True)
+        names = []
+        for i, png in enumerate(images):
+            (folder / f"{i}.png").write_bytes(png)
+            names.append(f"{i}.png")
+        state, error = State.COMPLETED.value, None
+    except Exception as exc:
+        log.exception("preview.failed", preview=preview_id)
+        names, state, error = [], State.FAILED.value, f"{type(exc).__name__}: {exc}"
+    with session_scope() as session:
+        row = session.get(Preview, preview_id)
+        assert row is not None
+        row.state, row.images, row.error = state, names, error
+    return state
