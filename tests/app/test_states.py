@@ -27,7 +27,8 @@ def test_every_transition(current: str, target: str) -> None:
 
 
 def test_terminal_states_have_no_exit() -> None:
-    assert TERMINAL == {State(s) for s in ("completed", "failed", "crashed", "cancelled", "rejected")}
+    names = ("completed", "failed", "crashed", "cancelled", "rejected")
+    assert {State(s) for s in names} == TERMINAL
     for state in TERMINAL:
         assert LEGAL[state] == frozenset()
 

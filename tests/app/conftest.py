@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import text
+
+from app.db.models import Base
+from app.db.session import get_engine, reset_engine
+from app.main import create_app
+from app.settings import get_settings
+from tests.service_env import create_database, drop_database, migrate, service_env
+
+
+@pytest.fixture(scope="session")
+def service_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    name = create_database("lethe_app")
+    data = tmp_path_factory.mktemp("data")
+    env = service_env(name, data, redis_db=11)
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    get_settings.cache_clear()
+    reset_engine()
+    migrate(env)
+    (data / "models" / "house-model").mkdir(parents=True)
+    yield env
+    reset_engine()
+    drop_database(name)
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def client(service_db: dict[str, str]) -> Iterator[TestClient]:
+    with get_engine().begin() as conn:
+        tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
+        conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    with TestClient(create_app(reconcile=False), raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def data_dir(service_db: dict[str, str]) -> Path:
+    return Path(service_db["LETHE_DATA_DIR"])

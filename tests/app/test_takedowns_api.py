@@ -1,0 +1,138 @@
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+CLAIMANT = {"name": "A. Rights", "email": "legal@example.com", "organisation": "Tulip Co"}
+
+
+def body(**over: Any) -> dict[str, Any]:
+    return {"model": "conceptworld", "concept": "red tulip", "kind": "object",
+            "legal_basis": "gdpr_art17", "claimant": CLAIMANT, "external_ref": "T-1", **over}
+
+
+def test_submit_returns_202_location_and_queues(client: TestClient) -> None:
+    r = client.post("/v1/takedowns", json=body())
+    assert r.status_code == 202, r.text
+    td = r.json()
+    assert r.headers["location"] == f"/v1/takedowns/{td['id']}"
+    assert td["state"] == "queued" and td["job_id"]
+    got = client.get(r.headers["location"]).json()
+    assert got["state"] == "queued"
+    days = (_dt(got["due_at"]) - _dt(got["created_at"])).days
+    assert days == 30  # GDPR: one month
+
+
+def _dt(value: str) -> Any:
+    from datetime import datetime
+
+    return datetime.fromisoformat(value)
+
+
+def test_takedowns_for_one_model_merge_into_one_job(client: TestClient) -> None:
+    a = client.post("/v1/takedowns", json=body()).json()
+    b = client.post("/v1/takedowns", json=body(concept="van gogh", kind="style")).json()
+    assert a["job_id"] == b["job_id"]
+
+
+def test_unknown_concept_is_rejected_after_intake(client: TestClient) -> None:
+    r = client.post("/v1/takedowns", json=body(concept="purple unicorn"))
+    assert r.status_code == 202
+    assert r.json()["state"] == "rejected"
+    assert r.json()["error"]["code"] == "unknown_concept"
+
+
+def test_bad_input_gets_field_messages(client: TestClient) -> None:
+    r = client.post("/v1/takedowns", json=body(kind="weather", claimant={"name": ""}))
+    assert r.status_code == 422
+    assert r.headers["content-type"] == "application/problem+json"
+    fields = {e["field"] for e in r.json()["errors"]}
+    assert {"kind", "claimant.name", "claimant.email"} <= fields
+
+
+def test_callback_url_must_be_http(client: TestClient) -> None:
+    for url in ("file:///etc/passwd", "ftp://x.example/a", "javascript:alert(1)"):
+        r = client.post("/v1/takedowns", json=body(callback_url=url))
+        assert r.status_code == 422, url
+        assert r.json()["errors"][0]["field"] == "callback_url"
+    assert client.post("/v1/takedowns",
+                       json=body(callback_url="https://hooks.example/x")).status_code == 202
+
+
+def test_unknown_model_is_404(client: TestClient) -> None:
+    r = client.post("/v1/takedowns", json=body(model="no-such-model"))
+    assert r.status_code == 404
+    assert "no-such-model" in r.json()["detail"]
+
+
+def test_body_over_limit_is_413(client: TestClient) -> None:
+    r = client.post("/v1/takedowns", content=b"{" + b" " * 70_000 + b"}",
+                    headers={"content-type": "application/json"})
+    assert r.status_code == 413
+    assert r.json()["title"] == "Request body too large"
+
+
+def test_malformed_json_and_garbage_never_500(client: TestClient) -> None:
+    for raw in (b"{", b"[]", b"null", b'{"model": 5}', "\u00ff".encode("latin-1")):
+        r = client.post("/v1/takedowns", content=raw, headers={"content-type": "application/json"})
+        assert r.status_code in (400, 422), (raw, r.text)  # 400: bytes that are not UTF-8
+        assert r.headers["content-type"] == "application/problem+json"
+    assert client.get("/v1/takedowns?cursor=!!!").status_code == 422
+    assert client.get("/v1/takedowns?limit=0").status_code == 422
+    assert client.get("/v1/takedowns?state=bogus").status_code == 422
+    assert client.post("/v1/takedowns/nope/cancel").status_code == 404
+
+
+def test_list_filters_and_cursor_pagination(client: TestClient) -> None:
+    ids = [client.post("/v1/takedowns", json=body(external_ref=f"T-{i}")).json()["id"]
+           for i in range(5)]
+    client.post("/v1/takedowns", json=body(concept="purple unicorn"))
+    seen: list[str] = []
+    cursor = None
+    while True:
+        url = "/v1/takedowns?state=queued&limit=2" + (f"&cursor={cursor}" if cursor else "")
+        page = client.get(url).json()
+        seen += [t["id"] for t in page["items"]]
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert seen == list(reversed(ids))
+    assert len(client.get("/v1/takedowns?state=rejected").json()["items"]) == 1
+    overdue = client.post("/v1/takedowns", json=body(due_at="2020-01-01T00:00:00Z")).json()
+    late = client.get("/v1/takedowns?overdue=true").json()["items"]
+    assert [t["id"] for t in late] == [overdue["id"]] and late[0]["overdue"]
+    assert len(client.get("/v1/takedowns?model=conceptworld").json()["items"]) == 7
+
+
+def test_cancel_queued_then_conflict(client: TestClient) -> None:
+    td = client.post("/v1/takedowns", json=body()).json()
+    r = client.post(f"/v1/takedowns/{td['id']}/cancel")
+    assert r.status_code == 202 and r.json()["state"] == "cancelled"
+    again = client.post(f"/v1/takedowns/{td['id']}/cancel")
+    assert again.status_code == 409
+    assert again.headers["content-type"] == "application/problem+json"
+
+
+def test_events_replay_honours_last_event_id(client: TestClient) -> None:
+    td = client.post("/v1/takedowns", json=body()).json()
+    client.post(f"/v1/takedowns/{td['id']}/cancel")
+    text = client.get(f"/v1/takedowns/{td['id']}/events").text
+    ids = [int(line[4:]) for line in text.splitlines() if line.startswith("id: ")]
+    assert len(ids) == 3 and ids == sorted(ids)
+    assert '"state": "cancelled"' in text
+    rest = client.get(f"/v1/takedowns/{td['id']}/events",
+                      headers={"Last-Event-ID": str(ids[0])}).text
+    assert [int(x[4:]) for x in rest.splitlines() if x.startswith("id: ")] == ids[1:]
+
+
+def test_ops_endpoints(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200, ready.text
+    client.post("/v1/takedowns", json=body())
+    metrics = client.get("/metrics").text
+    assert 'lethe_takedowns{state="queued"} 1.0' in metrics
+    assert 'lethe_queue_depth{queue="unlearn"} 1.0' in metrics
+    assert "lethe_job_duration_seconds_bucket" in metrics
+    assert client.get("/healthz").headers["x-request-id"]
