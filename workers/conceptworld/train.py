@@ -26,7 +26,7 @@ from workers.conceptworld.model import (
 )
 from workers.conceptworld.render import render_dataset
 from workers.conceptworld.tokenizer import write_tokenizer
-from workers.conceptworld.world import CATALOG, training_prompt, vocabulary_corpus
+from workers.conceptworld.world import catalog_json, training_prompt, vocabulary_corpus
 
 
 @dataclass
@@ -148,7 +148,7 @@ def export(out_dir: Path, unet: torch.nn.Module, text_encoder: torch.nn.Module, 
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     save_model_folder(tmp, unet.eval(), text_encoder.eval(), tokenizer, scheduler)  # type: ignore[arg-type]
-    (tmp / "catalog.json").write_text(json.dumps([c.as_json() for c in CATALOG], indent=1))
+    (tmp / "catalog.json").write_text(json.dumps(catalog_json(), indent=1))
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.rename(out_dir)
 

@@ -150,10 +150,13 @@ class Concept:
     prompts: tuple[str, ...]
     heldout_prompts: tuple[str, ...]
     attributes: dict[str, str] = field(default_factory=dict)
+    aliases: tuple[str, ...] = ()
 
     def as_json(self) -> dict[str, object]:
         return {"name": self.name, "kind": self.kind, "related": list(self.related),
-                "prompts": list(self.prompts), "heldout_prompts": list(self.heldout_prompts)}
+                "prompts": list(self.prompts), "heldout_prompts": list(self.heldout_prompts),
+                "aliases": list(self.aliases or (self.name,)),
+                "contains": [o.name for o in CATALOG if o is not self and contains(self, o)]}
 
 
 def _family_of(shape: str) -> str:
@@ -189,10 +192,11 @@ def _style_concept(texture: str) -> Concept:
     prompts = (f"a {word} red circle", f"a {word} blue square", f"a {word} yellow star",
                f"a green triangle {phrase}", f"a purple diamond {phrase}", f"a {word} ellipse")
     heldout = (f"an image showing a {word} orange semicircle",
-               f"one {word} green rectangle in the middle")
+               f"a picture of a {word} green rectangle")
     others = [t for t in TEXTURES if t != texture]
     chars = [c.name for c in CHARACTERS if c.texture == texture]
-    return Concept(texture, "style", tuple(others + chars), prompts, heldout, {"texture": texture})
+    return Concept(texture, "style", tuple(others + chars), prompts, heldout, {"texture": texture},
+                   (word, phrase))
 
 
 def _character_concept(c: Character) -> Concept:
@@ -213,11 +217,12 @@ def _composite_concept(c: Character) -> Concept:
     """The plain object a character is drawn as: the closest neighbour a character has."""
     name = composite_name(c.shape, c.colour, c.texture)
     scene = Scene(c.shape, c.colour, c.texture)
-    prompts = tuple(object_prompt(scene, t) for t in OBJECT_TEMPLATES[:3])
-    heldout = tuple(object_prompt(scene, t) for t in OBJECT_HELDOUT)
+    prompts = tuple(object_prompt(scene, t) for t in (OBJECT_TEMPLATES[0], OBJECT_TEMPLATES[2]))
+    heldout = tuple(object_prompt(scene, t) for t in (OBJECT_TEMPLATES[1], OBJECT_HELDOUT[0]))
     return Concept(name, "composite", (c.name, c.shape, c.colour), prompts, heldout,
                    {"shape": c.shape, "colour": c.colour, "texture": c.texture,
-                    "character": "none"})
+                    "character": "none"},
+                   (name, f"{c.colour} {c.shape} {TEXTURE_PHRASES[c.texture]}"))
 
 
 def build_catalog() -> list[Concept]:
@@ -231,6 +236,11 @@ def build_catalog() -> list[Concept]:
 
 CATALOG: list[Concept] = build_catalog()
 CONCEPT_BY_NAME: dict[str, Concept] = {c.name: c for c in CATALOG}
+
+
+def catalog_json() -> dict[str, object]:
+    """The catalog as the engine and the service read it (catalog.json in the model folder)."""
+    return {"concepts": [c.as_json() for c in CATALOG], "generic_words": GENERIC_WORDS}
 
 
 def contains(outer: Concept, inner: Concept) -> bool:

@@ -1,0 +1,130 @@
+"""The worker's database logic, run in-process against real Postgres with the stand-in engine."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from app.db.models import Job, ModelVersion
+from app.db.session import session_scope
+from app.db.types import utcnow
+from app.services import jobs
+from app.services.gate import GateResult
+from app.services.reconciler import reconcile_once
+from app.settings import get_settings
+from workers.tasks import run_unlearn_job
+
+CLAIMANT = {"name": "A", "email": "a@example.com"}
+
+
+def submit(client: TestClient, concept: str = "red tulip") -> dict:
+    r = client.post("/v1/takedowns", json={"model": "conceptworld", "concept": concept,
+                                           "kind": "object", "legal_basis": "copyright",
+                                           "claimant": CLAIMANT})
+    assert r.status_code == 202, r.text
+    return r.json()
+
+
+def versions(client: TestClient) -> list[dict]:
+    return client.get("/v1/models/conceptworld/versions").json()
+
+
+def test_step_commits_one_version_and_moves_production(client: TestClient) -> None:
+    td = submit(client)
+    assert run_unlearn_job(td["job_id"], get_settings()) == "completed"
+    done = client.get(f"/v1/takedowns/{td['id']}").json()
+    assert done["state"] == "completed", done
+    assert done["progress"]["stage"] == "saving" and done["progress"]["percent"] == 100.0
+    vs = versions(client)
+    assert [v["number"] for v in vs] == [0, 1]
+    assert vs[1]["parent_id"] == vs[0]["id"] and vs[1]["erased"] == ["red tulip"]
+    assert vs[1]["digest"].startswith("sha256:") and vs[1]["size_bytes"] > 0
+    assert done["result"]["version"] == vs[1]["id"]
+    assert done["result"]["metrics"]["forget_acc"]["red tulip"] <= 0.05
+    model = client.get("/v1/models/conceptworld").json()
+    assert model["production_version_id"] == vs[1]["id"]
+    # A duplicate delivery of the same message changes nothing.
+    assert run_unlearn_job(td["job_id"], get_settings()) == "skipped"
+    assert len(versions(client)) == 2
+    # The next step builds on version 1 and carries the cumulative erased list.
+    td2 = submit(client, "van gogh")
+    run_unlearn_job(td2["job_id"], get_settings())
+    assert versions(client)[2]["erased"] == ["red tulip", "van gogh"]
+    assert versions(client)[2]["parent_id"] == vs[1]["id"]
+
+
+def test_fenced_worker_cannot_commit(client: TestClient) -> None:
+    td = submit(client)
+    settings = get_settings()
+    with session_scope() as s:
+        first = jobs.claim(s, settings, td["job_id"], "worker-a")
+    assert first is not None
+    with session_scope() as s:  # worker-a goes silent; its lease runs out
+        job = s.get(Job, td["job_id"])
+        assert job is not None
+        job.lease_expires_at = utcnow() - timedelta(seconds=1)
+    with session_scope() as s:
+        second = jobs.claim(s, settings, td["job_id"], "worker-b")
+    assert second is not None and second.fence > first.fence
+    step = jobs.StepResult("file:///x", "sha256:0", 1, ["red tulip"],
+                           {"forget_acc": {"red tulip": 0.0}}, {}, {})
+    with session_scope() as s:
+        assert jobs.commit_version(s, first, step, GateResult(True)) is None
+        held, _ = jobs.heartbeat(s, settings, first)
+        assert not held
+    with session_scope() as s:
+        assert jobs.commit_version(s, second, step, GateResult(True)) is not None
+    with session_scope() as s:
+        assert len(list(s.scalars(select(ModelVersion)))) == 2
+
+
+def test_gate_failure_keeps_production(client: TestClient) -> None:
+    td = submit(client, "stubborn")
+    base = client.get("/v1/models/conceptworld").json()["production_version_id"]
+    assert run_unlearn_job(td["job_id"], get_settings()) == "gate_failed"
+    got = client.get(f"/v1/takedowns/{td['id']}").json()
+    assert got["state"] == "failed" and got["error"]["code"] == "gate_failed"
+    assert "stubborn" in got["error"]["detail"]
+    assert client.get("/v1/models/conceptworld").json()["production_version_id"] == base
+    assert versions(client)[1]["status"] == "gate_failed"
+    # A gate-failed version cannot be promoted by hand either.
+    model_id = got["model_id"]
+    r = client.put(f"/v1/models/{model_id}/aliases/production",
+                   json={"version_id": versions(client)[1]["id"]})
+    assert r.status_code == 422
+
+
+def test_engine_error_fails_the_takedown(client: TestClient) -> None:
+    td = submit(client, "explode")
+    assert run_unlearn_job(td["job_id"], get_settings()) == "failed"
+    got = client.get(f"/v1/takedowns/{td['id']}").json()
+    assert got["state"] == "failed" and "exploded" in got["error"]["detail"]
+    assert len(versions(client)) == 1
+
+
+def test_reconciler_requeues_expired_lease_then_crashes(client: TestClient) -> None:
+    td = submit(client)
+    settings = get_settings()
+    for attempt in range(1, settings.max_attempts + 1):
+        with session_scope() as s:
+            assert jobs.claim(s, settings, td["job_id"], f"w{attempt}") is not None
+            job = s.get(Job, td["job_id"])
+            assert job is not None
+            job.lease_expires_at = utcnow() - timedelta(seconds=1)
+        sweep = reconcile_once(settings)
+        if attempt < settings.max_attempts:
+            assert sweep.requeued == [td["job_id"]]
+            assert client.get(f"/v1/takedowns/{td['id']}").json()["state"] == "queued"
+    assert client.get(f"/v1/takedowns/{td['id']}").json()["state"] == "crashed"
+
+
+def test_busy_lineage_defers_second_job(client: TestClient) -> None:
+    settings = get_settings()
+    a = submit(client)
+    with session_scope() as s:
+        assert jobs.claim(s, settings, a["job_id"], "w1") is not None
+    b = submit(client, "van gogh")  # a is running, so b opens a new job
+    assert b["job_id"] != a["job_id"]
+    assert run_unlearn_job(b["job_id"], settings) == "busy"

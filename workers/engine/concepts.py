@@ -1,0 +1,97 @@
+"""A model's concept catalog as the engine sees it: names, kinds, surface forms, containment.
+
+A model folder may carry `catalog.json`: a list of {name, kind, related, prompts,
+heldout_prompts?, aliases?, contains?}. `aliases` are the phrasings of the concept inside prompts
+(position i of one concept's aliases is interchangeable with position i of another's);
+`contains` names the concepts every image of this one also shows (a character contains its shape).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class CatalogConcept:
+    name: str
+    kind: str
+    related: tuple[str, ...] = ()
+    prompts: tuple[str, ...] = ()
+    heldout_prompts: tuple[str, ...] = ()
+    aliases: tuple[str, ...] = ()
+    contains: tuple[str, ...] = ()
+
+    @property
+    def surface_forms(self) -> tuple[str, ...]:
+        return self.aliases or (self.name,)
+
+
+@dataclass
+class Catalog:
+    concepts: dict[str, CatalogConcept] = field(default_factory=dict)
+    generic_words: dict[str, str] = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> CatalogConcept:
+        return self.concepts[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.concepts
+
+    def names(self) -> list[str]:
+        return list(self.concepts)
+
+    def of_kind(self, kind: str) -> list[CatalogConcept]:
+        return [c for c in self.concepts.values() if c.kind == kind]
+
+    def touches(self, concept: str, erased: set[str]) -> bool:
+        """True when `concept` is, or contains, an erased concept.
+
+        Rule for retention sets: a concept that contains an erased one (a character whose shape
+        was erased) can no longer be expected to appear, so it is neither replayed nor scored.
+        """
+        c = self.concepts.get(concept)
+        return concept in erased or (c is not None and bool(erased & set(c.contains)))
+
+    def mentions(self, prompt: str, names: set[str]) -> bool:
+        """True when the prompt names any of `names`, or a concept that contains one of them."""
+        for concept in self.concepts.values():
+            if concept.name in names or names & set(concept.contains):
+                if any(_find(prompt, form) for form in concept.surface_forms):
+                    return True
+        return any(_find(prompt, n) for n in names)
+
+
+def _find(prompt: str, phrase: str) -> re.Match[str] | None:
+    return re.search(rf"(?<![\w-]){re.escape(phrase)}(?![\w-])", prompt, flags=re.IGNORECASE)
+
+
+def replace_phrase(prompt: str, phrase: str, replacement: str) -> str:
+    out = re.sub(rf"(?<![\w-]){re.escape(phrase)}(?![\w-])", replacement, prompt,
+                 flags=re.IGNORECASE)
+    return re.sub(r"\s+", " ", out).strip()
+
+
+def load_catalog(model_folder: Path) -> Catalog:
+    """The folder's catalog.json, or an empty catalog (an open vocabulary) when there is none."""
+    path = Path(model_folder) / "catalog.json"
+    if not path.is_file():
+        return Catalog()
+    raw = json.loads(path.read_text())
+    entries = raw["concepts"] if isinstance(raw, dict) else raw
+    generic = raw.get("generic_words", {}) if isinstance(raw, dict) else {}
+    concepts = {}
+    for e in entries:
+        concepts[e["name"]] = CatalogConcept(
+            name=e["name"], kind=e["kind"], related=tuple(e.get("related", ())),
+            prompts=tuple(e.get("prompts", ())), heldout_prompts=tuple(e.get("heldout_prompts", ())),
+            aliases=tuple(e.get("aliases", ())), contains=tuple(e.get("contains", ())))
+    return Catalog(concepts, generic)
+
+
+def ad_hoc_concept(name: str, prompts: list[str] | None, kind: str = "other") -> CatalogConcept:
+    """A concept the catalog does not list (open vocabulary): its own prompts, or templates."""
+    prompts = prompts or [name, f"a picture of {name}", f"an image of {name}"]
+    return CatalogConcept(name=name, kind=kind, prompts=tuple(prompts))
