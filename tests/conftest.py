@@ -49,3 +49,10 @@ def client(service_db: dict[str, str]) -> Iterator[TestClient]:
 @pytest.fixture
 def data_dir(service_db: dict[str, str]) -> Path:
     return Path(service_db["LETHE_DATA_DIR"])
+
+
+@pytest.fixture
+def live_client(client: TestClient) -> Iterator[TestClient]:
+    """Like `client`, with the reconciler loop running (for tests with real workers)."""
+    with TestClient(create_app(reconcile=True), raise_server_exceptions=False) as test_client:
+        yield test_client
