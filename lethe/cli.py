@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import typer
 
+from app.cli import serve, takedown_app
 from workers.conceptworld.cli import conceptworld_app
 
 app = typer.Typer(help="Lethe: concept takedowns for text-to-image diffusion models.",
                   no_args_is_help=True)
 app.add_typer(conceptworld_app, name="conceptworld")
+app.command("serve")(serve)
+app.add_typer(takedown_app, name="takedown")
 
 if __name__ == "__main__":
     app()

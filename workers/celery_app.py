@@ -18,7 +18,8 @@ celery_app.conf.update(
     task_ignore_result=True,  # state lives in the database, not a result backend
     broker_connection_retry_on_startup=True,
     broker_connection_timeout=3,
-    # Steps can outlast Redis' default 1 h visibility timeout; the DB lease guards duplicates.
-    broker_transport_options={"visibility_timeout": 6 * 3600},
     worker_hijack_root_logger=False,
 )
+if celery_app.conf.broker_url.startswith("redis"):
+    # Steps can outlast Redis' default 1 h visibility timeout; the DB lease guards duplicates.
+    celery_app.conf.broker_transport_options = {"visibility_timeout": 6 * 3600}

@@ -77,11 +77,13 @@ def cancel_takedown(takedown_id: str, session: SessionDep) -> TakedownOut:
 @router.get("/{takedown_id}/events", response_class=EventSourceResponse,
             responses={200: {"content": {"text/event-stream": {}}}})
 def stream_events(
-    takedown_id: str, session: SessionDep, request: Request,
+    takedown_id: str, request: Request,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> EventSourceResponse:
     """Replays stored events after Last-Event-ID, then follows live until a terminal state."""
-    takedowns.get(session, takedown_id)  # 404 before the stream starts
+    # A short session of its own: a request-scoped one would stay open for the whole stream.
+    with get_sessionmaker()() as session:
+        takedowns.get(session, takedown_id)  # 404 before the stream starts
     after = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
     return EventSourceResponse(_events(takedown_id, after, request), ping=15,
                                headers={"X-Accel-Buffering": "no"})

@@ -1,0 +1,117 @@
+"""`lethe serve` (embedded: API + worker, SQLite, SQLite-backed Celery broker) and
+`lethe takedown submit … --follow`. Mounted by `lethe/cli.py`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import httpx
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+from app.settings import REPO_ROOT
+
+console = Console()
+takedown_app = typer.Typer(help="File and follow takedowns.", no_args_is_help=True)
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to bind")] = 8000,
+    data_dir: Annotated[Path, typer.Option(help="database, broker and artifacts")] = Path("data"),
+) -> None:
+    """Start the API and one worker on this machine (no Postgres, Redis or GPU needed)."""
+    data_dir = data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("LETHE_DATA_DIR", str(data_dir))
+    os.environ.setdefault("LETHE_ALLOWED_MODEL_ROOT", str(data_dir / "models"))
+    from app.db.session import reset_engine
+    from app.settings import get_settings
+
+    get_settings.cache_clear()
+    reset_engine()
+    migrate_to_head()
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "workers.celery_app:celery_app", "worker",
+         "-Q", "unlearn,preview", "-c", "1", "--pool", "solo", "-l", "WARNING",
+         "--without-gossip", "--without-mingle", "--without-heartbeat"],
+        cwd=REPO_ROOT, env=os.environ.copy())
+    import uvicorn
+
+    from app.main import create_app
+
+    console.print(f"Lethe is serving on [bold]http://{host}:{port}[/bold] "
+                  f"(data in {data_dir}; API docs at /docs)")
+    try:
+        uvicorn.run(create_app(), host=host, port=port, log_level="warning")
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+
+
+def migrate_to_head() -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config(str(REPO_ROOT / "alembic.ini"))
+    config.attributes["configure_logging"] = False
+    command.upgrade(config, "head")
+
+
+@takedown_app.command("submit")
+def submit(
+    concept: Annotated[str, typer.Argument(help="the concept to remove")],
+    model: Annotated[str, typer.Option(help="model id or name")] = "conceptworld",
+    kind: Annotated[str, typer.Option(help="person, style, object, character, nsfw, other")]
+    = "other",
+    legal_basis: Annotated[str, typer.Option(help="copyright, dmca, privacy, gdpr_art17, …")]
+    = "other",
+    claimant_name: Annotated[str, typer.Option()] = "CLI user",
+    claimant_email: Annotated[str, typer.Option()] = "cli@example.com",
+    external_ref: Annotated[str | None, typer.Option(help="ticket id")] = None,
+    url: Annotated[str, typer.Option(help="Lethe API base URL")] = "http://127.0.0.1:8000",
+    follow: Annotated[bool, typer.Option(help="show live progress until done")] = False,
+) -> None:
+    """File a takedown; with --follow, draw its progress from the event stream."""
+    body = {"model": model, "concept": concept, "kind": kind, "legal_basis": legal_basis,
+            "claimant": {"name": claimant_name, "email": claimant_email},
+            "external_ref": external_ref}
+    response = httpx.post(f"{url}/v1/takedowns", json=body, timeout=30)
+    if response.status_code != 202:
+        console.print(f"[red]refused ({response.status_code}):[/red] {response.text}")
+        raise typer.Exit(1)
+    takedown = response.json()
+    console.print(f"takedown [bold]{takedown['id']}[/bold] is {takedown['state']}")
+    if follow:
+        final = follow_events(url, takedown["id"])
+        raise typer.Exit(0 if final == "completed" else 1)
+
+
+def follow_events(url: str, takedown_id: str) -> str:
+    """Render the SSE stream as a progress bar; return the final state."""
+    state = "queued"
+    columns = (TextColumn("{task.description}"), BarColumn(),
+               TextColumn("{task.percentage:>5.1f}%"), TimeRemainingColumn())
+    with Progress(*columns, console=console) as bar, httpx.stream(
+            "GET", f"{url}/v1/takedowns/{takedown_id}/events", timeout=None) as stream:
+        task = bar.add_task(state, total=100)
+        kind = ""
+        for line in stream.iter_lines():
+            if line.startswith("event: "):
+                kind = line[7:]
+            elif line.startswith("data: "):
+                data = json.loads(line[6:])
+                if kind == "state":
+                    state = data["state"]
+                    bar.update(task, description=state)
+                else:
+                    bar.update(task, completed=data["percent"],
+                               description=f"{state}: {data['stage']}")
+    console.print(f"takedown {takedown_id} ended [bold]{state}[/bold]")
+    return state
