@@ -1,0 +1,176 @@
+"""Embedded `lethe serve`, migrations, and Postgres going away under a running API."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine
+
+from app.db.models import Base
+from app.db.session import reset_engine
+from app.main import create_app
+from app.settings import get_settings
+from tests.service_env import PG, REPO, create_database, drop_database, make_conceptworld, migrate
+
+CLAIMANT = {"name": "A", "email": "a@example.com"}
+TAKEDOWN = {"model": "conceptworld", "concept": "red tulip", "kind": "object",
+            "legal_basis": "copyright", "claimant": CLAIMANT}
+
+
+def test_migrations_on_empty_postgres_match_models() -> None:
+    name = create_database("lethe_mig")
+    try:
+        url = f"{PG}/{name}"
+        migrate({"LETHE_DATABASE_URL": url})
+        engine = create_engine(url)
+        with engine.connect() as conn:
+            diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}),
+                                    Base.metadata)
+        engine.dispose()
+        assert diff == []
+    finally:
+        drop_database(name)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_embedded_serve_completes_a_takedown(tmp_path: Path) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LETHE_")}
+    env.update(LETHE_CONCEPTWORLD_DIR=str(make_conceptworld(tmp_path)),
+               LETHE_ENGINE_MODULE="tests.stand_in_engine", LETHE_LOG_LEVEL="WARNING")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from lethe.cli import app; app()", "serve", "--port", str(port),
+         "--data-dir", str(tmp_path / "data")], cwd=REPO, env=env, start_new_session=True,
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        assert proc.stdout is not None
+        assert base in proc.stdout.readline()
+        for _ in range(100):
+            try:
+                if httpx.get(f"{base}/readyz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        started = time.monotonic()
+        td = httpx.post(f"{base}/v1/takedowns", json=TAKEDOWN).json()
+        while time.monotonic() - started < 60:
+            td = httpx.get(f"{base}/v1/takedowns/{td['id']}").json()
+            if td["state"] in ("completed", "failed", "crashed"):
+                break
+            time.sleep(0.3)
+        assert td["state"] == "completed", td
+        versions = httpx.get(f"{base}/v1/models/conceptworld/versions").json()
+        assert [v["erased"] for v in versions] == [[], ["red tulip"]]
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(timeout=30)
+
+
+class TcpProxy:
+    """Forwards a local port to Postgres; `cut()` makes the database unreachable."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target, self.port = target, free_port()
+        self.conns: list[socket.socket] = []
+        self.server: socket.socket | None = None
+
+    def start(self) -> None:
+        self.server = socket.create_server(("127.0.0.1", self.port))
+        threading.Thread(target=self._accept, args=(self.server,), daemon=True).start()
+
+    def _accept(self, server: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = server.accept()
+            except OSError:
+                return
+            if server.fileno() == -1:
+                client.close()
+                return
+            upstream = socket.create_connection(self.target)
+            self.conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def cut(self) -> None:
+        assert self.server is not None
+        try:
+            self.server.shutdown(socket.SHUT_RDWR)  # wakes the accept() thread on Linux
+        except OSError:
+            pass
+        self.server.close()
+        for conn in self.conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self.conns.clear()
+
+
+@pytest.fixture
+def proxied_client(service_db: dict[str, str]) -> Iterator[tuple[TestClient, TcpProxy]]:
+    proxy = TcpProxy(("127.0.0.1", 5432))
+    proxy.start()
+    db_name = service_db["LETHE_DATABASE_URL"].rsplit("/", 1)[1]
+    os.environ["LETHE_DATABASE_URL"] = f"{PG.rsplit(':', 1)[0]}:{proxy.port}/{db_name}"
+    get_settings.cache_clear()
+    reset_engine()
+    try:
+        with TestClient(create_app(reconcile=False), raise_server_exceptions=False) as client:
+            yield client, proxy
+    finally:
+        proxy.cut()
+        os.environ["LETHE_DATABASE_URL"] = service_db["LETHE_DATABASE_URL"]
+        get_settings.cache_clear()
+        reset_engine()
+
+
+def test_postgres_unreachable_gives_503_then_recovers(
+        proxied_client: tuple[TestClient, TcpProxy]) -> None:
+    client, proxy = proxied_client
+    assert client.get("/readyz").status_code == 200
+    assert client.post("/v1/takedowns", json=TAKEDOWN).status_code == 202
+    proxy.cut()
+    ready = client.get("/readyz")
+    assert ready.status_code == 503 and ready.json()["checks"]["database"] is False
+    for method, url in (("POST", "/v1/takedowns"), ("GET", "/v1/takedowns"),
+                        ("GET", "/v1/models/conceptworld")):
+        r = client.request(method, url, json=TAKEDOWN if method == "POST" else None)
+        assert r.status_code == 503, (url, r.text)
+        assert r.headers["content-type"] == "application/problem+json"
+    proxy.start()
+    assert client.get("/readyz").status_code == 200
+    assert client.post("/v1/takedowns", json=TAKEDOWN).status_code == 202
