@@ -1,0 +1,74 @@
+"""The acceptance flow with the REAL engine on the shipped concept-world model.
+
+Skipped until `workers.engine.service_api` exists and the shipped model folder has its catalog.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import time
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.settings import CONCEPTWORLD_DIR, get_settings
+
+ENGINE_READY = (importlib.util.find_spec("workers.engine.service_api") is not None
+                and (CONCEPTWORLD_DIR / "catalog.json").exists())
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not ENGINE_READY, reason="workers.engine.service_api or the shipped "
+                       "concept-world model is not available yet"),
+]
+
+
+def test_real_engine_takedown_completes(service_db: dict[str, str], worker_real: None) -> None:
+    from sqlalchemy import text
+
+    from app.db.models import Base
+    from app.db.session import get_engine
+    from app.main import create_app
+    from workers.engine.service_api import load_catalog
+
+    with get_engine().begin() as conn:  # start from an empty registry pointing at the real model
+        tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
+        conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+
+    concept = load_catalog(CONCEPTWORLD_DIR)[0]["name"]
+    with TestClient(create_app(reconcile=True)) as client:
+        started = time.monotonic()
+        td = client.post("/v1/takedowns", json={
+            "model": "conceptworld", "concept": concept, "kind": "object",
+            "legal_basis": "copyright", "claimant": {"name": "A", "email": "a@example.com"}}).json()
+        while time.monotonic() - started < 120:
+            td = client.get(f"/v1/takedowns/{td['id']}").json()
+            if td["state"] in ("completed", "failed", "crashed"):
+                break
+            time.sleep(1)
+        assert td["state"] == "completed", td
+        assert time.monotonic() - started <= 60
+        assert td["result"]["metrics"]["forget_acc"][concept] <= 0.05
+
+
+@pytest.fixture
+def worker_real(service_db: dict[str, str]) -> Iterator[None]:
+    import signal
+    import subprocess
+    import sys
+
+    from tests.service_env import REPO
+
+    env = {**os.environ, **service_db, "LETHE_CONCEPTWORLD_DIR": str(CONCEPTWORLD_DIR),
+           "LETHE_ENGINE_MODULE": "workers.engine.service_api"}
+    os.environ["LETHE_CONCEPTWORLD_DIR"] = str(CONCEPTWORLD_DIR)
+    get_settings.cache_clear()
+    proc = subprocess.Popen([sys.executable, "-m", "celery", "-A", "workers.celery_app:celery_app",
+                             "worker", "-Q", "unlearn,preview", "-c", "1", "-l", "WARNING"],
+                            cwd=REPO, env=env, start_new_session=True)
+    yield None
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    os.environ["LETHE_CONCEPTWORLD_DIR"] = service_db["LETHE_CONCEPTWORLD_DIR"]
+    get_settings.cache_clear()
