@@ -102,20 +102,20 @@ def scene_labels(scenes: list[Scene]) -> dict[str, torch.Tensor]:
     }
 
 
+def _blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    taps = torch.arange(-2, 3).float()
+    k = torch.exp(-(taps**2) / (2 * sigma * sigma))
+    k = k / k.sum()
+    kernel = (k[:, None] * k[None, :]).expand(3, 1, 5, 5)
+    return F.conv2d(F.pad(images, (2, 2, 2, 2), mode="replicate"), kernel, groups=3)
+
+
 def augment(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Blur, noise, ±1 px shifts and brightness changes: what generated images look like."""
     n = images.shape[0]
-    sigma = torch.rand(n, generator=gen) * 1.0
-    kernel_x = torch.arange(-2, 3).float()
-    out = []
-    for img, s in zip(images, sigma.tolist(), strict=True):
-        if s > 0.3:
-            k = torch.exp(-(kernel_x**2) / (2 * s * s))
-            k = (k / k.sum())
-            k2 = (k[:, None] * k[None, :]).expand(3, 1, 5, 5)
-            img = F.conv2d(F.pad(img[None], (2, 2, 2, 2), mode="replicate"), k2, groups=3)[0]
-        out.append(img)
-    x = torch.stack(out)
+    level = torch.randint(0, 3, (n, 1, 1, 1), generator=gen)
+    x = torch.where(level == 1, _blur(images, 0.6), images)
+    x = torch.where(level == 2, _blur(images, 1.0), x)
     shifts = torch.randint(-1, 2, (2,), generator=gen).tolist()
     x = torch.roll(x, shifts=(shifts[0], shifts[1]), dims=(2, 3))
     x = x * (0.85 + 0.3 * torch.rand(n, 1, 1, 1, generator=gen))
@@ -127,7 +127,7 @@ def _to_tensor(images) -> torch.Tensor:  # type: ignore[no-untyped-def]
     return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
 
 
-def train_judge(out_path: Path, *, seed: int = 1, steps: int = 1500, batch_size: int = 128,
+def train_judge(out_path: Path, *, seed: int = 1, steps: int = 1000, batch_size: int = 128,
                 threads: int = 2) -> JudgeNet:
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
@@ -149,7 +149,7 @@ def train_judge(out_path: Path, *, seed: int = 1, steps: int = 1500, batch_size:
         optimizer.step()
         schedule.step()
         if step % 100 == 0:
-            print(f"judge step {step} loss {float(loss):.4f}", flush=True)
+            print(f"judge step {step} loss {loss.item():.4f}", flush=True)
     net.eval()
     out_path.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(out_path))

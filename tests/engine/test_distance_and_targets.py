@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import torch
+
+from workers.engine.concepts import load_catalog
+from workers.engine.distance import score_distance
+from workers.engine.loading import LoadedModel
+from workers.engine.replay import local_replay_set
+from workers.engine.targets import candidate_rewrites, select_mapping_targets
+
+
+def test_distance_is_zero_for_identical_prompts(tiny_model: LoadedModel) -> None:
+    d = score_distance(tiny_model, ["a red circle", "zorbo"], ["a red circle", "zorbo"], k=4)
+    assert torch.equal(d, torch.zeros(2))
+
+
+def test_distance_is_symmetric_and_positive(tiny_model: LoadedModel) -> None:
+    ab = score_distance(tiny_model, ["a red circle", "zorbo"], ["a blue square", "mimi"], k=4)
+    ba = score_distance(tiny_model, ["a blue square", "mimi"], ["a red circle", "zorbo"], k=4)
+    assert torch.allclose(ab, ba)
+    assert (ab > 0).all()
+
+
+def test_distance_is_deterministic_for_a_seed(tiny_model: LoadedModel) -> None:
+    a = score_distance(tiny_model, ["zorbo"], ["mimi"], k=4, seed=7)
+    b = score_distance(tiny_model, ["zorbo"], ["mimi"], k=4, seed=7)
+    assert torch.equal(a, b)
+
+
+def test_candidates_never_mention_forget_or_erased_concepts(tiny_folder) -> None:  # type: ignore[no-untyped-def]
+    catalog = load_catalog(tiny_folder)
+    banned = {"red", "zorbo", "circle"}
+    for name in ("red", "circle", "zorbo"):
+        concept = catalog[name]
+        for prompt in concept.prompts:
+            cands = candidate_rewrites(prompt, concept, catalog, banned)
+            assert cands, prompt
+            for c in cands:
+                assert not catalog.mentions(c, banned), (prompt, c)
+                # a character containing an erased shape or colour is never a target either
+                assert "mimi" not in c and "pyra" not in c
+
+
+def test_selected_targets_are_allowed_candidates(tiny_model: LoadedModel, tiny_folder) -> None:  # type: ignore[no-untyped-def]
+    catalog = load_catalog(tiny_folder)
+    concept = catalog["blip"]
+    banned = {"blip", "zorbo"}
+    choices = select_mapping_targets(tiny_model, concept, list(concept.prompts), catalog, banned,
+                                     k=4, seed=0)
+    assert [c.forget_prompt for c in choices] == list(concept.prompts)
+    for choice in choices:
+        assert choice.target in candidate_rewrites(choice.forget_prompt, concept, catalog, banned)
+        assert not catalog.mentions(choice.target, banned)
+
+
+def test_local_replay_excludes_concepts_that_contain_erased_ones(tiny_model: LoadedModel,
+                                                                  tiny_folder) -> None:  # type: ignore[no-untyped-def]
+    catalog = load_catalog(tiny_folder)
+    banned = {"circle"}
+    replay = local_replay_set(tiny_model, [catalog["circle"]], catalog, banned, top_k=30, k=4,
+                              seed=0)
+    chosen = replay.neighbours["circle"]
+    assert "zorbo" not in chosen and "mimi" not in chosen and "circle" not in chosen
+    assert "" in replay.prompts
+    assert not any(catalog.mentions(p, banned) for p in replay.prompts)

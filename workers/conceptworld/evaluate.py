@@ -1,0 +1,129 @@
+"""Measuring a concept-world model with the judge: per-concept rates and a quality distance."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from diffusers import UNet2DConditionModel
+from scipy import linalg
+
+from workers.conceptworld.judge import Judge, Verdicts
+from workers.conceptworld.render import render_dataset
+from workers.conceptworld.world import CONCEPT_BY_NAME
+from workers.engine.loading import LoadedModel
+from workers.engine.sampling import generate
+
+EVAL_SEED = 20_261_127
+QUALITY_REFERENCE_SEED = 4_242
+
+
+@dataclass
+class GeneratedSet:
+    """Images generated for a list of concepts, with the judge's reading of each."""
+
+    concepts: list[str]
+    per_concept: int
+    images: torch.Tensor
+    verdicts: Verdicts
+    seconds: float
+
+    def rows(self, concept: str) -> slice:
+        i = self.concepts.index(concept)
+        return slice(i * self.per_concept, (i + 1) * self.per_concept)
+
+    def rate(self, concept: str, judged_as: str | None = None) -> float:
+        """Share of `concept`'s images that the judge assigns to `judged_as` (default: itself)."""
+        rows = self.rows(concept)
+        shows = self.verdicts.shows(CONCEPT_BY_NAME[judged_as or concept])
+        return float(shows[rows].float().mean())
+
+
+@dataclass
+class WorldEvaluator:
+    model: LoadedModel
+    judge: Judge
+    per_concept: int = 8
+    steps: int = 20
+    guidance: float = 3.0
+    _reference: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
+
+    def generate_for(self, concepts: list[str], unet: UNet2DConditionModel | None = None, *,
+                     heldout: bool = False) -> GeneratedSet:
+        """`per_concept` images per concept, prompts cycling through its (held-out) templates,
+        fixed seeds: the same call on the same weights gives the same images."""
+        prompts, seeds = [], []
+        for ci, name in enumerate(concepts):
+            concept = CONCEPT_BY_NAME[name]
+            templates = concept.heldout_prompts if heldout else concept.prompts
+            for j in range(self.per_concept):
+                prompts.append(templates[j % len(templates)])
+                seeds.append(EVAL_SEED + 1000 * ci + j)
+        clock = time.perf_counter()
+        images = generate(self.model, prompts, seeds, steps=self.steps, guidance=self.guidance,
+                          unet=unet, batch_size=128)
+        seconds = time.perf_counter() - clock
+        return GeneratedSet(concepts, self.per_concept, images, self.judge.read(images), seconds)
+
+    def quality(self, images: torch.Tensor) -> float:
+        """Fréchet distance between judge features of `images` and of 1,000 fresh renders."""
+        mu_r, cov_r = self._reference_stats()
+        feats = self.judge.features(images).double().numpy()
+        mu_g, cov_g = feats.mean(0), np.cov(feats, rowvar=False)
+        covmean, _ = linalg.sqrtm(cov_g @ cov_r, disp=False)
+        covmean = np.real(covmean)
+        return float(((mu_g - mu_r) ** 2).sum() + np.trace(cov_g + cov_r - 2 * covmean))
+
+    def _reference_stats(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._reference is None:
+            renders, _ = render_dataset(1000, seed=QUALITY_REFERENCE_SEED)
+            x = torch.from_numpy(renders).permute(0, 3, 1, 2).float() / 255
+            feats = self.judge.features(x).double().numpy()
+            self._reference = (feats.mean(0), np.cov(feats, rowvar=False))
+        return self._reference
+
+
+def retention_sets(erased: list[str]) -> tuple[list[str], list[str]]:
+    """(related, general): catalog neighbours of erased concepts, and every other concept.
+
+    Concepts that are, or contain, an erased concept belong to neither (see `world.contains`).
+    """
+    from workers.conceptworld.world import CATALOG, contains
+
+    erased_concepts = [CONCEPT_BY_NAME[e] for e in erased]
+    alive = [c.name for c in CATALOG
+             if not any(contains(c, e) for e in erased_concepts)]
+    related = sorted({n for e in erased_concepts for n in e.related if n in alive})
+    general = [n for n in alive if n not in related]
+    return related, general
+
+
+def mean_rate(gen: GeneratedSet, names: list[str]) -> float:
+    return float(np.mean([gen.rate(n) for n in names])) if names else float("nan")
+
+
+def step_metrics(evaluator: WorldEvaluator, unet: UNet2DConditionModel | None, erased: list[str],
+                 base: GeneratedSet) -> dict[str, object]:
+    """Forget, related and general accuracy of `unet` after erasing `erased`, against `base`."""
+    from workers.conceptworld.world import CATALOG
+
+    everything = evaluator.generate_for([c.name for c in CATALOG], unet)
+    heldout = evaluator.generate_for(erased, unet, heldout=True) if erased else None
+    related, general = retention_sets(erased)
+    related_acc, general_acc = mean_rate(everything, related), mean_rate(everything, general)
+    base_related, base_general = mean_rate(base, related), mean_rate(base, general)
+    return {
+        "erased": list(erased),
+        "forget_acc": {e: everything.rate(e) for e in erased},
+        "forget_acc_heldout": {e: heldout.rate(e) for e in erased} if heldout else {},
+        "related": related,
+        "related_acc": related_acc,
+        "related_retention": related_acc / base_related if base_related else float("nan"),
+        "general_acc": general_acc,
+        "general_retention": general_acc / base_general if base_general else float("nan"),
+        "per_concept": {c.name: everything.rate(c.name) for c in CATALOG},
+        "quality": evaluator.quality(everything.images),
+        "eval_seconds": everything.seconds + (heldout.seconds if heldout else 0.0),
+    }

@@ -1,0 +1,70 @@
+"""Settings of one erasure step, with the reason for each default."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Literal
+
+TrainableGroup = Literal["full", "attn2", "attn2-kv"]
+Method = Literal["lacu", "naive", "esd", "dfr", "uce"]
+
+
+@dataclass(frozen=True)
+class EraseConfig:
+    method: Method = "lacu"
+    # --- locality-aware target selection
+    select_targets: bool = True      # False = the fixed global anchor ablation
+    fixed_anchor: str = ""           # the collapse-prone global anchor (naive, ablation)
+    map_k: int = 32                  # LACU's K_map: noisy inputs per mapping distance
+    # --- locality-aware replay
+    replay: Literal["local", "global", "none"] = "local"
+    replay_top_k: int = 5            # nearest retain concepts replayed (LACU: 10 of a 50 pool; ours has 31)
+    retain_k: int = 16               # LACU's K_retain for ranking retain concepts
+    global_replay_prompts: int = 30  # DFR v1's random unrelated replay, scaled to our catalog
+    erasure_memory: bool = True      # beyond the paper: earlier erased prompts stay distilled, no relapse
+    # --- objective
+    lambda_unlearn: float = 1.0      # scale reference for the other two terms
+    lambda_preserve: float = 2.0     # LACU weights preservation 5× unlearning; 2× suffices here (fewer prompts)
+    lambda_reg: float = 1e-3         # light ℓ2 pull to θ_prev (sum-reduced); keeps drift per step small
+    trainable: TrainableGroup = "attn2"  # cross-attention carries the text: most local edit that erases
+    steps: int = 80                  # optimizer steps; enough for forget accuracy → 0 on the concept world
+    lr: float = 1e-3                 # AdamW; the concept world's small weights move slowly at 5e-5
+    batch_forget: int = 16           # forget prompts per optimizer step
+    batch_preserve: int = 24         # replay + memory prompts per optimizer step
+    t_max_unlearn: int = 600         # LACU: unlearn on t ∈ U[0, 600]; preserve on the full range
+    # --- teacher rollouts (the x_0 the losses noise)
+    rollout_steps: int = 10          # DDIM steps; x_0 only has to be on the prompt's distribution
+    rollout_guidance: float = 3.0    # same guidance as sampling, so x_t matches what users generate
+    rollouts_per_prompt: int = 2     # distinct x_0 per prompt in the cache
+    cache_rollouts: bool = True      # False regenerates rollouts every optimizer step (LACU release)
+    # --- baselines
+    esd_eta: float = 1.0             # ESD-x negative-guidance strength
+    uce_preserve_scale: float = 1.0  # UCE λ on preserved embeddings
+    seed: int = 0
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+    def with_(self, **changes: object) -> EraseConfig:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+def method_config(method: str, **overrides: object) -> EraseConfig:
+    """The configuration each method runs with on the shared interface."""
+    presets: dict[str, dict[str, object]] = {
+        "lacu": {},
+        # Fixed global anchor, no replay, no ℓ2 pull, no memory: the collapse case.
+        "naive": {"select_targets": False, "replay": "none", "lambda_reg": 0.0,
+                  "erasure_memory": False, "lambda_preserve": 0.0},
+        # ESD-x: negative guidance on cross-attention, nothing preserved.
+        "esd": {"replay": "none", "lambda_reg": 0.0, "erasure_memory": False,
+                "lambda_preserve": 0.0, "select_targets": False},
+        # DFR (v1): a fixed context-preserving rewrite, global random replay, ℓ2, no memory.
+        "dfr": {"select_targets": False, "replay": "global", "erasure_memory": False},
+        # UCE: closed form on cross-attention K/V; preserves the replay set's embeddings.
+        "uce": {"trainable": "attn2-kv", "select_targets": False, "replay": "global",
+                "erasure_memory": False},
+    }
+    if method not in presets:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(presets)}")
+    return EraseConfig(method=method, **{**presets[method], **overrides})  # type: ignore[arg-type]

@@ -1,0 +1,193 @@
+"""One erasure step: plan (targets, replay, memory), then distil a student from the teacher.
+
+Teacher = frozen current version M_{i-1}; student initialised from it. The loop reads top to
+bottom: sample forget and preserve prompts, noise cached teacher rollouts, compute the named
+losses, step.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from diffusers import UNet2DConditionModel
+
+from workers.engine.concepts import Catalog, CatalogConcept
+from workers.engine.conditioning import encode_prompts
+from workers.engine.config import EraseConfig
+from workers.engine.loading import LoadedModel
+from workers.engine.losses import esd_target, l2_pull, preserve_loss, unlearn_loss
+from workers.engine.progress import Cancelled, ProgressEvent
+from workers.engine.replay import ReplaySet, global_replay_set, local_replay_set
+from workers.engine.rollouts import RolloutCache
+from workers.engine.sampling import autocast_for, predict_noise
+from workers.engine.targets import MappingChoice, fixed_rewrite, select_mapping_targets
+from workers.engine.trainable import mark_trainable
+
+ProgressFn = Callable[[ProgressEvent], None]
+
+
+@dataclass(frozen=True)
+class ForgetRequest:
+    concept: CatalogConcept
+    prompts: tuple[str, ...]          # the request's prompts (or the catalog's)
+    protect: tuple[CatalogConcept, ...] = ()
+
+
+@dataclass
+class StepPlan:
+    mappings: list[MappingChoice]
+    replay: ReplaySet
+    memory_prompts: list[str]
+
+    def targets(self) -> dict[str, str]:
+        return {m.forget_prompt: m.target for m in self.mappings}
+
+
+@dataclass
+class StepReport:
+    plan: StepPlan
+    seconds: dict[str, float] = field(default_factory=dict)
+    final_losses: dict[str, float] = field(default_factory=dict)
+    rollouts_generated: int = 0
+
+
+def plan_step(model: LoadedModel, unet: UNet2DConditionModel, requests: list[ForgetRequest],
+              erased_before: list[CatalogConcept], catalog: Catalog, cfg: EraseConfig
+              ) -> StepPlan:
+    banned = {r.concept.name for r in requests} | {c.name for c in erased_before}
+    mappings: list[MappingChoice] = []
+    for r in requests:
+        if cfg.select_targets:
+            mappings += select_mapping_targets(model, r.concept, list(r.prompts), catalog, banned,
+                                               k=cfg.map_k, seed=cfg.seed + 42, unet=unet)
+        elif cfg.method == "dfr" or cfg.method == "uce":
+            mappings += [MappingChoice(p, fixed_rewrite(p, r.concept, catalog, banned), 0.0, 1)
+                         for p in r.prompts]
+        else:
+            mappings += [MappingChoice(p, cfg.fixed_anchor, 0.0, 1) for p in r.prompts]
+    forget = [r.concept for r in requests]
+    protect = [c for r in requests for c in r.protect]
+    if cfg.replay == "local":
+        replay = local_replay_set(model, forget, catalog, banned, top_k=cfg.replay_top_k,
+                                  k=cfg.retain_k, seed=cfg.seed + 43, protect=protect, unet=unet)
+    elif cfg.replay == "global":
+        replay = global_replay_set(forget, catalog, banned, n_prompts=cfg.global_replay_prompts,
+                                   seed=cfg.seed + 43)
+    else:
+        replay = ReplaySet({c.name: [] for c in forget}, [])
+    memory = ([p for c in erased_before for p in c.prompts] if cfg.erasure_memory else [])
+    return StepPlan(mappings, replay, memory)
+
+
+def erase(model: LoadedModel, unet: UNet2DConditionModel, requests: list[ForgetRequest],
+          erased_before: list[CatalogConcept], catalog: Catalog, cfg: EraseConfig, *,
+          progress: ProgressFn | None = None, should_stop: Callable[[], bool] | None = None
+          ) -> tuple[UNet2DConditionModel, StepReport]:
+    """Return a new UNet with the requested concepts erased; `unet` (the teacher) is untouched."""
+    emit = progress or (lambda event: None)
+    stop = should_stop or (lambda: False)
+    torch.manual_seed(cfg.seed)
+    clock = time.perf_counter()
+    emit(ProgressEvent("selecting_targets", 0, cfg.steps))
+    plan = plan_step(model, unet, requests, erased_before, catalog, cfg)
+    seconds = {"planning": time.perf_counter() - clock}
+    emit(ProgressEvent("building_replay", 0, cfg.steps))
+
+    if cfg.method == "uce":
+        from workers.engine.methods.uce import uce_edit
+
+        clock = time.perf_counter()
+        student = uce_edit(model, unet, plan, cfg)
+        seconds["training"] = time.perf_counter() - clock
+        return student, StepReport(plan, seconds)
+
+    teacher = unet.eval().requires_grad_(False)
+    student = copy.deepcopy(unet).train()
+    params = mark_trainable(student, cfg.trainable)
+    reference = [p.detach().clone() for p in params]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    cache = RolloutCache(model, teacher, steps=cfg.rollout_steps, guidance=cfg.rollout_guidance,
+                         per_prompt=cfg.rollouts_per_prompt, seed=cfg.seed,
+                         enabled=cfg.cache_rollouts)
+    clock = time.perf_counter()
+    preserve_pool = plan.replay.prompts
+    cache.prepare([m.forget_prompt for m in plan.mappings] + preserve_pool + plan.memory_prompts)
+    seconds["rollouts"] = time.perf_counter() - clock
+
+    rng = random.Random(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    num_t = model.scheduler.config.num_train_timesteps
+    losses: dict[str, float] = {}
+    clock = time.perf_counter()
+    for step in range(cfg.steps):
+        if stop():
+            raise Cancelled(f"stopped at training step {step} of {cfg.steps}")
+        forget = [rng.choice(plan.mappings) for _ in range(cfg.batch_forget)]
+        keep = _preserve_batch(preserve_pool, plan.memory_prompts, cfg, rng)
+        forget_prompts = [m.forget_prompt for m in forget]
+
+        x0 = cache.sample(forget_prompts + keep, gen).to(model.device)
+        t = torch.cat([torch.randint(0, cfg.t_max_unlearn + 1, (len(forget),), generator=gen),
+                       torch.randint(0, num_t, (len(keep),), generator=gen)]).to(model.device)
+        noise = torch.randn(x0.shape, generator=gen).to(model.device)
+        x_t = model.scheduler.add_noise(x0, noise, t)
+
+        with torch.no_grad(), autocast_for(model):
+            target_eps = _teacher_targets(model, teacher, x_t, t, forget, keep, cfg)
+        with autocast_for(model):
+            student_eps = predict_noise(student, x_t, t, encode_prompts(model,
+                                                                        forget_prompts + keep))
+        n = len(forget)
+        terms = {"unlearn": unlearn_loss(student_eps[:n], target_eps[:n])}
+        if keep and cfg.lambda_preserve > 0:
+            terms["preserve"] = preserve_loss(student_eps[n:], target_eps[n:])
+        if cfg.lambda_reg > 0:
+            terms["l2"] = l2_pull(params, reference)
+        weights = {"unlearn": cfg.lambda_unlearn, "preserve": cfg.lambda_preserve,
+                   "l2": cfg.lambda_reg}
+        loss = sum(weights[k] * v for k, v in terms.items())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()  # type: ignore[union-attr]
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+
+        losses = {k: v.item() for k, v in terms.items()} | {"total": loss.item()}  # type: ignore[union-attr]
+        elapsed = time.perf_counter() - clock
+        eta = elapsed / (step + 1) * (cfg.steps - step - 1)
+        if step % 5 == 0 or step + 1 == cfg.steps:
+            emit(ProgressEvent("training", step + 1, cfg.steps, losses, eta))
+    seconds["training"] = time.perf_counter() - clock
+    student.eval().requires_grad_(False)
+    return student, StepReport(plan, seconds, losses, cache.generated)
+
+
+def _preserve_batch(replay: list[str], memory: list[str], cfg: EraseConfig,
+                    rng: random.Random) -> list[str]:
+    if cfg.lambda_preserve <= 0 or not (replay or memory):
+        return []
+    n_memory = cfg.batch_preserve // 3 if memory else 0
+    if not replay:
+        n_memory = cfg.batch_preserve
+    batch = [rng.choice(memory) for _ in range(n_memory)]
+    return batch + [rng.choice(replay) for _ in range(cfg.batch_preserve - n_memory)]
+
+
+def _teacher_targets(model: LoadedModel, teacher: UNet2DConditionModel, x_t: torch.Tensor,
+                     t: torch.Tensor, forget: list[MappingChoice], keep: list[str],
+                     cfg: EraseConfig) -> torch.Tensor:
+    n = len(forget)
+    if cfg.method == "esd":
+        prompts = [m.forget_prompt for m in forget] + [""] * n + keep
+        xs = torch.cat([x_t[:n], x_t[:n], x_t[n:]])
+        ts = torch.cat([t[:n], t[:n], t[n:]])
+        eps = predict_noise(teacher, xs, ts, encode_prompts(model, prompts))
+        concept, uncond = eps[:n], eps[n:2 * n]
+        return torch.cat([esd_target(uncond, concept, cfg.esd_eta), eps[2 * n:]])
+    prompts = [m.target for m in forget] + keep
+    return predict_noise(teacher, x_t, t, encode_prompts(model, prompts))
+

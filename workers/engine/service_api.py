@@ -1,0 +1,196 @@
+"""What the takedown service calls: one erasure step on a model lineage, previews, catalogs.
+
+Workers keep the last loaded model and version in memory (`_Loaded`), so consecutive takedowns
+on one model skip loading.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from diffusers import UNet2DConditionModel
+from PIL import Image
+
+from workers.engine.concepts import Catalog, ad_hoc_concept
+from workers.engine.concepts import load_catalog as read_catalog
+from workers.engine.config import EraseConfig, method_config
+from workers.engine.erase import ForgetRequest, erase
+from workers.engine.loading import LoadedModel, load_model
+from workers.engine.progress import Cancelled, ProgressEvent
+from workers.engine.sampling import generate
+from workers.engine.versions import artifact_digest, base_digest, load_version, save_version
+
+__all__ = ["Cancelled", "ErasureRequest", "ProgressEvent", "StepOutcome", "erase_step",
+           "load_catalog", "render_samples", "unknown_concepts"]
+
+
+@dataclass
+class ErasureRequest:
+    concept: str
+    prompts: list[str] | None = None
+    neighbors: list[str] | None = None
+
+
+@dataclass
+class StepOutcome:
+    artifact_dir: Path
+    digest: str
+    size_bytes: int
+    erased: list[str]
+    metrics: dict[str, object]
+    targets: dict[str, str]
+    neighbours: dict[str, list[str]]
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+class _Loaded:
+    """The last model and version this process used."""
+
+    lock = threading.Lock()
+    model: LoadedModel | None = None
+    base_unet: UNet2DConditionModel | None = None
+    version_key: str | None = None
+    version_unet: UNet2DConditionModel | None = None
+    evaluators: dict[str, object] = {}
+
+
+def _model(folder: Path) -> LoadedModel:
+    if _Loaded.model is None or _Loaded.model.folder != Path(folder):
+        _Loaded.model = load_model(folder)
+        _Loaded.base_unet = _Loaded.model.unet
+        _Loaded.version_key, _Loaded.version_unet = None, None
+        _Loaded.evaluators = {}
+    return _Loaded.model
+
+
+def _unet_for(folder: Path, artifact: Path | None) -> UNet2DConditionModel:
+    model = _model(folder)
+    assert _Loaded.base_unet is not None
+    if artifact is None:
+        return _Loaded.base_unet
+    key = artifact_digest(artifact)
+    if _Loaded.version_key != key:
+        _Loaded.version_unet = load_version(_Loaded.base_unet, artifact,
+                                            expected_base=base_digest(model.folder))
+        _Loaded.version_key = key
+    assert _Loaded.version_unet is not None
+    return _Loaded.version_unet
+
+
+def _resolve(catalog: Catalog, request: ErasureRequest) -> ForgetRequest:
+    concept = catalog.concepts.get(request.concept) or ad_hoc_concept(request.concept,
+                                                                      request.prompts)
+    prompts = tuple(request.prompts or concept.prompts)
+    protect = tuple(catalog.concepts.get(n) or ad_hoc_concept(n, None)
+                    for n in (request.neighbors or []))
+    return ForgetRequest(concept, prompts, protect)
+
+
+def unknown_concepts(model_dir: Path, concepts: list[str]) -> list[str]:
+    """Concepts a closed-vocabulary model (one with a catalog) does not know."""
+    catalog = read_catalog(model_dir)
+    if not catalog.concepts:
+        return []
+    return [c for c in concepts if c not in catalog]
+
+
+def load_catalog(model_dir: Path) -> list[dict[str, object]]:
+    """The model's concept catalog as the registry lists it (empty for an open vocabulary)."""
+    catalog = read_catalog(model_dir)
+    return [{"name": c.name, "kind": c.kind, "related": list(c.related), "prompts": list(c.prompts)}
+            for c in catalog.concepts.values()]
+
+
+def erase_step(model_dir: Path, parent_artifact: Path | None, requests: list[ErasureRequest],
+               previously_erased: list[str], out_dir: Path, *, seed: int,
+               progress: Callable[[ProgressEvent], None],
+               should_stop: Callable[[], bool], config: EraseConfig | None = None) -> StepOutcome:
+    """Erase `requests` from the parent version; write the new version's artifact to `out_dir`."""
+    cfg = config or method_config("lacu", seed=seed)
+    with _Loaded.lock:
+        model = _model(model_dir)
+        catalog = read_catalog(model_dir)
+        parent = _unet_for(model_dir, parent_artifact)
+        resolved = [_resolve(catalog, r) for r in requests]
+        erased_before = [catalog.concepts.get(n) or ad_hoc_concept(n, None)
+                         for n in previously_erased]
+        clock = time.perf_counter()
+        student, report = erase(model, parent, resolved, erased_before, catalog, cfg,
+                                progress=progress, should_stop=should_stop)
+        train_seconds = time.perf_counter() - clock
+        if should_stop():
+            raise Cancelled("stopped after training")
+        erased = list(dict.fromkeys(previously_erased + [r.concept.name for r in resolved]))
+
+        progress(ProgressEvent("evaluating", cfg.steps, cfg.steps))
+        clock = time.perf_counter()
+        metrics = _evaluate(model, parent, student, erased, [r.concept.name for r in resolved])
+        eval_seconds = time.perf_counter() - clock
+        if should_stop():
+            raise Cancelled("stopped after evaluation")
+
+        progress(ProgressEvent("saving", cfg.steps, cfg.steps))
+        assert _Loaded.base_unet is not None
+        manifest = save_version(out_dir, _Loaded.base_unet, student, {
+            "method": cfg.method, "config": cfg.as_dict(), "seed": seed,
+            "erased": erased, "erased_this_step": [r.concept.name for r in resolved],
+            "targets": report.plan.targets(), "neighbours": report.plan.replay.neighbours,
+            "parent_digest": artifact_digest(parent_artifact) if parent_artifact else None,
+            "base_digest": base_digest(model.folder), "metrics": metrics,
+        })
+    return StepOutcome(
+        artifact_dir=out_dir, digest=artifact_digest(out_dir),
+        size_bytes=int(manifest["size_bytes"]),  # type: ignore[call-overload]
+        erased=erased, metrics=metrics, targets=report.plan.targets(),
+        neighbours=report.plan.replay.neighbours,
+        seconds={**report.seconds, "step": train_seconds, "evaluation": eval_seconds})
+
+
+def _evaluate(model: LoadedModel, parent: UNet2DConditionModel, student: UNet2DConditionModel,
+              erased: list[str], this_step: list[str]) -> dict[str, object]:
+    """Judge-based metrics where the model ships a judge (the concept world); else none."""
+    judge_path = model.folder / "judge.safetensors"
+    catalog = read_catalog(model.folder)
+    if not judge_path.is_file() or any(e not in catalog for e in erased):
+        return {"evaluated": False, "reason": "this model has no judge for its concepts"}
+    from workers.conceptworld.evaluate import WorldEvaluator, step_metrics
+    from workers.conceptworld.judge import Judge
+
+    evaluator = _Loaded.evaluators.get("world")
+    if evaluator is None:
+        evaluator = WorldEvaluator(model, Judge.load(judge_path), per_concept=4, steps=10)
+        _Loaded.evaluators["world"] = evaluator
+    assert isinstance(evaluator, WorldEvaluator)
+    from workers.conceptworld.world import CATALOG
+
+    before = evaluator.generate_for([c.name for c in CATALOG], parent)
+    after = step_metrics(evaluator, student, erased, before)
+    parent_forget = {e: before.rate(e) for e in this_step}
+    return {"evaluated": True, "before": {"forget_acc": parent_forget}, "after": after,
+            "forget_acc": after["forget_acc"], "related_retention": after["related_retention"],
+            "general_retention": after["general_retention"]}
+
+
+def render_samples(model_dir: Path, artifact: Path | None, prompt: str, seed: int, n: int
+                   ) -> list[bytes]:
+    """PNG bytes of `n` images for `prompt` from a version (base when `artifact` is None)."""
+    with _Loaded.lock:
+        model = _model(model_dir)
+        unet = _unet_for(model_dir, artifact)
+        images = generate(model, [prompt] * n, [seed + i for i in range(n)], unet=unet)
+    out = []
+    for img in images:
+        arr = (img.permute(1, 2, 0).numpy() * 255).round().astype("uint8")
+        pil = Image.fromarray(arr)
+        if pil.width < 128:
+            pil = pil.resize((pil.width * 8, pil.height * 8), Image.Resampling.NEAREST)
+        buf = io.BytesIO()
+        pil.save(buf, format="PNG")
+        out.append(buf.getvalue())
+    return out
+

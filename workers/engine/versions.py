@@ -1,0 +1,112 @@
+"""Version artifacts: the UNet tensors that differ from the base model, and a JSON manifest.
+
+Loading a version = base folder + its tensors. Every version stores its difference from the
+*base*, not from its parent, so versions never depend on one another and purging one never
+breaks another. Digests are verified on load.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+from diffusers import UNet2DConditionModel
+from safetensors.torch import load_file, save_file
+
+WEIGHTS = "weights.safetensors"
+MANIFEST = "manifest.json"
+
+
+class ArtifactError(ValueError):
+    """The artifact is missing, corrupt, or was made for another base model."""
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def base_digest(model_folder: Path) -> str:
+    """Identity of the base UNet weights a version applies to."""
+    unet_dir = Path(model_folder) / "unet"
+    files = sorted(unet_dir.glob("*.safetensors")) or sorted(unet_dir.glob("*.bin"))
+    h = hashlib.sha256()
+    for f in files:
+        h.update(sha256_file(f).encode())
+    return h.hexdigest()
+
+
+def changed_tensors(base: UNet2DConditionModel, edited: UNet2DConditionModel
+                    ) -> dict[str, torch.Tensor]:
+    base_state = base.state_dict()
+    return {k: v.detach().cpu().contiguous() for k, v in edited.state_dict().items()
+            if not torch.equal(v.cpu(), base_state[k].cpu())}
+
+
+def save_version(out_dir: Path, base: UNet2DConditionModel, edited: UNet2DConditionModel,
+                 manifest: dict[str, object]) -> dict[str, object]:
+    """Write weights + manifest into a fresh folder (renamed into place, so never half-written)."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise ArtifactError(f"{out_dir} is not empty; versions are never overwritten")
+    tmp = out_dir.with_name(out_dir.name + ".partial")
+    tmp.mkdir(parents=True, exist_ok=True)
+    tensors = changed_tensors(base, edited)
+    save_file(tensors, str(tmp / WEIGHTS))
+    full = dict(manifest)
+    full["weights_sha256"] = sha256_file(tmp / WEIGHTS)
+    full["tensors"] = sorted(tensors)
+    full["size_bytes"] = (tmp / WEIGHTS).stat().st_size
+    (tmp / MANIFEST).write_text(json.dumps(full, indent=1, sort_keys=True))
+    _fsync_dir(tmp)
+    if out_dir.exists():
+        out_dir.rmdir()
+    tmp.rename(out_dir)
+    return full
+
+
+def read_manifest(artifact: Path) -> dict[str, object]:
+    path = Path(artifact) / MANIFEST
+    if not path.is_file():
+        raise ArtifactError(f"{artifact} has no {MANIFEST}")
+    return json.loads(path.read_text())  # type: ignore[no-any-return]
+
+
+def artifact_digest(artifact: Path) -> str:
+    """sha256 over the manifest file, which itself pins the weights' sha256."""
+    return sha256_file(Path(artifact) / MANIFEST)
+
+
+def load_version(base: UNet2DConditionModel, artifact: Path, *, expected_base: str | None = None
+                 ) -> UNet2DConditionModel:
+    """A copy of `base` with the artifact's tensors applied, after checking digests."""
+    artifact = Path(artifact)
+    manifest = read_manifest(artifact)
+    weights = artifact / WEIGHTS
+    if not weights.is_file():
+        raise ArtifactError(f"{artifact} has no {WEIGHTS} (purged?)")
+    if sha256_file(weights) != manifest.get("weights_sha256"):
+        raise ArtifactError(f"{weights} does not match the digest in its manifest")
+    if expected_base and manifest.get("base_digest") not in (None, expected_base):
+        raise ArtifactError(f"{artifact} was made for another base model")
+    edited = copy.deepcopy(base)
+    state = edited.state_dict()
+    tensors = load_file(str(weights))
+    unknown = set(tensors) - set(state)
+    if unknown:
+        raise ArtifactError(f"{artifact} has tensors the base UNet lacks: {sorted(unknown)[:3]}")
+    edited.load_state_dict({**state, **{k: v.to(state[k].device) for k, v in tensors.items()}})
+    return edited.eval().requires_grad_(False)
+
+
+def _fsync_dir(folder: Path) -> None:
+    for f in folder.iterdir():
+        with f.open("rb") as fh:
+            os.fsync(fh.fileno())
