@@ -62,7 +62,14 @@ def _encode_uncached(model: LoadedModel, prompts: list[str]) -> Conditioning:
     ids2 = _token_ids(model.tokenizer_2, prompts, model.device)
     out2 = model.text_encoder_2(ids2, output_hidden_states=True)  # type: ignore[misc]
     hidden = torch.cat([first, out2.hidden_states[-2]], dim=-1)
-    size = model.unet.config.sample_size * (8 if model.vae is not None else 1)
+    pooled = out2.text_embeds
+    if model.zero_empty_prompt:
+        empty = torch.tensor([p == "" for p in prompts], device=model.device)
+        hidden = torch.where(empty[:, None, None], torch.zeros_like(hidden), hidden)
+        pooled = torch.where(empty[:, None], torch.zeros_like(pooled), pooled)
+    vae_levels = len(model.vae.config.block_out_channels) if model.vae else 1  # type: ignore[attr-defined]
+    size = model.unet.config.sample_size * 2 ** (vae_levels - 1)  # type: ignore[attr-defined]
+    # (original size, crop top-left, target size), as SDXL pipelines pass them
     time_ids = torch.tensor([[size, size, 0, 0, size, size]], dtype=hidden.dtype,
                             device=model.device).repeat(len(prompts), 1)
-    return Conditioning(hidden, {"text_embeds": out2.text_embeds, "time_ids": time_ids})
+    return Conditioning(hidden, {"text_embeds": pooled, "time_ids": time_ids})

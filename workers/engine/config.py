@@ -37,6 +37,9 @@ class EraseConfig:
     rollout_guidance: float = 3.0    # same guidance as sampling, so x_t matches what users generate
     rollouts_per_prompt: int = 2     # distinct x_0 per prompt in the cache
     cache_rollouts: bool = True      # False regenerates rollouts every optimizer step (LACU release)
+    # --- GPU efficiency (no effect on results beyond float rounding)
+    gradient_checkpointing: bool = False  # recompute activations in backward: full UNet in less memory
+    compile_student: bool = False    # torch.compile the student: pays where steps are launch-bound
     # --- baselines
     esd_eta: float = 1.0             # ESD-x negative-guidance strength
     uce_preserve_scale: float = 1.0  # UCE λ on preserved embeddings

@@ -9,6 +9,7 @@ import torch
 from diffusers import UNet2DConditionModel
 
 from workers.engine.conditioning import encode_prompts
+from workers.engine.gpu import unet_batch_limit
 from workers.engine.loading import LoadedModel
 from workers.engine.sampling import autocast_for, predict_noise
 
@@ -35,7 +36,7 @@ def score_distance(model: LoadedModel, prompts_a: list[str], prompts_b: list[str
 
     unique = list(dict.fromkeys(prompts_a + prompts_b))
     eps: dict[str, torch.Tensor] = {}
-    per_chunk = max(1, chunk // k)
+    per_chunk = max(1, unet_batch_limit(unet, model.device, chunk) // k)
     with autocast_for(model):
         for start in range(0, len(unique), per_chunk):
             batch = unique[start:start + per_chunk]

@@ -19,6 +19,7 @@ from diffusers import UNet2DConditionModel
 from workers.engine.concepts import Catalog, CatalogConcept
 from workers.engine.conditioning import encode_prompts
 from workers.engine.config import EraseConfig
+from workers.engine.gpu import compile_unet
 from workers.engine.loading import LoadedModel
 from workers.engine.losses import esd_target, l2_pull, preserve_loss, unlearn_loss
 from workers.engine.progress import Cancelled, ProgressEvent
@@ -108,6 +109,10 @@ def erase(model: LoadedModel, unet: UNet2DConditionModel, requests: list[ForgetR
 
     teacher = unet.eval().requires_grad_(False)
     student = copy.deepcopy(unet).train()
+    if cfg.gradient_checkpointing:
+        student.enable_gradient_checkpointing()
+    if cfg.compile_student:
+        compile_unet(student)
     params = mark_trainable(student, cfg.trainable)
     reference = [p.detach().clone() for p in params]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)

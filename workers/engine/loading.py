@@ -13,8 +13,9 @@ from typing import Any
 
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-from diffusers.models.attention_processor import AttnProcessor
 from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+from workers.engine.gpu import prepare_unet
 
 
 class ModelFolderError(ValueError):
@@ -34,6 +35,7 @@ class LoadedModel:
     text_encoder_2: CLIPTextModelWithProjection | None = None
     tokenizer_2: CLIPTokenizer | None = None
     autocast_dtype: torch.dtype | None = None
+    zero_empty_prompt: bool = False
     _prompt_cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -69,9 +71,6 @@ def load_model(folder: Path | str, device: str | None = None) -> LoadedModel:
     index = json.loads((folder / "model_index.json").read_text())
     dev = pick_device(device)
     unet = UNet2DConditionModel.from_pretrained(_component(folder, "unet"), local_files_only=True)
-    if dev.type == "cpu":
-        # Classic attention beats SDPA on CPU with few, narrow heads (feasibility.md).
-        unet.set_attn_processor(AttnProcessor())
     text_encoder = CLIPTextModel.from_pretrained(_component(folder, "text_encoder"),
                                                  local_files_only=True)
     tokenizer = CLIPTokenizer.from_pretrained(str(_component(folder, "tokenizer")))
@@ -87,7 +86,11 @@ def load_model(folder: Path | str, device: str | None = None) -> LoadedModel:
     model = LoadedModel(folder, unet, text_encoder, tokenizer, scheduler, dev, vae,
                         text_encoder_2, tokenizer_2,
                         torch.bfloat16 if dev.type == "cuda" else None)
+    # SDXL pipelines condition the unconditional branch on zeros, not on the encoded "".
+    model.zero_empty_prompt = text_encoder_2 is not None and bool(
+        index.get("force_zeros_for_empty_prompt", True))
     for module in (unet, text_encoder, vae, text_encoder_2):
         if module is not None:
             module.to(dev).eval().requires_grad_(False)
+    prepare_unet(unet, dev)
     return model

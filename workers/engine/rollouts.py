@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from diffusers import UNet2DConditionModel
 
+from workers.engine.gpu import unet_batch_limit
 from workers.engine.loading import LoadedModel
 from workers.engine.sampling import generate
 
@@ -51,4 +52,6 @@ class RolloutCache:
     def _generate(self, prompts: list[str], seeds: list[int]) -> torch.Tensor:
         self.generated += len(prompts)
         return generate(self.model, prompts, seeds, steps=self.steps, guidance=self.guidance,
-                        unet=self.teacher, decode=False, batch_size=128)
+                        unet=self.teacher, decode=False,
+                        batch_size=max(1, unet_batch_limit(self.teacher, self.model.device,
+                                                           256) // 2))  # CFG doubles the batch

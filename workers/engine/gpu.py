@@ -1,0 +1,55 @@
+"""Device-specific choices for the UNet: attention kernel, memory layout, batch sizes, compile.
+
+Everything here is a no-op or the conservative choice on CPU, so the same engine code runs in
+CPU tests and on a GPU worker.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
+
+# Bytes of live activations per UNet sample per latent pixel per base channel, in bf16 inference:
+# the widest transient (GEGLU feed-forward, 8·C0 wide) plus the skip connections held for the
+# up path come to about 24·C0 values per latent pixel at the top level.
+_ACTIVATION_VALUES_PER_PIXEL_PER_CHANNEL = 24
+_BYTES_PER_VALUE = 2
+_FREE_MEMORY_SHARE = 0.5  # leave room for the student, its gradients and optimizer state
+
+
+def prepare_unet(unet: UNet2DConditionModel, device: torch.device) -> UNet2DConditionModel:
+    """Pick the attention kernel and memory layout for `device` (in place)."""
+    if device.type == "cuda":
+        # Fused scaled-dot-product attention (flash / memory-efficient kernels) and NHWC
+        # convolutions, which Tensor Cores run without layout transposes.
+        unet.set_attn_processor(AttnProcessor2_0())
+        unet.to(memory_format=torch.channels_last)  # type: ignore[call-arg]
+    else:
+        # Classic attention beats SDPA on CPU with few, narrow heads (feasibility.md).
+        unet.set_attn_processor(AttnProcessor())
+    return unet
+
+
+def unet_batch_limit(unet: UNet2DConditionModel, device: torch.device, preferred: int) -> int:
+    """Largest UNet inference batch (≤ `preferred`) whose activations fit in free GPU memory.
+
+    per sample ≈ 24 · C0 · H · W · 2 bytes (C0 = first block's channels, H × W latent pixels),
+    budget = 0.5 · free memory. On CPU `preferred` is returned unchanged.
+    """
+    if device.type != "cuda":
+        return preferred
+    size, width = int(unet.config["sample_size"]), int(unet.config["block_out_channels"][0])
+    per_sample = _ACTIVATION_VALUES_PER_PIXEL_PER_CHANNEL * width * size * size * _BYTES_PER_VALUE
+    free, _ = torch.cuda.mem_get_info(device)
+    return max(1, min(preferred, int(free * _FREE_MEMORY_SHARE // per_sample)))
+
+
+def compile_unet(unet: UNet2DConditionModel) -> UNet2DConditionModel:
+    """Compile the UNet's forward in place (parameter names and state dict keys are unchanged).
+
+    Pays where steps are launch-bound (small batches, K/V-only training); the first steps are
+    slow while kernels compile.
+    """
+    unet.compile(dynamic=False)
+    return unet
