@@ -38,7 +38,7 @@ class EraseConfig:
     rollouts_per_prompt: int = 2     # distinct x_0 per prompt in the cache
     cache_rollouts: bool = True      # False regenerates rollouts every optimizer step (LACU release)
     # --- GPU efficiency (no effect on results beyond float rounding)
-    gradient_checkpointing: bool = False  # recompute activations in backward: full UNet in less memory
+    gradient_checkpointing: bool = False  # trade compute for memory when training the full UNet
     compile_student: bool = False    # torch.compile the student: pays where steps are launch-bound
     # --- baselines
     esd_eta: float = 1.0             # ESD-x negative-guidance strength

@@ -6,9 +6,14 @@ CPU tests and on a GPU worker.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
-from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
+
+# A diffusers UNet; typed loosely because mypy resolves diffusers' lazy top-level
+# names to their dummy placeholders, which the rest of the engine passes around.
+UNet = Any
 
 # Bytes of live activations per UNet sample per latent pixel per base channel, in bf16 inference:
 # the widest transient (GEGLU feed-forward, 8·C0 wide) plus the skip connections held for the
@@ -18,20 +23,20 @@ _BYTES_PER_VALUE = 2
 _FREE_MEMORY_SHARE = 0.5  # leave room for the student, its gradients and optimizer state
 
 
-def prepare_unet(unet: UNet2DConditionModel, device: torch.device) -> UNet2DConditionModel:
+def prepare_unet(unet: UNet, device: torch.device) -> UNet:
     """Pick the attention kernel and memory layout for `device` (in place)."""
     if device.type == "cuda":
         # Fused scaled-dot-product attention (flash / memory-efficient kernels) and NHWC
         # convolutions, which Tensor Cores run without layout transposes.
         unet.set_attn_processor(AttnProcessor2_0())
-        unet.to(memory_format=torch.channels_last)  # type: ignore[call-arg]
+        unet.to(memory_format=torch.channels_last)
     else:
         # Classic attention beats SDPA on CPU with few, narrow heads (feasibility.md).
         unet.set_attn_processor(AttnProcessor())
     return unet
 
 
-def unet_batch_limit(unet: UNet2DConditionModel, device: torch.device, preferred: int) -> int:
+def unet_batch_limit(unet: UNet, device: torch.device, preferred: int) -> int:
     """Largest UNet inference batch (≤ `preferred`) whose activations fit in free GPU memory.
 
     per sample ≈ 24 · C0 · H · W · 2 bytes (C0 = first block's channels, H × W latent pixels),
@@ -45,7 +50,7 @@ def unet_batch_limit(unet: UNet2DConditionModel, device: torch.device, preferred
     return max(1, min(preferred, int(free * _FREE_MEMORY_SHARE // per_sample)))
 
 
-def compile_unet(unet: UNet2DConditionModel) -> UNet2DConditionModel:
+def compile_unet(unet: UNet) -> UNet:
     """Compile the UNet's forward in place (parameter names and state dict keys are unchanged).
 
     Pays where steps are launch-bound (small batches, K/V-only training); the first steps are
