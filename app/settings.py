@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     gate_max_forget_acc: float = 0.05  # per erased concept, fraction of samples still recognised
     gate_min_related_retention: float = 0.80  # vs the parent version, related concepts
     gate_min_general_retention: float = 0.90  # vs the parent version, unrelated concepts
+    # A model without a judge reports {"evaluated": false}; refuse such versions unless told.
+    gate_require_evaluation: bool = True
 
     log_json: bool = True
     log_level: str = "INFO"

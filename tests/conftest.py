@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +25,8 @@ def service_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, s
     os.environ.update(env)
     get_settings.cache_clear()
     reset_engine()
+    if "workers.celery_app" in sys.modules:  # imported at collection, before this env existed
+        sys.modules["workers.celery_app"].celery_app.conf.broker_url = env["LETHE_BROKER_URL"]
     migrate(env)
     (data / "models" / "house-model").mkdir(parents=True)
     yield env

@@ -26,6 +26,9 @@ def evaluate_gate(metrics: dict[str, Any], concepts: list[str], settings: Settin
         "min_related_retention": settings.gate_min_related_retention,
         "min_general_retention": settings.gate_min_general_retention,
     }
+    if metrics.get("evaluated") is False and not settings.gate_require_evaluation:
+        return GateResult(passed=True, reasons=["not evaluated: this model has no judge"],
+                          thresholds=thresholds)
     reasons: list[str] = []
     forget = metrics.get("forget_acc") or {}
     for concept in concepts:
