@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from app.cli import serve, takedown_app
+from bench.cli import bench_app, sample
 from workers.conceptworld.cli import conceptworld_app
 
 app = typer.Typer(help="Lethe: concept takedowns for text-to-image diffusion models.",
@@ -12,6 +13,8 @@ app = typer.Typer(help="Lethe: concept takedowns for text-to-image diffusion mod
 app.add_typer(conceptworld_app, name="conceptworld")
 app.command("serve")(serve)
 app.add_typer(takedown_app, name="takedown")
+app.add_typer(bench_app, name="bench")
+app.command("sample")(sample)
 
 if __name__ == "__main__":
     app()

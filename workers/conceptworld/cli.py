@@ -12,14 +12,14 @@ conceptworld_app = typer.Typer(help="The concept world: a diffusion model traine
 
 SHIPPED = Path(__file__).parent / "shipped"
 MODEL_DIR = SHIPPED / "model"
-JUDGE_PATH = SHIPPED / "judge.safetensors"
+JUDGE_PATH = MODEL_DIR / "judge.safetensors"  # beside the model, so the engine finds it
 
 
 @conceptworld_app.command()
 def train(
     out: Path = typer.Option(MODEL_DIR, help="Where the trained model folder is written."),
     work_dir: Path = typer.Option(Path("runs/conceptworld"), help="Checkpoints (resumable)."),
-    steps: int = typer.Option(6000, help="Optimizer steps (batch 64)."),
+    steps: int = typer.Option(4000, help="Optimizer steps (batch 64)."),
     seed: int = typer.Option(0),
     fresh: bool = typer.Option(False, help="Ignore an existing checkpoint."),
 ) -> None:
@@ -55,3 +55,50 @@ def concepts(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) 
     else:
         for row in rows:
             typer.echo(f"{row['name']:<22} {row['kind']:<10} related: {', '.join(row['related'])}")
+
+
+@conceptworld_app.command("train-judge")
+def train_judge_command(
+    out: Path = typer.Option(JUDGE_PATH, help="Where the judge's safetensors are written."),
+    steps: int = typer.Option(1000),
+    seed: int = typer.Option(1),
+) -> None:
+    """Train the judge on renders only (augmented), then print its accuracy on fresh renders."""
+    from workers.conceptworld.judge import Judge, judge_accuracy, train_judge
+
+    train_judge(out, seed=seed, steps=steps)
+    typer.echo(json.dumps(judge_accuracy(Judge.load(out))))
+
+
+@conceptworld_app.command("eval")
+def eval_command(
+    model: Path = typer.Option(MODEL_DIR),
+    judge: Path = typer.Option(JUDGE_PATH),
+    per_concept: int = typer.Option(8, help="Generated images per concept (fixed seeds)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Judge accuracy, base-model accuracy per concept, neighbour confusion and quality."""
+    from workers.conceptworld.report import evaluate_world
+
+    report = evaluate_world(model, judge, per_concept)
+    if as_json:
+        typer.echo(json.dumps(report, indent=1))
+        return
+    typer.echo(f"judge accuracy: {report['judge_accuracy']}")
+    typer.echo(f"base accuracy: mean {report['base_accuracy_mean']:.3f}, "
+               f"min {report['base_accuracy_min']:.3f}; quality {report['quality']:.3f}")
+    for name, rate in report["per_concept"].items():  # type: ignore[attr-defined]
+        typer.echo(f"  {name:<22} {rate:.2f}")
+
+
+@conceptworld_app.command()
+def grid(
+    model: Path = typer.Option(MODEL_DIR),
+    out: Path = typer.Option(Path("docs/conceptworld-grid.png")),
+    per_concept: int = typer.Option(4),
+) -> None:
+    """A PNG grid: for each concept, renders (left) next to generated samples (right)."""
+    from workers.conceptworld.report import concept_grid
+
+    concept_grid(model, out, per_concept)
+    typer.echo(f"wrote {out}")

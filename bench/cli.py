@@ -1,0 +1,65 @@
+"""`lethe bench …` and `lethe sample`: benchmark commands that print numbers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from workers.conceptworld.cli import JUDGE_PATH, MODEL_DIR
+
+bench_app = typer.Typer(help="Benchmarks: commands that print numbers.", no_args_is_help=True)
+
+
+@bench_app.command()
+def continual(
+    methods: str = typer.Option("lacu,naive,esd,dfr,uce", help="Comma-separated methods; "
+                                "ablations: lacu-fixed-anchor, lacu-global-replay, "
+                                "lacu-no-memory, lacu-no-cache."),
+    sequence: str = typer.Option("", help="Comma-separated concepts (default: 10 mixed ones)."),
+    quick: bool = typer.Option(False, help="Only the first 3 steps of the sequence."),
+    out: Path = typer.Option(Path("runs/bench-continual"), help="Artifacts, CSV, PNG, JSON."),
+    model: Path = typer.Option(MODEL_DIR),
+    judge: Path = typer.Option(JUDGE_PATH),
+    seed: int = typer.Option(0),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Erase a sequence step by step from the same base with each method; measure every step."""
+    from bench.continual import DEFAULT_SEQUENCE, run_benchmark
+
+    concepts = [c.strip() for c in sequence.split(",") if c.strip()] or list(DEFAULT_SEQUENCE)
+    if quick:
+        concepts = concepts[:3]
+    names = [m.strip() for m in methods.split(",") if m.strip()]
+    result = run_benchmark(model, judge, names, concepts, out, seed=seed,
+                           log=lambda line: typer.echo(line, err=True))
+    if as_json:
+        typer.echo(json.dumps(result, indent=1))
+    else:
+        typer.echo(f"results in {out}/results.json, .csv and .png")
+
+
+def sample(
+    model: Path = typer.Option(MODEL_DIR, help="A diffusers model folder."),
+    version: Path = typer.Option(None, help="A version artifact or a benchmark step folder."),
+    prompt: str = typer.Option(..., help="The prompt."),
+    n: int = typer.Option(8, min=1, max=256),
+    seed: int = typer.Option(0),
+    steps: int = typer.Option(20, min=1, max=200),
+    guidance: float = typer.Option(3.0),
+    use_judge: bool = typer.Option(False, "--judge", help="Say what the judge sees."),
+    concept: str = typer.Option(None, help="With --judge: report the share judged as NAME."),
+    out: Path = typer.Option(None, help="Write a PNG strip of the images here."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Generate images from any version and, with --judge, print what the judge sees in each."""
+    from bench.probe import probe
+
+    report = probe(model, version, prompt, n, seed, steps, guidance,
+                   JUDGE_PATH if use_judge else None, concept, out)
+    if as_json:
+        typer.echo(json.dumps(report, indent=1))
+    else:
+        for k, v in report.items():
+            typer.echo(f"{k}: {v}")

@@ -1,0 +1,163 @@
+"""The continual-unlearning benchmark: erase a sequence step by step, per method, and measure.
+
+Every method starts from the same base; each step's version artifact and metrics are written to
+DIR/<method>/step-<i>/, and a rerun resumes from the steps already there.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from diffusers import UNet2DConditionModel
+
+from workers.conceptworld.evaluate import GeneratedSet, WorldEvaluator, step_metrics
+from workers.conceptworld.judge import Judge
+from workers.conceptworld.world import CATALOG
+from workers.engine.concepts import Catalog, load_catalog
+from workers.engine.config import EraseConfig, method_config
+from workers.engine.erase import ForgetRequest, erase
+from workers.engine.loading import LoadedModel, load_model
+from workers.engine.versions import load_version, save_version
+
+DEFAULT_SEQUENCE = ("zorbo", "blip", "mimi", "outlined", "star", "purple", "gloop",
+                    "solid red circle", "diamond", "yellow")
+
+# Ablations of LACU: each changes one ingredient.
+ABLATIONS: dict[str, dict[str, object]] = {
+    "lacu-fixed-anchor": {"select_targets": False, "fixed_anchor": ""},
+    "lacu-global-replay": {"replay": "global"},
+    "lacu-no-memory": {"erasure_memory": False},
+    "lacu-no-cache": {"cache_rollouts": False},
+}
+
+
+def config_for(name: str, seed: int) -> EraseConfig:
+    if name in ABLATIONS:
+        return method_config("lacu", seed=seed, **ABLATIONS[name])
+    return method_config(name, seed=seed)
+
+
+def _drift(a: UNet2DConditionModel, b: UNet2DConditionModel) -> float:
+    sq = sum(float((x - y).double().pow(2).sum())
+             for x, y in zip(a.parameters(), b.parameters(), strict=True))
+    return math.sqrt(sq)
+
+
+def run_method(name: str, model: LoadedModel, catalog: Catalog, evaluator: WorldEvaluator,
+               base: GeneratedSet, sequence: list[str], out: Path, seed: int,
+               log: Callable[[str], None]) -> list[dict[str, object]]:
+    cfg = config_for(name, seed)
+    base_unet = model.unet
+    unet, steps = base_unet, []
+    erased: list[str] = []
+    for i, concept_name in enumerate(sequence, start=1):
+        step_dir = out / name / f"step-{i}"
+        concept = catalog[concept_name]
+        if (step_dir / "metrics.json").is_file():
+            new_unet = load_version(base_unet, step_dir)
+            record = json.loads((step_dir / "metrics.json").read_text())
+            log(f"{name} step {i} ({concept_name}): reused from {step_dir}")
+        else:
+            clock = time.perf_counter()
+            new_unet, report = erase(model, unet, [ForgetRequest(concept, concept.prompts)],
+                                     [catalog[e] for e in erased], catalog, cfg)
+            seconds = time.perf_counter() - clock
+            metrics = step_metrics(evaluator, new_unet, erased + [concept_name], base)
+            record = {
+                "step": i, "erased": concept_name, "seconds": seconds,
+                "seconds_by_stage": report.seconds, "rollouts_generated": report.rollouts_generated,
+                "drift_l2": _drift(new_unet, base_unet), "drift_l2_step": _drift(new_unet, unet),
+                "targets": report.plan.targets(), "neighbours": report.plan.replay.neighbours,
+                **{k: v for k, v in metrics.items() if k != "erased"},
+            }
+            save_version(step_dir, base_unet, new_unet,
+                         {"method": name, "config": cfg.as_dict(), "step": i,
+                          "erased": erased + [concept_name], "targets": report.plan.targets()})
+            (step_dir / "metrics.json").write_text(json.dumps(record, indent=1))
+            log(f"{name} step {i} ({concept_name}): {seconds:.0f}s, forget "
+                f"{record['forget_acc']}, related {record['related_retention']:.3f}, "
+                f"general {record['general_retention']:.3f}, quality {record['quality']:.2f}")
+        erased.append(concept_name)
+        steps.append(record)
+        unet = new_unet
+    return steps
+
+
+def run_benchmark(model_dir: Path, judge_path: Path, methods: list[str], sequence: list[str],
+                  out: Path, *, seed: int = 0, per_concept: int = 8,
+                  log: Callable[[str], None] = print) -> dict[str, object]:
+    torch.manual_seed(seed)
+    model = load_model(model_dir, device="cpu")
+    catalog = load_catalog(model_dir)
+    unknown = [c for c in sequence if c not in catalog]
+    if unknown:
+        raise ValueError(f"not in the model's catalog: {', '.join(unknown)}")
+    evaluator = WorldEvaluator(model, Judge.load(judge_path), per_concept=per_concept)
+    base = evaluator.generate_for([c.name for c in CATALOG])
+    base_quality = evaluator.quality(base.images)
+    result: dict[str, object] = {
+        "base": {"model": str(model_dir), "per_concept": {c.name: base.rate(c.name)
+                                                          for c in CATALOG},
+                 "quality": base_quality, "eval_seconds": base.seconds},
+        "sequence": sequence, "methods": {},
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    for name in methods:
+        steps = run_method(name, model, catalog, evaluator, base, sequence, out, seed, log)
+        result["methods"][name] = {"config": config_for(name, seed).as_dict(),  # type: ignore[index]
+                                   "steps": steps}
+        write_outputs(result, out)
+    return result
+
+
+CSV_FIELDS = ("method", "step", "erased", "forget_acc_max", "forget_acc_heldout_max",
+              "related_acc", "related_retention", "general_acc", "general_retention", "quality",
+              "seconds", "drift_l2", "drift_l2_step")
+
+
+def write_outputs(result: dict[str, object], out: Path) -> None:
+    (out / "results.json").write_text(json.dumps(result, indent=1))
+    methods: dict[str, dict[str, list[dict[str, object]]]] = result["methods"]  # type: ignore[assignment]
+    with (out / "results.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        writer.writeheader()
+        for name, data in methods.items():
+            for s in data["steps"]:
+                writer.writerow({
+                    "method": name, **{k: s[k] for k in CSV_FIELDS[1:3]},
+                    "forget_acc_max": max(s["forget_acc"].values()),  # type: ignore[attr-defined]
+                    "forget_acc_heldout_max": max(s["forget_acc_heldout"].values()),  # type: ignore[attr-defined]
+                    **{k: s[k] for k in CSV_FIELDS[5:]}})
+    plot(methods, out / "results.png")
+
+
+def plot(methods: dict[str, dict[str, list[dict[str, object]]]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = (("related_retention", "related retention"), ("general_retention",
+              "general retention"), ("forget_max", "max forget accuracy (held-out incl.)"))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for name, data in methods.items():
+        xs = [s["step"] for s in data["steps"]]
+        for ax, (key, title) in zip(axes, panels, strict=True):
+            if key == "forget_max":
+                ys = [max(list(s["forget_acc"].values())  # type: ignore[attr-defined]
+                          + list(s["forget_acc_heldout"].values())) for s in data["steps"]]  # type: ignore[attr-defined]
+            else:
+                ys = [s[key] for s in data["steps"]]
+            ax.plot(xs, ys, marker="o", label=name)
+            ax.set_title(title)
+            ax.set_xlabel("step")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

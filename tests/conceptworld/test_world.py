@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformers import CLIPTokenizer
+
+from workers.conceptworld.cli import JUDGE_PATH, MODEL_DIR
+from workers.conceptworld.render import render_dataset, render_scene
+from workers.conceptworld.tokenizer import write_tokenizer
+from workers.conceptworld.world import (
+    CATALOG,
+    CHARACTERS,
+    COLOURS,
+    SHAPE_FAMILIES,
+    SHAPES,
+    TEXTURES,
+    Scene,
+    vocabulary_corpus,
+)
+
+
+def test_world_has_the_required_variety() -> None:
+    assert len(SHAPES) >= 8 and len(SHAPE_FAMILIES) >= 3
+    assert len(COLOURS) >= 6 and len(TEXTURES) >= 3 and len(CHARACTERS) >= 6
+    # characters share attributes with each other and with plain concepts
+    shared = [(a.name, b.name) for a in CHARACTERS for b in CHARACTERS
+              if a.name < b.name and (a.shape == b.shape or a.colour == b.colour)]
+    assert len(shared) >= 3
+
+
+def test_renderer_is_deterministic_for_a_seed() -> None:
+    a, scenes_a = render_dataset(64, seed=3)
+    b, scenes_b = render_dataset(64, seed=3)
+    c, _ = render_dataset(64, seed=4)
+    assert scenes_a == scenes_b and np.array_equal(a, b)
+    assert not np.array_equal(a, c)
+    assert a.shape == (64, 24, 24, 3) and a.dtype == np.uint8
+
+
+def test_characters_differ_from_their_plain_object() -> None:
+    zorbo = render_scene(Scene("circle", "red", "solid", "zorbo"), random.Random(0))
+    plain = render_scene(Scene("circle", "red", "solid"), random.Random(0))
+    assert np.abs(zorbo.astype(int) - plain.astype(int)).sum() > 0
+
+
+def test_tokenizer_round_trip_and_unknown_words(tmp_path: Path) -> None:
+    write_tokenizer(vocabulary_corpus(), tmp_path)
+    tok = CLIPTokenizer.from_pretrained(str(tmp_path))
+    for text in ("a picture of zorbo", "a striped purple semicircle drawn as an outline"):
+        ids = tok(text).input_ids
+        assert tok.decode(ids, skip_special_tokens=True) == text
+        # every known word is one token
+        assert len(ids) == len(text.split()) + 2
+    unknown = "Xylophone quuxes über 42!"
+    ids = tok(unknown).input_ids
+    assert tok.unk_token_id not in ids[1:-1]
+    assert tok.decode(ids, skip_special_tokens=True).replace(" ", "") == unknown.lower().replace(
+        " ", "")
+
+
+def test_every_catalog_concept_has_prompts_and_known_neighbours() -> None:
+    names = {c.name for c in CATALOG}
+    for concept in CATALOG:
+        assert concept.prompts and concept.heldout_prompts
+        assert not set(concept.prompts) & set(concept.heldout_prompts)
+        assert set(concept.related) <= names and concept.name not in concept.related
+
+
+shipped = pytest.mark.skipif(not (MODEL_DIR / "model_index.json").is_file(),
+                             reason="the trained concept world is not in this checkout")
+
+
+@pytest.mark.slow
+def test_judge_accuracy_on_a_fresh_seed() -> None:
+    from workers.conceptworld.judge import Judge, judge_accuracy
+
+    accuracy = judge_accuracy(Judge.load(JUDGE_PATH), n=600, seed=31_337)
+    assert min(accuracy.values()) >= 0.98, accuracy
+
+
+@shipped
+def test_shipped_model_loads_fast() -> None:
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    clock = time.perf_counter()
+    UNet2DConditionModel.from_pretrained(MODEL_DIR, subfolder="unet")
+    CLIPTextModel.from_pretrained(MODEL_DIR, subfolder="text_encoder")
+    assert time.perf_counter() - clock < 5
+
+
+@shipped
+@pytest.mark.slow
+@pytest.mark.parametrize("prompt,concept", [
+    ("zorbo", "zorbo"), ("a picture of blip", "blip"), ("a red square", "red"),
+    ("a triangle", "triangle"), ("a striped green circle", "striped"),
+])
+def test_shipped_model_draws_the_prompted_concept(prompt: str, concept: str) -> None:
+    from workers.conceptworld.judge import Judge
+    from workers.conceptworld.world import CONCEPT_BY_NAME
+    from workers.engine.loading import load_model
+    from workers.engine.sampling import generate
+
+    torch.set_num_threads(2)
+    model = load_model(MODEL_DIR, device="cpu")
+    images = generate(model, [prompt] * 4, [100, 101, 102, 103])
+    shows = Judge.load(JUDGE_PATH).read(images).shows(CONCEPT_BY_NAME[concept])
+    assert int(shows.sum()) >= 3, prompt
