@@ -185,6 +185,9 @@ def save_folder(parts: Components, kind: Kind, out: Path) -> Path:
     if (out / "model_index.json").exists():
         raise FileExistsError(f"{out} already holds a model folder")
     out.mkdir(parents=True, exist_ok=True)
+    for module in (parts.unet, parts.vae, parts.text_encoder, parts.text_encoder_2):
+        if module is not None:  # built on a GPU for fast init; written from host memory
+            torch.nn.Module.to(module, torch.device("cpu"))
     parts.unet.save_pretrained(out / "unet")
     parts.vae.save_pretrained(out / "vae")
     parts.text_encoder.save_pretrained(out / "text_encoder")
