@@ -158,7 +158,8 @@ def takedown(folder: Path, device: torch.device, steps: int, compile_student: bo
     out["retain_pool"] = len(catalog.concepts) - 1
 
     # The engine's planning calls, timed one by one (a measurement shim, restored below).
-    originals = {"select_mapping_targets": erase_module.select_mapping_targets,
+    originals: dict[str, Callable[..., Any]] = {
+        "select_mapping_targets": erase_module.select_mapping_targets,
                  "local_replay_set": erase_module.local_replay_set}
 
     def timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
