@@ -40,6 +40,20 @@ def continual(
         typer.echo(f"results in {out}/results.json, .csv and .png")
 
 
+@bench_app.command()
+def merged(
+    concepts: str = typer.Option("zorbo,blip,star", help="Comma-separated concepts."),
+    out: Path = typer.Option(Path("runs/bench-merged")),
+    model: Path = typer.Option(MODEL_DIR),
+    judge: Path = typer.Option(JUDGE_PATH),
+) -> None:
+    """Cost of erasing k concepts in one step against k single steps in a row."""
+    from bench.continual import merged_step_cost
+
+    names = [c.strip() for c in concepts.split(",") if c.strip()]
+    typer.echo(json.dumps(merged_step_cost(model, judge, names, out), indent=1))
+
+
 def sample(
     model: Path = typer.Option(MODEL_DIR, help="A diffusers model folder."),
     version: Path = typer.Option(None, help="A version artifact or a benchmark step folder."),

@@ -161,3 +161,37 @@ def plot(methods: dict[str, dict[str, list[dict[str, object]]]], path: Path) -> 
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def merged_step_cost(model_dir: Path, judge_path: Path, concepts: list[str], out: Path, *,
+                     seed: int = 0, per_concept: int = 8) -> dict[str, object]:
+    """One step erasing k concepts together vs k single steps in a row: seconds and forgetting."""
+    model = load_model(model_dir, device="cpu")
+    catalog = load_catalog(model_dir)
+    evaluator = WorldEvaluator(model, Judge.load(judge_path), per_concept=per_concept)
+    base = evaluator.generate_for([c.name for c in CATALOG])
+    cfg = method_config("lacu", seed=seed)
+    requests = [ForgetRequest(catalog[c], catalog[c].prompts) for c in concepts]
+
+    clock = time.perf_counter()
+    merged, _ = erase(model, model.unet, requests, [], catalog, cfg)
+    merged_seconds = time.perf_counter() - clock
+    merged_metrics = step_metrics(evaluator, merged, concepts, base)
+
+    unet, single_seconds = model.unet, 0.0
+    for i, request in enumerate(requests):
+        clock = time.perf_counter()
+        unet, _ = erase(model, unet, [request], [r.concept for r in requests[:i]], catalog, cfg)
+        single_seconds += time.perf_counter() - clock
+    single_metrics = step_metrics(evaluator, unet, concepts, base)
+    keys = ("forget_acc", "forget_acc_heldout", "related_retention", "general_retention",
+            "quality")
+    result = {
+        "concepts": concepts, "k": len(concepts),
+        "merged": {"seconds": merged_seconds, **{k: merged_metrics[k] for k in keys}},
+        "sequential": {"seconds": single_seconds, **{k: single_metrics[k] for k in keys}},
+        "time_ratio_merged_over_sequential": merged_seconds / single_seconds,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "merged.json").write_text(json.dumps(result, indent=1))
+    return result

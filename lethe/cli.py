@@ -7,6 +7,7 @@ import typer
 from app.cli import serve, takedown_app
 from bench.cli import bench_app, sample
 from workers.conceptworld.cli import conceptworld_app
+from workers.engine.gpu_cli import gpu_app
 
 app = typer.Typer(help="Lethe: concept takedowns for text-to-image diffusion models.",
                   no_args_is_help=True)
@@ -15,6 +16,7 @@ app.command("serve")(serve)
 app.add_typer(takedown_app, name="takedown")
 app.add_typer(bench_app, name="bench")
 app.command("sample")(sample)
+app.add_typer(gpu_app, name="gpu")
 
 if __name__ == "__main__":
     app()

@@ -240,7 +240,9 @@ CONCEPT_BY_NAME: dict[str, Concept] = {c.name: c for c in CATALOG}
 
 def catalog_json() -> dict[str, object]:
     """The catalog as the engine and the service read it (catalog.json in the model folder)."""
-    return {"concepts": [c.as_json() for c in CATALOG], "generic_words": GENERIC_WORDS}
+    return {"concepts": [c.as_json() for c in CATALOG], "generic_words": GENERIC_WORDS,
+            # "a circle" is drawn in any colour: leaving a slot unnamed samples every value.
+            "open_slots": True}
 
 
 def contains(outer: Concept, inner: Concept) -> bool:

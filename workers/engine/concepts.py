@@ -4,6 +4,9 @@ A model folder may carry `catalog.json`: a list of {name, kind, related, prompts
 heldout_prompts?, aliases?, contains?}. `aliases` are the phrasings of the concept inside prompts
 (position i of one concept's aliases is interchangeable with position i of another's);
 `contains` names the concepts every image of this one also shows (a character contains its shape).
+A top-level `"open_slots": true` says that a prompt which leaves a kind unnamed samples *every*
+value of it (the concept world draws a random colour for "a circle"), so a generic word or the
+removal of a concept is not a safe mapping target there: the erased value would still be drawn.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ class CatalogConcept:
 class Catalog:
     concepts: dict[str, CatalogConcept] = field(default_factory=dict)
     generic_words: dict[str, str] = field(default_factory=dict)
+    open_slots: bool = False
 
     def __getitem__(self, name: str) -> CatalogConcept:
         return self.concepts[name]
@@ -82,13 +86,14 @@ def load_catalog(model_folder: Path) -> Catalog:
     raw = json.loads(path.read_text())
     entries = raw["concepts"] if isinstance(raw, dict) else raw
     generic = raw.get("generic_words", {}) if isinstance(raw, dict) else {}
+    open_slots = bool(raw.get("open_slots", False)) if isinstance(raw, dict) else False
     concepts = {}
     for e in entries:
         concepts[e["name"]] = CatalogConcept(
             name=e["name"], kind=e["kind"], related=tuple(e.get("related", ())),
             prompts=tuple(e.get("prompts", ())), heldout_prompts=tuple(e.get("heldout_prompts", ())),
             aliases=tuple(e.get("aliases", ())), contains=tuple(e.get("contains", ())))
-    return Catalog(concepts, generic)
+    return Catalog(concepts, generic, open_slots)
 
 
 def ad_hoc_concept(name: str, prompts: list[str] | None, kind: str = "other") -> CatalogConcept:

@@ -22,7 +22,8 @@ class MappingChoice:
 def candidate_rewrites(prompt: str, concept: CatalogConcept, catalog: Catalog,
                        banned: set[str]) -> list[str]:
     """Rewrites of `prompt`: the concept replaced by each same-kind catalog concept, by the
-    kind's generic word, and removed. None may mention a banned (erased or being-erased) concept.
+    kind's generic word, and removed (the last two only where unnamed slots are not sampled
+    freely). None may mention a banned (erased or being-erased) concept.
     """
     forms = [f for f in concept.surface_forms if f.lower() in prompt.lower()]
     if not forms:
@@ -36,6 +37,8 @@ def candidate_rewrites(prompt: str, concept: CatalogConcept, catalog: Catalog,
                 continue
             others = other.surface_forms
             out.append(replace_phrase(prompt, form, others[min(slot, len(others) - 1)]))
+        if catalog.open_slots:
+            continue  # an unnamed slot still samples the erased value (see concepts.py)
         generic = catalog.generic_words.get(concept.kind)
         if generic:
             out.append(replace_phrase(prompt, form, generic))
@@ -46,13 +49,19 @@ def candidate_rewrites(prompt: str, concept: CatalogConcept, catalog: Catalog,
 
 
 def _scrub(prompt: str, catalog: Catalog, banned: set[str]) -> str:
-    """Replace other banned concepts a rewrite still names (e.g. "circle" in a rewrite of
-    "a red circle" when both are erased) by their kind's generic word, or drop them."""
+    """Rewrite other banned concepts a candidate still names (e.g. "circle" in a rewrite of
+    "a red circle" when both are erased): by the first allowed concept of the same kind where
+    unnamed slots are sampled freely, else by the kind's generic word, else drop them."""
     for other in catalog.concepts.values():
         if not catalog.touches(other.name, banned):
             continue
+        substitute = catalog.generic_words.get(other.kind, "")
+        if catalog.open_slots:
+            allowed = [c for c in catalog.of_kind(other.kind)
+                       if not catalog.touches(c.name, banned)]
+            substitute = allowed[0].surface_forms[0] if allowed else substitute
         for form in other.surface_forms:
-            prompt = replace_phrase(prompt, form, catalog.generic_words.get(other.kind, ""))
+            prompt = replace_phrase(prompt, form, substitute)
     return prompt
 
 
