@@ -37,6 +37,7 @@ def serve(
     get_settings.cache_clear()
     reset_engine()
     migrate_to_head()
+    _announce_admin_key(get_settings().admin_key)
     worker = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "workers.celery_app:celery_app", "worker",
          "-Q", "unlearn,preview", "-c", "1", "--pool", "solo", "-l", "WARNING",
@@ -53,6 +54,17 @@ def serve(
     finally:
         worker.terminate()
         worker.wait(timeout=30)
+
+
+def _announce_admin_key(configured: str) -> None:
+    """Store LETHE_ADMIN_KEY, or create a first admin key and print it (only this once)."""
+    from app.db.session import session_scope
+    from app.services import keys
+
+    with session_scope() as session:
+        secret = keys.ensure_admin(session, configured)
+    if secret:
+        console.print(f"First admin API key (shown once, store it now): [bold]{secret}[/bold]")
 
 
 def migrate_to_head() -> None:
@@ -77,29 +89,33 @@ def submit(
     external_ref: Annotated[str | None, typer.Option(help="ticket id")] = None,
     url: Annotated[str, typer.Option(help="Lethe API base URL")] = "http://127.0.0.1:8000",
     follow: Annotated[bool, typer.Option(help="show live progress until done")] = False,
+    api_key: Annotated[str, typer.Option(envvar="LETHE_API_KEY",
+                                         help="key with takedowns:write and :read")] = "",
 ) -> None:
     """File a takedown; with --follow, draw its progress from the event stream."""
     body = {"model": model, "concept": concept, "kind": kind, "legal_basis": legal_basis,
             "claimant": {"name": claimant_name, "email": claimant_email},
             "external_ref": external_ref}
-    response = httpx.post(f"{url}/v1/takedowns", json=body, timeout=30)
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    response = httpx.post(f"{url}/v1/takedowns", json=body, headers=headers, timeout=30)
     if response.status_code != 202:
         console.print(f"[red]refused ({response.status_code}):[/red] {response.text}")
         raise typer.Exit(1)
     takedown = response.json()
     console.print(f"takedown [bold]{takedown['id']}[/bold] is {takedown['state']}")
     if follow:
-        final = follow_events(url, takedown["id"])
+        final = follow_events(url, takedown["id"], headers)
         raise typer.Exit(0 if final == "completed" else 1)
 
 
-def follow_events(url: str, takedown_id: str) -> str:
+def follow_events(url: str, takedown_id: str, headers: dict[str, str] | None = None) -> str:
     """Render the SSE stream as a progress bar; return the final state."""
     state = "queued"
     columns = (TextColumn("{task.description}"), BarColumn(),
                TextColumn("{task.percentage:>5.1f}%"), TimeRemainingColumn())
     with Progress(*columns, console=console) as bar, httpx.stream(
-            "GET", f"{url}/v1/takedowns/{takedown_id}/events", timeout=None) as stream:
+            "GET", f"{url}/v1/takedowns/{takedown_id}/events", headers=headers,
+            timeout=None) as stream:
         task = bar.add_task(state, total=100)
         kind = ""
         for line in stream.iter_lines():

@@ -33,3 +33,28 @@ class InvalidInput(DomainError):
 
 class CatalogUnavailable(Conflict):
     title = "Concept catalog unavailable"
+
+
+class Unauthorized(DomainError):
+    status = 401
+    title = "Unauthorized"
+
+
+class Forbidden(DomainError):
+    status = 403
+    title = "Forbidden"
+
+
+class Gone(DomainError):
+    status = 410
+    title = "Gone"
+
+
+class Quarantined(DomainError):
+    status = 451
+    title = "Unavailable for legal reasons"
+
+
+class IdempotencyConflict(DomainError):
+    status = 409
+    title = "Request in flight"

@@ -12,11 +12,13 @@ from fastapi import APIRouter, FastAPI
 from prometheus_client import REGISTRY
 
 from app.api import problems
-from app.api.routes import models, ops, takedowns, versions
+from app.api.routes import audit, keys, models, ops, takedowns, versions
 from app.db.session import session_scope
 from app.observability import QueueCollector, RequestContext, configure_logging
+from app.services import keys as api_keys
 from app.services.reconciler import run_reconciler_loop
 from app.services.registry import ensure_builtin_models
+from app.services.webhooks import run_webhook_loop
 from app.settings import Settings, get_settings
 
 log = structlog.get_logger(__name__)
@@ -32,11 +34,14 @@ def create_app(settings: Settings | None = None, *, reconcile: bool = True) -> F
         try:
             with session_scope() as session:
                 ensure_builtin_models(session, settings)
+                if settings.admin_key:
+                    api_keys.ensure_admin(session, settings.admin_key)
         except Exception as exc:  # DB down at boot: serve 503s until it is back
             log.warning("startup.registry_unavailable", error=str(exc))
-        task = asyncio.create_task(run_reconciler_loop(settings)) if reconcile else None
+        tasks = [asyncio.create_task(run_reconciler_loop(settings)),
+                 asyncio.create_task(run_webhook_loop(settings))] if reconcile else []
         yield
-        if task:
+        for task in tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -44,7 +49,7 @@ def create_app(settings: Settings | None = None, *, reconcile: bool = True) -> F
     app = FastAPI(title="Lethe", version="0.1.0", lifespan=lifespan,
                   description="Remove concepts from text-to-image models on demand.")
     v1 = APIRouter(prefix="/v1")
-    for module in (models, versions, takedowns):
+    for module in (models, versions, takedowns, audit, keys):
         v1.include_router(module.router)
     app.include_router(v1)
     app.include_router(ops.router)

@@ -46,6 +46,21 @@ class Settings(BaseSettings):
     # A model without a judge reports {"evaluated": false}; refuse such versions unless told.
     gate_require_evaluation: bool = True
 
+    # Compliance (docs/compliance.md). An admin key given here is ensured at start (>= 32 chars).
+    admin_key: str = ""
+    # HMAC key for export manifests and for webhooks sent to a takedown's callback_url.
+    signing_secret: str = ""
+    # Days to answer per legal basis, overriding the defaults (JSON, e.g. {"dmca": 5}).
+    due_days: dict[str, int] = {}
+    purge_grace_seconds: float = 30 * 86400.0  # quarantined versions are purged after this
+    auto_purge: bool = True
+    # Hosts or CIDRs webhooks may reach although they are loopback/private (e.g. "10.0.0.0/8").
+    webhook_allowlist: list[str] = []
+    webhook_max_attempts: int = Field(default=8, ge=1)
+    webhook_backoff_seconds: float = 2.0  # base of the exponential backoff (full jitter)
+    webhook_timeout_seconds: float = 5.0
+    webhook_poll_seconds: float = 1.0
+
     log_json: bool = True
     log_level: str = "INFO"
 
@@ -53,7 +68,18 @@ class Settings(BaseSettings):
     def _refuse_embedded_defaults_in_production(self) -> Settings:
         if self.env == "production" and (not self.database_url or not self.broker_url):
             raise ValueError("LETHE_DATABASE_URL and LETHE_BROKER_URL are required in production")
+        if self.env == "production" and (len(self.admin_key) < 32 or len(self.signing_secret) < 32):
+            raise ValueError("LETHE_ADMIN_KEY and LETHE_SIGNING_SECRET (each at least 32 "
+                             "characters) are required in production")
+        if self.admin_key and len(self.admin_key) < 32:
+            raise ValueError("LETHE_ADMIN_KEY must be at least 32 characters")
         return self
+
+    @property
+    def hmac_key(self) -> bytes:
+        """The signing secret; development without one gets a fixed, clearly-labelled dev key."""
+        return (self.signing_secret or "lethe-development-signing-secret-not-for-production"
+                ).encode()
 
     @property
     def db_url(self) -> str:

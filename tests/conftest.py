@@ -40,13 +40,36 @@ def service_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, s
     get_settings.cache_clear()
 
 
-@pytest.fixture
-def client(service_db: dict[str, str]) -> Iterator[TestClient]:
+def wipe_tables() -> None:
+    """Empty every table. The audit log refuses TRUNCATE by trigger; replica mode (superuser)
+    skips triggers for this connection only."""
     with get_engine().begin() as conn:
+        conn.execute(text("SET LOCAL session_replication_role = replica"))
         tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
         conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+
+
+def create_key(scopes: list[str], name: str = "test") -> str:
+    from app.db.session import session_scope
+    from app.services import keys
+
+    with session_scope() as session:
+        _, secret = keys.create(session, name, scopes)
+    return secret
+
+
+@pytest.fixture
+def client(service_db: dict[str, str]) -> Iterator[TestClient]:
+    wipe_tables()
     with TestClient(create_app(reconcile=False), raise_server_exceptions=False) as test_client:
+        test_client.headers["Authorization"] = f"Bearer {create_key_all()}"
         yield test_client
+
+
+def create_key_all() -> str:
+    from app.services.keys import ALL_SCOPES
+
+    return create_key(ALL_SCOPES, "admin")
 
 
 @pytest.fixture
@@ -58,4 +81,5 @@ def data_dir(service_db: dict[str, str]) -> Path:
 def live_client(client: TestClient) -> Iterator[TestClient]:
     """Like `client`, with the reconciler loop running (for tests with real workers)."""
     with TestClient(create_app(reconcile=True), raise_server_exceptions=False) as test_client:
+        test_client.headers["Authorization"] = client.headers["Authorization"]
         yield test_client

@@ -33,7 +33,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def _domain(_: Request, exc: DomainError) -> JSONResponse:
         extra = {"errors": [{"field": exc.field, "message": exc.detail}]} if exc.field else {}
-        return problem(exc.status, exc.title, exc.detail, **extra)
+        response = problem(exc.status, exc.title, exc.detail, **extra)
+        if exc.status == 401:
+            response.headers["WWW-Authenticate"] = 'Bearer realm="lethe"'
+        return response
 
     @app.exception_handler(HTTPException)
     async def _http(_: Request, exc: HTTPException) -> JSONResponse:

@@ -73,6 +73,10 @@ class ModelVersion(Base):
     metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
     status: Mapped[str] = mapped_column(String(20))  # ready | gate_failed
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Set when `production` moved past this version while it still holds an erased concept.
+    quarantined_at: Mapped[datetime | None] = mapped_column()
+    quarantine_reason: Mapped[str | None] = mapped_column(Text)
+    purged_at: Mapped[datetime | None] = mapped_column()  # the row stays as a tombstone
 
 
 class Alias(Base):
@@ -120,7 +124,11 @@ class Job(Base):
 
 class Takedown(Base):
     __tablename__ = "takedowns"
-    __table_args__ = (Index("ix_takedowns_created", "created_at", "id"),)
+    # A named integration's ticket key is unique, so a ticket system's retries never create two
+    # takedowns. Plain API calls leave `integration` NULL (Postgres: NULLs never collide).
+    __table_args__ = (Index("ix_takedowns_created", "created_at", "id"),
+                      UniqueConstraint("integration", "external_ref",
+                                       name="uq_takedowns_integration_ref"))
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     model_id: Mapped[str] = mapped_column(ForeignKey("models.id"), index=True)
     job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id"), index=True)
@@ -130,6 +138,9 @@ class Takedown(Base):
     legal_basis: Mapped[str] = mapped_column(String(20))
     claimant: Mapped[dict[str, Any]] = mapped_column(default=dict)
     external_ref: Mapped[str | None] = mapped_column(String(200))
+    integration: Mapped[str | None] = mapped_column(String(40))
+    # DMCA 512(c)(3) / DSA Art. 16 notice elements, signature, and any deadline extension.
+    legal: Mapped[dict[str, Any]] = mapped_column(default=dict)
     prompts: Mapped[list[str] | None] = mapped_column(JSONType)
     neighbors: Mapped[list[str] | None] = mapped_column(JSONType)
     due_at: Mapped[datetime] = mapped_column()
@@ -167,4 +178,77 @@ class Preview(Base):
     state: Mapped[str] = mapped_column(String(20))
     images: Mapped[list[str]] = mapped_column(JSONType, default=list)
     error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ApiKey(Base):
+    """An API key: only sha256(secret) is stored; the secret is shown once at creation.
+
+    Keys are 256-bit random strings, so a plain hash is enough (no password-style stretching);
+    an operator-chosen LETHE_ADMIN_KEY must be at least 32 characters for the same reason."""
+
+    __tablename__ = "api_keys"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(200))
+    prefix: Mapped[str] = mapped_column(String(20))  # shown in listings to tell keys apart
+    hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scopes: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column()
+
+
+class AuditEvent(Base):
+    """Append-only (a database trigger refuses UPDATE and DELETE) and hash-chained:
+    `hash = sha256(prev_hash || canonical_json(row))`, `seq` contiguous from 1."""
+
+    __tablename__ = "audit_events"
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(60), index=True)
+    target_type: Mapped[str] = mapped_column(String(40))
+    target_id: Mapped[str] = mapped_column(String(200), index=True)
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class IdempotencyRecord(Base):
+    """The first response to a POST carrying an Idempotency-Key, per caller (hash of its key)."""
+
+    __tablename__ = "idempotency_records"
+    principal: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))  # sha256(method, path, body)
+    state: Mapped[str] = mapped_column(String(20))  # in_flight | done
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    headers: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    body: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WebhookSubscription(Base):
+    __tablename__ = "webhook_subscriptions"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    url: Mapped[str] = mapped_column(Text)
+    secret: Mapped[str] = mapped_column(String(100))  # whsec_<base64>; needed to sign
+    events: Mapped[list[str]] = mapped_column(JSONType, default=list)  # empty = every event
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WebhookDelivery(Base):
+    """One message to one URL (the outbox row, written in the transaction of the change) and
+    every attempt at sending it."""
+
+    __tablename__ = "webhook_deliveries"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    subscription_id: Mapped[str | None] = mapped_column(ForeignKey("webhook_subscriptions.id"))
+    takedown_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    url: Mapped[str] = mapped_column(Text)
+    event: Mapped[str] = mapped_column(String(60))
+    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    state: Mapped[str] = mapped_column(String(20), index=True)  # pending | delivered | failed
+    attempts: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
+    next_attempt_at: Mapped[datetime | None] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

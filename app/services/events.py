@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from app.db.models import Job, Takedown, TakedownEvent
 from app.db.types import utcnow
+from app.services import audit
 from app.states import State, transition
 
 
@@ -18,9 +19,15 @@ def record(session: Session, takedown_id: str, type_: str, data: dict[str, Any])
 
 def move_takedown(session: Session, takedown: Takedown, target: State, **data: Any) -> None:
     """The only way a takedown changes state: checked by the state machine, then logged."""
+    previous = takedown.state
     takedown.state = transition(takedown.state, target)
     takedown.updated_at = utcnow()
     record(session, takedown.id, "state", {"state": target.value, **data})
+    audit.record(session, f"takedown.{target.value}", "takedown", takedown.id,
+                 {"from": previous, "to": target.value, **data})
+    from app.services import webhooks  # late: webhooks imports the takedown schemas
+
+    webhooks.enqueue_for_takedown(session, takedown, f"takedown.{target.value}")
 
 
 def move_job(job: Job, target: State) -> None:

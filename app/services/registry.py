@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from app.db.models import Alias, AliasMove, Model, ModelVersion
 from app.db.types import utcnow
 from app.errors import CatalogUnavailable, InvalidInput, NotFound
+from app.services import audit
 from app.services.catalog import read_catalog
 from app.settings import Settings
 
@@ -136,6 +137,8 @@ def move_alias(
     session.add(AliasMove(model_id=model_id, alias=alias, from_version_id=previous,
                           to_version_id=version_id, reason=reason))
     session.flush()
+    audit.record(session, "alias.moved", "model", model_id,
+                 {"alias": alias, "from": previous, "to": version_id, "reason": reason})
     return row
 
 

@@ -25,19 +25,15 @@ pytestmark = [
 
 
 def test_real_engine_takedown_completes(service_db: dict[str, str], worker_real: None) -> None:
-    from sqlalchemy import text
-
-    from app.db.models import Base
-    from app.db.session import get_engine
     from app.main import create_app
+    from tests.conftest import create_key_all, wipe_tables
     from workers.engine.service_api import load_catalog
 
-    with get_engine().begin() as conn:  # start from an empty registry pointing at the real model
-        tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
-        conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    wipe_tables()  # start from an empty registry pointing at the real model
 
     concept = load_catalog(CONCEPTWORLD_DIR)[0]["name"]
     with TestClient(create_app(reconcile=True)) as client:
+        client.headers["Authorization"] = f"Bearer {create_key_all()}"
         started = time.monotonic()
         td = client.post("/v1/takedowns", json={
             "model": "conceptworld", "concept": concept, "kind": "object",

@@ -22,11 +22,13 @@ from app.db.models import Base
 from app.db.session import reset_engine
 from app.main import create_app
 from app.settings import get_settings
+from tests.conftest import create_key_all
 from tests.service_env import PG, REPO, create_database, drop_database, make_conceptworld, migrate
 
 CLAIMANT = {"name": "A", "email": "a@example.com"}
 TAKEDOWN = {"model": "conceptworld", "concept": "red tulip", "kind": "object",
             "legal_basis": "copyright", "claimant": CLAIMANT}
+EMBEDDED_ADMIN_KEY = "lethe_embedded-test-admin-key-0123456789abcdef"
 
 
 def test_migrations_on_empty_postgres_match_models() -> None:
@@ -54,7 +56,9 @@ def test_embedded_serve_completes_a_takedown(tmp_path: Path) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LETHE_")}
     env.update(LETHE_CONCEPTWORLD_DIR=str(make_conceptworld(tmp_path)),
-               LETHE_ENGINE_MODULE="tests.stand_in_engine", LETHE_LOG_LEVEL="WARNING")
+               LETHE_ENGINE_MODULE="tests.stand_in_engine", LETHE_LOG_LEVEL="WARNING",
+               LETHE_ADMIN_KEY=EMBEDDED_ADMIN_KEY)
+    auth = {"Authorization": f"Bearer {EMBEDDED_ADMIN_KEY}"}
     proc = subprocess.Popen(
         [sys.executable, "-c", "from lethe.cli import app; app()", "serve", "--port", str(port),
          "--data-dir", str(tmp_path / "data")], cwd=REPO, env=env, start_new_session=True,
@@ -71,14 +75,15 @@ def test_embedded_serve_completes_a_takedown(tmp_path: Path) -> None:
                 pass
             time.sleep(0.2)
         started = time.monotonic()
-        td = httpx.post(f"{base}/v1/takedowns", json=TAKEDOWN).json()
+        assert httpx.post(f"{base}/v1/takedowns", json=TAKEDOWN).status_code == 401
+        td = httpx.post(f"{base}/v1/takedowns", json=TAKEDOWN, headers=auth).json()
         while time.monotonic() - started < 60:
-            td = httpx.get(f"{base}/v1/takedowns/{td['id']}").json()
+            td = httpx.get(f"{base}/v1/takedowns/{td['id']}", headers=auth).json()
             if td["state"] in ("completed", "failed", "crashed"):
                 break
             time.sleep(0.3)
         assert td["state"] == "completed", td
-        versions = httpx.get(f"{base}/v1/models/conceptworld/versions").json()
+        versions = httpx.get(f"{base}/v1/models/conceptworld/versions", headers=auth).json()
         assert [v["erased"] for v in versions] == [[], ["red tulip"]]
     finally:
         os.killpg(proc.pid, 15)
@@ -150,6 +155,7 @@ def proxied_client(service_db: dict[str, str]) -> Iterator[tuple[TestClient, Tcp
     reset_engine()
     try:
         with TestClient(create_app(reconcile=False), raise_server_exceptions=False) as client:
+            client.headers["Authorization"] = f"Bearer {create_key_all()}"
             yield client, proxy
     finally:
         proxy.cut()

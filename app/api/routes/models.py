@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 
-from app.api.deps import SessionDep, SettingsDep
+from app.api.deps import ModelsAdmin, SessionDep, SettingsDep, TakedownsRead
 from app.db.models import Model
 from app.errors import CatalogUnavailable
 from app.schemas.registry import (
@@ -36,7 +36,7 @@ def model_out(session: SessionDep, model: Model, *, with_concepts: bool) -> Mode
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=ModelOut)
 def register_model(body: ModelCreate, session: SessionDep, settings: SettingsDep,
-                   response: Response) -> ModelOut:
+                   response: Response, _: ModelsAdmin) -> ModelOut:
     model = registry.register_model(
         session, settings, name=body.name, path=body.path,
         concepts=[c.model_dump() for c in body.concepts], closed_vocabulary=body.closed_vocabulary)
@@ -46,30 +46,31 @@ def register_model(body: ModelCreate, session: SessionDep, settings: SettingsDep
 
 
 @router.get("", response_model=list[ModelOut])
-def list_models(session: SessionDep) -> list[ModelOut]:
+def list_models(session: SessionDep, _: TakedownsRead) -> list[ModelOut]:
     return [model_out(session, m, with_concepts=False) for m in registry.list_models(session)]
 
 
 @router.get("/{model_id}", response_model=ModelOut)
-def get_model(model_id: str, session: SessionDep) -> ModelOut:
+def get_model(model_id: str, session: SessionDep, _: TakedownsRead) -> ModelOut:
     return model_out(session, registry.get_model(session, model_id), with_concepts=True)
 
 
 @router.get("/{model_id}/versions", response_model=list[VersionOut])
-def list_versions(model_id: str, session: SessionDep) -> list[VersionOut]:
+def list_versions(model_id: str, session: SessionDep, _: TakedownsRead) -> list[VersionOut]:
     model = registry.get_model(session, model_id)
     return [VersionOut.model_validate(v) for v in registry.list_versions(session, model.id)]
 
 
 @router.get("/{model_id}/aliases", response_model=AliasesOut)
-def list_aliases(model_id: str, session: SessionDep) -> AliasesOut:
+def list_aliases(model_id: str, session: SessionDep, _: TakedownsRead) -> AliasesOut:
     aliases, moves = registry.list_aliases(session, registry.get_model(session, model_id).id)
     return AliasesOut(aliases=[AliasOut.model_validate(a) for a in aliases],
                       history=[AliasMoveOut.model_validate(m) for m in moves])
 
 
 @router.put("/{model_id}/aliases/{alias}", response_model=AliasOut)
-def move_alias(model_id: str, alias: str, body: AliasMoveIn, session: SessionDep) -> AliasOut:
+def move_alias(model_id: str, alias: str, body: AliasMoveIn, session: SessionDep,
+               _: ModelsAdmin) -> AliasOut:
     model = registry.get_model(session, model_id)
     row = registry.move_alias(session, model.id, alias, body.version_id,
                               reason=body.reason or "moved by request")

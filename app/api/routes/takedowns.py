@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from sse_starlette.sse import EventSourceResponse
 
-from app.api.deps import SessionDep, SettingsDep
+from app.api.deps import SessionDep, SettingsDep, TakedownsRead, TakedownsWrite
 from app.db.models import Takedown
 from app.db.session import get_sessionmaker
 from app.db.types import utcnow
@@ -43,7 +43,7 @@ def takedown_out(td: Takedown) -> TakedownOut:
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=TakedownOut)
 def submit_takedown(body: TakedownCreate, session: SessionDep, settings: SettingsDep,
-                    response: Response) -> TakedownOut:
+                    response: Response, _: TakedownsWrite) -> TakedownOut:
     td = takedowns.submit(session, settings, body)
     response.headers["Location"] = f"/v1/takedowns/{td.id}"
     return takedown_out(td)
@@ -52,6 +52,7 @@ def submit_takedown(body: TakedownCreate, session: SessionDep, settings: Setting
 @router.get("", response_model=TakedownPage)
 def list_takedowns(
     session: SessionDep,
+    _: TakedownsRead,
     state: State | None = None,
     model: str | None = None,
     overdue: bool | None = None,
@@ -64,20 +65,20 @@ def list_takedowns(
 
 
 @router.get("/{takedown_id}", response_model=TakedownOut)
-def get_takedown(takedown_id: str, session: SessionDep) -> TakedownOut:
+def get_takedown(takedown_id: str, session: SessionDep, _: TakedownsRead) -> TakedownOut:
     return takedown_out(takedowns.get(session, takedown_id))
 
 
 @router.post("/{takedown_id}/cancel", status_code=status.HTTP_202_ACCEPTED,
              response_model=TakedownOut)
-def cancel_takedown(takedown_id: str, session: SessionDep) -> TakedownOut:
+def cancel_takedown(takedown_id: str, session: SessionDep, _: TakedownsWrite) -> TakedownOut:
     return takedown_out(takedowns.cancel(session, takedown_id))
 
 
 @router.get("/{takedown_id}/events", response_class=EventSourceResponse,
             responses={200: {"content": {"text/event-stream": {}}}})
 def stream_events(
-    takedown_id: str, request: Request,
+    takedown_id: str, request: Request, _: TakedownsRead,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> EventSourceResponse:
     """Replays stored events after Last-Event-ID, then follows live until a terminal state."""

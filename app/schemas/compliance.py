@@ -1,0 +1,95 @@
+"""API shapes for keys, the audit log, webhooks and quarantine."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
+
+from app.services.keys import Scope
+
+
+class KeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=200)
+    scopes: list[Scope] = Field(min_length=1)
+
+
+class KeyOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: str
+    name: str
+    prefix: str
+    scopes: list[str]
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class KeyCreated(KeyOut):
+    secret: str = Field(description="shown once; only its hash is stored")
+
+
+class AuditEventOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    seq: int
+    at: datetime
+    actor: str
+    action: str
+    target_type: str
+    target_id: str
+    data: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+
+class AuditPage(BaseModel):
+    items: list[AuditEventOut]
+    next_after: int | None
+
+
+class AuditVerification(BaseModel):
+    ok: bool
+    rows: int
+    head: str
+    first_bad_seq: int | None
+    reason: str | None
+
+
+class SubscriptionCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    url: AnyHttpUrl
+    events: list[str] = Field(default_factory=list, max_length=32,
+                              description="event types, e.g. takedown.completed; empty = all")
+
+
+class SubscriptionOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: str
+    url: str
+    events: list[str]
+    active: bool
+    created_at: datetime
+
+
+class SubscriptionCreated(SubscriptionOut):
+    secret: str = Field(description="whsec_… signing secret; shown once")
+
+
+class DeliveryOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: str
+    subscription_id: str | None
+    takedown_id: str | None
+    url: str
+    event: str
+    payload: dict[str, Any]
+    state: str
+    attempts: list[dict[str, Any]]
+    next_attempt_at: datetime | None
+    created_at: datetime
+
+
+class PurgeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field(default="purged by request", max_length=500)

@@ -1,0 +1,240 @@
+"""Signed outgoing webhooks (Standard Webhooks), with an SSRF guard, retries and a delivery log.
+
+Signing: `webhook-signature: v1,<base64(HMAC-SHA256(secret, f"{id}.{timestamp}.{body}"))>`,
+with headers `webhook-id` (the delivery id, stable across retries: receivers dedupe on it) and
+`webhook-timestamp` (unix seconds). Subscriptions sign with their own `whsec_` secret; a
+takedown's `callback_url` is signed with LETHE_SIGNING_SECRET.
+
+A delivery row is written in the transaction of the change (a transactional outbox); the
+webhook loop in the API process sends due rows. Attempt n waits a random time in
+[0, base * 2**n] (exponential backoff with full jitter) before the next; after
+LETHE_WEBHOOK_MAX_ATTEMPTS the delivery is `failed` and can be redelivered by hand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import ipaddress
+import json
+import random
+import secrets
+import socket
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import structlog
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.db.models import Takedown, WebhookDelivery, WebhookSubscription
+from app.db.session import session_scope
+from app.db.types import utcnow
+from app.errors import InvalidInput, NotFound
+from app.settings import Settings
+
+log = structlog.get_logger(__name__)
+Resolver = Callable[[str], list[str]]
+# Cloud metadata endpoints that are not already link-local (AWS IPv6, Alibaba).
+METADATA = {ipaddress.ip_address("fd00:ec2::254"), ipaddress.ip_address("100.100.100.200")}
+
+
+class UnsafeURL(InvalidInput):
+    title = "Refused URL"
+
+
+def resolve(host: str) -> list[str]:
+    infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    return sorted({str(info[4][0]) for info in infos})
+
+
+def _blocked(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return (ip.is_loopback or ip.is_private or ip.is_link_local or ip.is_multicast
+            or ip.is_reserved or ip.is_unspecified or ip in METADATA
+            or ip in ipaddress.ip_network("100.64.0.0/10"))  # carrier-grade NAT
+
+
+def _allowed(host: str, ip: ipaddress.IPv4Address | ipaddress.IPv6Address,
+             allowlist: list[str]) -> bool:
+    for entry in allowlist:
+        if entry.lower() == host.lower():
+            return True
+        try:
+            if ip in ipaddress.ip_network(entry, strict=False):
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+def check_url(url: str, allowlist: list[str], *, resolver: Resolver = resolve,
+              require_resolution: bool = True) -> None:
+    """Refuse URLs whose host is, or resolves to, a loopback, private, link-local, metadata or
+    otherwise internal address, unless the allowlist names the host or a network holding it.
+
+    With `require_resolution=False` (intake) a name that does not resolve yet is accepted; the
+    check runs again, resolving, before every send."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UnsafeURL("webhook URLs must be http(s) with a host", field="url")
+    host = parts.hostname
+    try:
+        addresses = [host] if _is_ip(host) else resolver(host)
+    except (OSError, UnicodeError) as exc:
+        if require_resolution:
+            raise UnsafeURL(f"cannot resolve {host!r}: {exc}", field="url") from exc
+        return
+    for address in addresses:
+        ip = ipaddress.ip_address(address.split("%")[0])
+        if _blocked(ip) and not _allowed(host, ip, allowlist):
+            raise UnsafeURL(f"{host!r} resolves to {ip}, an internal address; add it to "
+                            "LETHE_WEBHOOK_ALLOWLIST if this is intended", field="url")
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        return True
+    except ValueError:
+        return False
+
+
+def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    key = base64.b64decode(secret.removeprefix("whsec_")) if secret.startswith("whsec_") \
+        else secret.encode()
+    mac = hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(mac).decode()
+
+
+def new_secret() -> str:
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def create_subscription(session: Session, settings: Settings, url: str,
+                        events: list[str]) -> WebhookSubscription:
+    check_url(url, settings.webhook_allowlist, require_resolution=False)
+    row = WebhookSubscription(url=url, secret=new_secret(), events=events, active=True)
+    session.add(row)
+    session.flush()
+    from app.services import audit
+
+    audit.record(session, "webhook.subscribed", "webhook_subscription", row.id,
+                 {"url": url, "events": events})
+    return row
+
+
+def takedown_payload(td: Takedown) -> dict[str, Any]:
+    return {"id": td.id, "state": td.state, "model_id": td.model_id, "concept": td.concept,
+            "external_ref": td.external_ref, "integration": td.integration,
+            "version_id": td.version_id, "due_at": td.due_at.isoformat(),
+            "error": td.error}
+
+
+def enqueue_for_takedown(session: Session, td: Takedown, event: str) -> None:
+    """Outbox rows for the takedown's callback_url and every matching subscription."""
+    payload = {"type": event, "timestamp": utcnow().isoformat(), "data": takedown_payload(td)}
+    now = utcnow()
+    if td.callback_url:
+        session.add(WebhookDelivery(takedown_id=td.id, url=td.callback_url, event=event,
+                                    payload=payload, state="pending", attempts=[],
+                                    next_attempt_at=now))
+    for sub in session.scalars(select(WebhookSubscription).where(
+            WebhookSubscription.active.is_(True))):
+        if not sub.events or event in sub.events:
+            session.add(WebhookDelivery(subscription_id=sub.id, takedown_id=td.id, url=sub.url,
+                                        event=event, payload=payload, state="pending",
+                                        attempts=[], next_attempt_at=now))
+
+
+def backoff(attempt: int, base: float, rng: random.Random | None = None) -> float:
+    """Full jitter: uniform in [0, base * 2**attempt], capped at one hour."""
+    return (rng or random).uniform(0, min(3600.0, base * 2 ** attempt))
+
+
+def send_one(session: Session, settings: Settings, delivery: WebhookDelivery,
+             *, resolver: Resolver = resolve, client: httpx.Client | None = None) -> bool:
+    """One attempt; records it on the row and schedules the next or gives up."""
+    secret = settings.hmac_key.decode()
+    if delivery.subscription_id:
+        sub = session.get(WebhookSubscription, delivery.subscription_id)
+        secret = sub.secret if sub else secret
+    body = json.dumps(delivery.payload, separators=(",", ":")).encode()
+    timestamp = int(time.time())
+    headers = {"content-type": "application/json", "webhook-id": delivery.id,
+               "webhook-timestamp": str(timestamp),
+               "webhook-signature": sign(secret, delivery.id, timestamp, body)}
+    attempt: dict[str, Any] = {"at": utcnow().isoformat(), "status": None, "error": None}
+    ok = False
+    try:
+        check_url(delivery.url, settings.webhook_allowlist, resolver=resolver)
+        own = client or httpx.Client(timeout=settings.webhook_timeout_seconds,
+                                     follow_redirects=False)
+        try:
+            response = own.post(delivery.url, content=body, headers=headers)
+        finally:
+            if client is None:
+                own.close()
+        attempt["status"] = response.status_code
+        ok = 200 <= response.status_code < 300
+    except (httpx.HTTPError, InvalidInput, OSError) as exc:
+        attempt["error"] = f"{type(exc).__name__}: {getattr(exc, 'detail', exc)}"
+    delivery.attempts = [*delivery.attempts, attempt]
+    if ok:
+        delivery.state, delivery.next_attempt_at = "delivered", None
+    elif (tries := _tries_since_redeliver(delivery.attempts)) >= settings.webhook_max_attempts:
+        delivery.state, delivery.next_attempt_at = "failed", None
+    else:
+        wait = backoff(tries, settings.webhook_backoff_seconds)
+        delivery.next_attempt_at = utcnow() + timedelta(seconds=wait)
+    return ok
+
+
+def deliver_due(settings: Settings, *, limit: int = 50) -> int:
+    """Send every pending delivery whose time has come; returns how many were attempted."""
+    with session_scope() as session:
+        due = list(session.scalars(
+            select(WebhookDelivery).where(WebhookDelivery.state == "pending",
+                                          WebhookDelivery.next_attempt_at <= utcnow())
+            .order_by(WebhookDelivery.next_attempt_at).limit(limit)
+            .with_for_update(skip_locked=True)))
+        for delivery in due:
+            send_one(session, settings, delivery)
+        return len(due)
+
+
+def redeliver(session: Session, delivery_id: str) -> WebhookDelivery:
+    delivery = session.get(WebhookDelivery, delivery_id)
+    if delivery is None:
+        raise NotFound(f"no webhook delivery {delivery_id!r}")
+    delivery.state, delivery.next_attempt_at = "pending", utcnow()
+    # The marker starts a fresh budget of automatic retries (see `_tries_since_redeliver`).
+    delivery.attempts = [*delivery.attempts, {"at": utcnow().isoformat(), "redeliver": True}]
+    return delivery
+
+
+def _tries_since_redeliver(attempts: list[dict[str, Any]]) -> int:
+    tries = 0
+    for entry in reversed(attempts):
+        if entry.get("redeliver"):
+            break
+        tries += 1
+    return tries
+
+
+async def run_webhook_loop(settings: Settings) -> None:
+    while True:
+        try:
+            sent = await asyncio.to_thread(deliver_due, settings)
+        except Exception as exc:  # the database may be down; try again next tick
+            log.warning("webhooks.error", error=str(exc))
+            sent = 0
+        if not sent:
+            await asyncio.sleep(settings.webhook_poll_seconds)
