@@ -12,6 +12,7 @@ from fastapi import APIRouter, FastAPI
 from prometheus_client import REGISTRY
 
 from app.api import problems
+from app.api.idempotency import Idempotency
 from app.api.routes import audit, keys, models, ops, takedowns, versions
 from app.db.session import session_scope
 from app.observability import QueueCollector, RequestContext, configure_logging
@@ -54,6 +55,7 @@ def create_app(settings: Settings | None = None, *, reconcile: bool = True) -> F
     app.include_router(v1)
     app.include_router(ops.router)
     problems.install(app)
+    app.add_middleware(Idempotency)  # inside BodyLimit: it buffers bodies already capped
     app.add_middleware(problems.BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContext)
     with contextlib.suppress(ValueError):  # already registered by an earlier create_app

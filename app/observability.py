@@ -18,7 +18,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.db.models import Job, Takedown
 from app.db.session import session_scope
-from app.states import State
+from app.db.types import utcnow
+from app.states import TERMINAL, State
 
 HTTP_REQUESTS = Counter("lethe_http_requests_total", "HTTP requests", ["method", "status"])
 HTTP_LATENCY = Histogram("lethe_http_request_seconds", "HTTP request latency", ["method"])
@@ -80,12 +81,17 @@ class QueueCollector(Collector):
         states = GaugeMetricFamily("lethe_takedowns", "Takedowns by state", labels=["state"])
         depth = GaugeMetricFamily("lethe_queue_depth", "Jobs waiting for a worker",
                                   labels=["queue"])
+        overdue = GaugeMetricFamily("lethe_takedowns_overdue",
+                                    "Open takedowns past their legal due_at")
         durations = HistogramMetricFamily("lethe_job_duration_seconds",
                                           "Erasure step wall time, claim to finish")
         try:
             with session_scope() as session:
                 counts = dict(session.execute(
                     select(Takedown.state, func.count()).group_by(Takedown.state)).all())
+                late = session.scalar(select(func.count()).select_from(Takedown).where(
+                    Takedown.due_at < utcnow(),
+                    Takedown.state.in_([s.value for s in State if s not in TERMINAL]))) or 0
                 queued = session.scalar(select(func.count()).select_from(Job).where(
                     Job.state == State.QUEUED.value)) or 0
                 spans = session.execute(select(Job.started_at, Job.finished_at).where(
@@ -96,7 +102,8 @@ class QueueCollector(Collector):
         for state in State:
             states.add_metric([state.value], counts.get(state.value, 0))
         depth.add_metric(["unlearn"], queued)
+        overdue.add_metric([], late)
         seconds = [(end - start).total_seconds() for start, end in spans if start and end]
         buckets = [(str(b), sum(s <= b for s in seconds)) for b in DURATION_BUCKETS]
         durations.add_metric([], [*buckets, ("+Inf", len(seconds))], sum(seconds))
-        yield from (states, depth, durations)
+        yield from (states, depth, overdue, durations)

@@ -25,6 +25,7 @@ class LegalBasis(StrEnum):
     DMCA = "dmca"
     PRIVACY = "privacy"
     GDPR_ART17 = "gdpr_art17"
+    DSA_ART16 = "dsa_art16"
     SAFETY = "safety"
     CONTRACT = "contract"
     OTHER = "other"
@@ -36,6 +37,33 @@ class Claimant(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     email: str = Field(max_length=320, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
     organisation: str | None = Field(default=None, max_length=200)
+
+
+class Signature(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=200, description="typed electronic signature")
+    signed_at: datetime
+
+
+class LegalRecord(BaseModel):
+    """The notice as the claimant gave it: DMCA 17 USC 512(c)(3)(A) (i)-(vi) and EU DSA
+    Art. 16(2) (a)-(d). Which elements are required depends on `legal_basis`
+    (`REQUIRED_ELEMENTS`); contact details are the claimant's."""
+
+    model_config = ConfigDict(extra="forbid")
+    work_identification: str | None = Field(default=None, max_length=4000, description=(
+        "the copyrighted work(s) or the person concerned (DMCA ii)"))
+    material_location: str | None = Field(default=None, max_length=4000, description=(
+        "where it appears: prompts or outputs that produce it (DMCA iii, DSA b)"))
+    explanation: str | None = Field(default=None, max_length=8000, description=(
+        "why the content is illegal (DSA a)"))
+    address: str | None = Field(default=None, max_length=500)
+    phone: str | None = Field(default=None, max_length=50)
+    good_faith_statement: bool = False  # DMCA v
+    accuracy_statement: bool = False  # DMCA vi, DSA d (bona fide, accurate and complete)
+    authority_under_perjury: bool = False  # DMCA vi
+    signature: Signature | None = None  # DMCA i
+    jurisdictions: list[str] = Field(default_factory=list, max_length=50)
 
 
 class TakedownCreate(BaseModel):
@@ -52,6 +80,10 @@ class TakedownCreate(BaseModel):
     legal_basis: LegalBasis
     claimant: Claimant
     external_ref: str | None = Field(default=None, max_length=200)
+    integration: str | None = Field(default=None, max_length=40, pattern=r"^[a-z0-9_-]+$",
+                                    description="ticket system; (integration, external_ref) "
+                                    "is unique, so its retries find the first takedown")
+    legal: LegalRecord = Field(default_factory=LegalRecord)
     prompts: list[str] | None = Field(default=None, max_length=64)
     neighbors: list[str] | None = Field(default=None, max_length=64)
     due_at: datetime | None = None
@@ -88,6 +120,8 @@ class TakedownOut(BaseModel):
     legal_basis: LegalBasis
     claimant: dict[str, Any]
     external_ref: str | None
+    integration: str | None
+    legal: dict[str, Any]
     prompts: list[str] | None
     neighbors: list[str] | None
     due_at: datetime
@@ -125,3 +159,11 @@ class PreviewOut(BaseModel):
     state: str
     image_urls: list[str]
     error: str | None
+
+
+class ExtensionIn(BaseModel):
+    """GDPR Art. 12(3): a further two months at most, with the reason told to the claimant."""
+
+    model_config = ConfigDict(extra="forbid")
+    months: int = Field(ge=1, le=2)
+    reason: str = Field(min_length=1, max_length=2000)

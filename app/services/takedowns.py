@@ -7,28 +7,73 @@ import json
 from datetime import datetime, timedelta
 
 from sqlalchemy import and_, func, or_, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.db.models import Job, Model, Takedown
 from app.db.types import utcnow
 from app.errors import Conflict, InvalidInput, NotFound
 from app.schemas.takedowns import LegalBasis, TakedownCreate
-from app.services import dispatch, events
+from app.services import audit, dispatch, events
 from app.services.catalog import concept_names, normalise_concept
 from app.services.registry import get_model, model_catalog
 from app.settings import Settings
 from app.states import CANCELLABLE, TERMINAL, State
 
-# Days to answer, per legal basis: GDPR Art. 12(3) one month; DMCA "expeditiously" (we use 7).
+# Days to answer, per legal basis: GDPR Art. 12(3) one month; DMCA "expeditiously" (we use 7);
+# DSA Art. 16(6) "timely". LETHE_DUE_DAYS overrides any of them.
 DUE_DAYS: dict[LegalBasis, int] = {
     LegalBasis.GDPR_ART17: 30, LegalBasis.PRIVACY: 30, LegalBasis.DMCA: 7,
+    LegalBasis.DSA_ART16: 7,
     LegalBasis.COPYRIGHT: 14, LegalBasis.SAFETY: 2, LegalBasis.CONTRACT: 30, LegalBasis.OTHER: 30,
 }
 OPEN_STATES = [s.value for s in State if s not in TERMINAL]
+EXTENDABLE = {LegalBasis.GDPR_ART17, LegalBasis.PRIVACY}
+# Notice elements a basis requires (LegalRecord field names; "prompts" = material_location or
+# the takedown's prompts). DMCA 512(c)(3)(A)(i)-(vi); DSA Art. 16(2)(a)-(d).
+REQUIRED_ELEMENTS: dict[LegalBasis, list[str]] = {
+    LegalBasis.DMCA: ["signature", "work_identification", "prompts", "good_faith_statement",
+                      "accuracy_statement", "authority_under_perjury"],
+    LegalBasis.DSA_ART16: ["explanation", "prompts", "accuracy_statement"],
+}
+
+
+def due_days(settings: Settings, basis: LegalBasis) -> int:
+    return int(settings.due_days.get(basis.value, DUE_DAYS[basis]))
+
+
+def missing_elements(body: TakedownCreate) -> list[str]:
+    legal = body.legal
+    missing = []
+    for element in REQUIRED_ELEMENTS.get(body.legal_basis, []):
+        present = (bool(legal.material_location or body.prompts) if element == "prompts"
+                   else bool(getattr(legal, element)))
+        if not present:
+            missing.append(element)
+    return missing
+
+
+def by_ticket(session: Session, integration: str, external_ref: str) -> Takedown | None:
+    return session.scalar(select(Takedown).where(Takedown.integration == integration,
+                                                 Takedown.external_ref == external_ref))
 
 
 def submit(session: Session, settings: Settings, body: TakedownCreate) -> Takedown:
-    """Persist the request (received), then validate against the model and queue it."""
+    """Persist the request (received), then validate against the model and queue it.
+
+    A ticket already filed by the same integration returns the first takedown unchanged
+    (`takedown.info["existing"]` is then set for the caller)."""
+    if body.integration and not body.external_ref:
+        raise InvalidInput("an integration needs the ticket key in external_ref",
+                           field="external_ref")
+    missing = missing_elements(body)
+    if missing:
+        raise InvalidInput(f"a {body.legal_basis.value} notice needs: {', '.join(missing)}",
+                           field="legal")
+    if body.integration and body.external_ref:
+        existing = by_ticket(session, body.integration, body.external_ref)
+        if existing is not None:
+            return _mark_existing(existing)
     model = get_model(session, body.model)
     known = concept_names(model_catalog(model)) if model.closed_vocabulary else None
     now = utcnow()
@@ -36,14 +81,26 @@ def submit(session: Session, settings: Settings, body: TakedownCreate) -> Takedo
         model_id=model.id, state=State.RECEIVED.value, concept=body.concept.strip(),
         kind=body.kind.value, legal_basis=body.legal_basis.value,
         claimant=body.claimant.model_dump(), external_ref=body.external_ref,
+        integration=body.integration, legal=body.legal.model_dump(mode="json"),
         prompts=body.prompts, neighbors=body.neighbors, priority=body.priority,
-        due_at=body.due_at or now + timedelta(days=DUE_DAYS[body.legal_basis]),
+        due_at=body.due_at or now + timedelta(days=due_days(settings, body.legal_basis)),
         callback_url=str(body.callback_url) if body.callback_url else None,
         created_at=now, updated_at=now,
     )
     session.add(takedown)
-    session.flush()
+    try:
+        session.flush()
+    except IntegrityError:  # a concurrent retry of the same ticket got there first
+        session.rollback()
+        assert body.integration and body.external_ref
+        first = by_ticket(session, body.integration, body.external_ref)
+        assert first is not None
+        return _mark_existing(first)
     events.record(session, takedown.id, "state", {"state": State.RECEIVED.value})
+    audit.record(session, "takedown.received", "takedown", takedown.id,
+                 {"concept": takedown.concept, "model": model.id, "legal_basis":
+                  takedown.legal_basis, "external_ref": takedown.external_ref,
+                  "integration": takedown.integration, "due_at": takedown.due_at.isoformat()})
     session.commit()  # intake is durable before anything else can go wrong
 
     if known is not None and normalise_concept(takedown.concept) not in known:
@@ -57,6 +114,34 @@ def submit(session: Session, settings: Settings, body: TakedownCreate) -> Takedo
     session.commit()
     if is_new:
         dispatch.send_unlearn(job.id)
+    return takedown
+
+
+def _mark_existing(takedown: Takedown) -> Takedown:
+    takedown.__dict__["_existing"] = True  # not a column: tells the router to answer 200
+    return takedown
+
+
+def is_existing(takedown: Takedown) -> bool:
+    return bool(takedown.__dict__.get("_existing"))
+
+
+def extend(session: Session, takedown_id: str, months: int, reason: str) -> Takedown:
+    """GDPR Art. 12(3): once, by at most two months, with a recorded reason."""
+    takedown = get(session, takedown_id)
+    if LegalBasis(takedown.legal_basis) not in EXTENDABLE:
+        raise Conflict(f"{takedown.legal_basis} deadlines cannot be extended")
+    if takedown.legal.get("extension"):
+        raise Conflict("the deadline was already extended once")
+    if State(takedown.state) in TERMINAL:
+        raise Conflict(f"takedown is {takedown.state}")
+    before = takedown.due_at
+    takedown.due_at = before + timedelta(days=30 * months)
+    extension = {"months": months, "reason": reason, "from": before.isoformat(),
+                 "until": takedown.due_at.isoformat(), "recorded_at": utcnow().isoformat()}
+    takedown.legal = {**takedown.legal, "extension": extension}
+    audit.record(session, "takedown.extended", "takedown", takedown.id, extension)
+    session.commit()
     return takedown
 
 

@@ -13,6 +13,7 @@ from app.db.models import Takedown
 from app.db.session import get_sessionmaker
 from app.db.types import utcnow
 from app.schemas.takedowns import (
+    ExtensionIn,
     Progress,
     TakedownCreate,
     TakedownOut,
@@ -32,7 +33,8 @@ def takedown_out(td: Takedown) -> TakedownOut:
     return TakedownOut(
         id=td.id, model_id=td.model_id, job_id=td.job_id, state=state, concept=td.concept,
         kind=td.kind, legal_basis=td.legal_basis, claimant=td.claimant,  # type: ignore[arg-type]
-        external_ref=td.external_ref, prompts=td.prompts, neighbors=td.neighbors,
+        external_ref=td.external_ref, integration=td.integration, legal=td.legal or {},
+        prompts=td.prompts, neighbors=td.neighbors,
         due_at=td.due_at, overdue=state not in TERMINAL and td.due_at < utcnow(),
         priority=td.priority, callback_url=td.callback_url, cancel_requested=td.cancel_requested,
         progress=Progress.model_validate(td.progress) if td.progress else None,
@@ -44,9 +46,20 @@ def takedown_out(td: Takedown) -> TakedownOut:
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=TakedownOut)
 def submit_takedown(body: TakedownCreate, session: SessionDep, settings: SettingsDep,
                     response: Response, _: TakedownsWrite) -> TakedownOut:
+    """202 for a new takedown; 200 with the first one when the (integration, external_ref)
+    ticket was filed before."""
     td = takedowns.submit(session, settings, body)
     response.headers["Location"] = f"/v1/takedowns/{td.id}"
+    if takedowns.is_existing(td):
+        response.status_code = status.HTTP_200_OK
     return takedown_out(td)
+
+
+@router.post("/{takedown_id}/extend", response_model=TakedownOut)
+def extend_deadline(takedown_id: str, body: ExtensionIn, session: SessionDep,
+                    _: TakedownsWrite) -> TakedownOut:
+    """Extend a GDPR deadline once by one or two months, recording the reason."""
+    return takedown_out(takedowns.extend(session, takedown_id, body.months, body.reason))
 
 
 @router.get("", response_model=TakedownPage)

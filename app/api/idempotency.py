@@ -1,0 +1,133 @@
+"""`Idempotency-Key` on POST (draft-ietf-httpapi-idempotency-key-header):
+
+- same key + same body  -> the first response again (status, body, Location) marked
+  `Idempotent-Replayed: true`
+- same key + other body -> 422
+- same key, first request still running -> 409 (retry later)
+
+Keys are scoped to the caller (sha256 of its Authorization header), so two clients never collide.
+The first request inserts an `in_flight` row (primary key (principal, key)); a concurrent twin's
+insert fails on the key and it reads the row instead. Responses that say "try again" (401, 403,
+409, 429, 5xx) are not kept, so the same key can be retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+
+from sqlalchemy import delete
+from sqlalchemy.exc import IntegrityError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.api.problems import problem
+from app.db.models import IdempotencyRecord
+from app.db.session import session_scope
+
+HEADER = b"idempotency-key"
+NOT_KEPT = {401, 403, 409, 429}
+REPLAYED_HEADERS = {"location", "content-type"}
+
+
+class Idempotency:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = dict(scope.get("headers") or []) if scope["type"] == "http" else {}
+        if scope["type"] != "http" or scope["method"] != "POST" or HEADER not in headers:
+            await self.app(scope, receive, send)
+            return
+        key = headers[HEADER].decode("latin-1")
+        if not 1 <= len(key) <= 255:
+            await problem(400, "Invalid Idempotency-Key",
+                          "Idempotency-Key must be 1 to 255 characters")(scope, receive, send)
+            return
+        principal = hashlib.sha256(headers.get(b"authorization", b"")).hexdigest()
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        fingerprint = hashlib.sha256(
+            scope["method"].encode() + b" " + scope["path"].encode() + b"\n" + body).hexdigest()
+        claimed, existing = await asyncio.to_thread(_claim, principal, key, fingerprint)
+        if not claimed:
+            assert existing is not None
+            await _answer_existing(existing, fingerprint, scope, receive, send)
+            return
+
+        sent_body = False
+
+        async def replay_receive() -> Message:
+            nonlocal sent_body
+            if not sent_body:
+                sent_body = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        status, out_headers, chunks = 500, [], []
+
+        async def capture(message: Message) -> None:
+            nonlocal status, out_headers
+            if message["type"] == "http.response.start":
+                status, out_headers = message["status"], message.get("headers", [])
+            elif message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, replay_receive, capture)
+        finally:
+            kept = {k.decode().lower(): v.decode() for k, v in out_headers
+                    if k.decode().lower() in REPLAYED_HEADERS}
+            await asyncio.to_thread(_finish, principal, key, status, kept, b"".join(chunks))
+
+
+def _claim(principal: str, key: str, fingerprint: str) -> tuple[bool, IdempotencyRecord | None]:
+    try:
+        with session_scope() as session:
+            session.add(IdempotencyRecord(principal=principal, key=key, fingerprint=fingerprint,
+                                          state="in_flight"))
+        return True, None
+    except IntegrityError:
+        with session_scope() as session:
+            row = session.get(IdempotencyRecord, (principal, key))
+            if row is None:  # the first request failed and released the key meanwhile
+                return _claim(principal, key, fingerprint)
+            session.expunge(row)
+            return False, row
+
+
+def _finish(principal: str, key: str, status: int, headers: dict[str, str], body: bytes) -> None:
+    with session_scope() as session:
+        if status in NOT_KEPT or status >= 500:
+            session.execute(delete(IdempotencyRecord).where(
+                IdempotencyRecord.principal == principal, IdempotencyRecord.key == key))
+            return
+        row = session.get(IdempotencyRecord, (principal, key))
+        if row is not None:
+            row.state, row.status_code, row.headers = "done", status, headers
+            row.body = body.decode("utf-8", errors="replace")
+
+
+async def _answer_existing(row: IdempotencyRecord, fingerprint: str, scope: Scope,
+                           receive: Receive, send: Send) -> None:
+    if row.fingerprint != fingerprint:
+        response = problem(422, "Idempotency-Key reused",
+                           "this Idempotency-Key was used with a different request body")
+    elif row.state != "done":
+        response = problem(409, "Request in flight",
+                           "a request with this Idempotency-Key is still being processed; "
+                           "retry shortly")
+        response.headers["Retry-After"] = "1"
+    else:
+        await send({"type": "http.response.start", "status": row.status_code or 200,
+                    "headers": [*((k.encode(), v.encode())
+                                  for k, v in (row.headers or {}).items()),
+                                (b"idempotent-replayed", b"true")]})
+        await send({"type": "http.response.body", "body": (row.body or "").encode()})
+        return
+    await response(scope, receive, send)
+
