@@ -131,3 +131,78 @@ def follow_events(url: str, takedown_id: str, headers: dict[str, str] | None = N
                                description=f"{state}: {data['stage']}")
     console.print(f"takedown {takedown_id} ended [bold]{state}[/bold]")
     return state
+
+
+keys_app = typer.Typer(help="API keys (talks to the database in LETHE_DATABASE_URL).",
+                       no_args_is_help=True)
+audit_app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
+
+
+@keys_app.command("create")
+def keys_create(
+    scopes: Annotated[str, typer.Option(help="comma-separated: takedowns:write, "
+                                        "takedowns:read, models:admin, audit:read")],
+    name: Annotated[str, typer.Option(help="who or what uses the key")] = "cli",
+) -> None:
+    """Create a key; the secret is printed once and only its hash is stored."""
+    from app.db.session import session_scope
+    from app.services import keys
+
+    with session_scope() as session:
+        session.info["actor"] = "cli"
+        row, secret = keys.create(session, name, [s.strip() for s in scopes.split(",") if s])
+    console.print(f"key {row.id} ({', '.join(row.scopes)}):")
+    print(secret)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="key id or its prefix")]) -> None:
+    from app.db.session import session_scope
+    from app.services import keys
+
+    with session_scope() as session:
+        session.info["actor"] = "cli"
+        keys.revoke(session, key_id)
+    console.print(f"revoked {key_id}")
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    from app.db.session import session_scope
+    from app.services import keys
+
+    with session_scope() as session:
+        for k in keys.list_keys(session):
+            state = f"revoked {k.revoked_at:%Y-%m-%d}" if k.revoked_at else "active"
+            console.print(f"{k.id}  {k.prefix}…  {k.name}  {','.join(k.scopes)}  {state}")
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Recompute the hash chain; exit 1 naming the first broken row."""
+    from app.db.session import session_scope
+    from app.services import audit
+
+    with session_scope() as session:
+        result = audit.verify(session)
+    if result.ok:
+        console.print(f"ok: {result.rows} rows, head {result.head}")
+        return
+    console.print(f"[red]broken at row {result.first_bad_seq}[/red]: {result.reason}")
+    raise typer.Exit(1)
+
+
+@audit_app.command("export")
+def audit_export(
+    out: Annotated[Path | None, typer.Option(help="file (default: stdout)")] = None,
+) -> None:
+    """Every row as JSON lines, oldest first, with its hashes (re-verifiable offline)."""
+    from app.db.session import session_scope
+    from app.services import audit
+
+    handle = out.open("w") if out else sys.stdout
+    with session_scope() as session:
+        for row in audit.iter_rows(session):
+            handle.write(json.dumps(audit.as_dict(row), sort_keys=True) + "\n")
+    if out:
+        handle.close()

@@ -52,6 +52,9 @@ class VersionOut(BaseModel):
     metrics: dict[str, Any]
     status: str
     created_at: datetime
+    quarantined_at: datetime | None = None
+    quarantine_reason: str | None = None
+    purged_at: datetime | None = None
 
 
 class AliasMoveIn(BaseModel):
@@ -60,6 +63,8 @@ class AliasMoveIn(BaseModel):
 
     version_id: str = Field(min_length=1, max_length=36)
     reason: str = Field(default="", max_length=1000)
+    override_quarantine: bool = Field(default=False, description=(
+        "roll back to a quarantined version anyway (models:admin; audited)"))
 
 
 class AliasOut(BaseModel):

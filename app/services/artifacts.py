@@ -38,6 +38,10 @@ class ArtifactStore(Protocol):
         """Return a local folder holding the artifact (downloaded if needed)."""
         ...
 
+    def delete(self, uri: str) -> None:
+        """Remove every byte of the artifact (and any local cached copy); idempotent."""
+        ...
+
 
 class LocalArtifactStore:
     def __init__(self, root: Path) -> None:
@@ -57,6 +61,9 @@ class LocalArtifactStore:
 
     def fetch(self, uri: str) -> Path:
         return Path(uri.removeprefix("file://"))
+
+    def delete(self, uri: str) -> None:
+        shutil.rmtree(self.fetch(uri), ignore_errors=True)
 
 
 class S3ArtifactStore:
@@ -89,6 +96,15 @@ class S3ArtifactStore:
                 self.client.download_file(bucket, obj["Key"], str(dest))
         tmp.rename(target)
         return target
+
+    def delete(self, uri: str) -> None:
+        bucket, _, base = uri.removeprefix("s3://").partition("/")
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=base)
+        for page in pages:
+            for obj in page.get("Contents", []):
+                self.client.delete_object(Bucket=bucket, Key=obj["Key"])
+        shutil.rmtree(self.cache / hashlib.sha256(uri.encode()).hexdigest()[:16],
+                      ignore_errors=True)
 
 
 def get_store(settings: Settings) -> ArtifactStore:

@@ -8,12 +8,14 @@ from app.db.models import Preview
 from app.errors import NotFound
 from app.schemas.takedowns import PreviewOut, SampleRequest
 from app.services import dispatch
+from app.services.quarantine import ensure_usable
 from app.services.registry import get_version
 from app.states import State
 
 
 def request_samples(session: Session, version_id: str, body: SampleRequest) -> Preview:
     version = get_version(session, version_id)
+    ensure_usable(version, "previewing")
     preview = Preview(version_id=version.id, prompt=body.prompt, seed=body.seed, n=body.n,
                       state=State.QUEUED.value, images=[])
     session.add(preview)

@@ -19,6 +19,7 @@ from app.db.session import session_scope
 from app.db.types import utcnow
 from app.services import dispatch
 from app.services.jobs import ACTIVE_VALUES, crash, requeue
+from app.services.quarantine import purge_expired
 from app.settings import Settings
 from app.states import ACTIVE, State
 
@@ -31,6 +32,7 @@ class Sweep:
     crashed: list[str] = field(default_factory=list)
     resent: list[str] = field(default_factory=list)
     previews: list[str] = field(default_factory=list)
+    purged: list[str] = field(default_factory=list)
 
 
 def sweep(session: Session, settings: Settings) -> Sweep:
@@ -58,6 +60,7 @@ def sweep(session: Session, settings: Settings) -> Sweep:
     previews = session.scalars(select(Preview).where(
         Preview.state == State.QUEUED.value, Preview.created_at < stale))
     out.previews = [p.id for p in previews]
+    out.purged = purge_expired(session, settings)
     return out
 
 
@@ -68,9 +71,9 @@ def reconcile_once(settings: Settings) -> Sweep:
         dispatch.send_unlearn(job_id)
     for preview_id in result.previews:
         dispatch.send_preview(preview_id)
-    if result.requeued or result.crashed or result.resent:
+    if result.requeued or result.crashed or result.resent or result.purged:
         log.info("reconciler.sweep", requeued=result.requeued, crashed=result.crashed,
-                 resent=result.resent)
+                 resent=result.resent, purged=result.purged)
     return result
 
 

@@ -118,12 +118,22 @@ def alias_target(session: Session, model_id: str, alias: str) -> ModelVersion | 
 
 
 def move_alias(
-    session: Session, model_id: str, alias: str, version_id: str, *, reason: str
+    session: Session, model_id: str, alias: str, version_id: str, *, reason: str,
+    override_quarantine: bool = False,
 ) -> Alias:
-    """Point `alias` at a version of the same model and append the move to the history."""
+    """Point `alias` at a version of the same model and append the move to the history.
+
+    Moving `production` quarantines the versions that still hold what it erased."""
+    from app.services import quarantine
+
     version = session.get(ModelVersion, version_id)
     if version is None or version.model_id != model_id:
         raise NotFound(f"model has no version {version_id!r}")
+    if version.purged_at is not None or not override_quarantine:
+        quarantine.ensure_usable(version, "making it an alias target")
+    elif version.quarantined_at is not None:
+        audit.record(session, "alias.quarantine_override", "model_version", version.id,
+                     {"alias": alias, "reason": reason})
     if alias == PRODUCTION and version.status != "ready":
         raise InvalidInput(
             f"version {version.number} did not pass the evaluation gate", field="version_id"
@@ -139,6 +149,8 @@ def move_alias(
     session.flush()
     audit.record(session, "alias.moved", "model", model_id,
                  {"alias": alias, "from": previous, "to": version_id, "reason": reason})
+    if alias == PRODUCTION:
+        quarantine.quarantine_superseded(session, version)
     return row
 
 

@@ -66,6 +66,14 @@ def submit(session: Session, settings: Settings, body: TakedownCreate) -> Takedo
     if body.integration and not body.external_ref:
         raise InvalidInput("an integration needs the ticket key in external_ref",
                            field="external_ref")
+    if body.callback_url:
+        from app.services.webhooks import check_url
+
+        try:
+            check_url(str(body.callback_url), settings.webhook_allowlist,
+                      require_resolution=False)
+        except InvalidInput as exc:
+            raise InvalidInput(exc.detail, field="callback_url") from exc
     missing = missing_elements(body)
     if missing:
         raise InvalidInput(f"a {body.legal_basis.value} notice needs: {', '.join(missing)}",

@@ -238,3 +238,11 @@ async def run_webhook_loop(settings: Settings) -> None:
             sent = 0
         if not sent:
             await asyncio.sleep(settings.webhook_poll_seconds)
+
+
+def list_deliveries(session: Session, *, takedown_id: str | None,
+                    limit: int = 200) -> list[WebhookDelivery]:
+    stmt = select(WebhookDelivery)
+    if takedown_id:
+        stmt = stmt.where(WebhookDelivery.takedown_id == takedown_id)
+    return list(session.scalars(stmt.order_by(WebhookDelivery.created_at.desc()).limit(limit)))

@@ -73,6 +73,7 @@ def move_alias(model_id: str, alias: str, body: AliasMoveIn, session: SessionDep
                _: ModelsAdmin) -> AliasOut:
     model = registry.get_model(session, model_id)
     row = registry.move_alias(session, model.id, alias, body.version_id,
-                              reason=body.reason or "moved by request")
+                              reason=body.reason or "moved by request",
+                              override_quarantine=body.override_quarantine)
     session.commit()
     return AliasOut.model_validate(row)

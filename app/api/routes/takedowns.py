@@ -3,9 +3,10 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
+from fastapi.responses import HTMLResponse
 from sse_starlette.sse import EventSourceResponse
 
 from app.api.deps import SessionDep, SettingsDep, TakedownsRead, TakedownsWrite
@@ -20,7 +21,7 @@ from app.schemas.takedowns import (
     TakedownPage,
     TakedownResult,
 )
-from app.services import takedowns
+from app.services import evidence, takedowns
 from app.services.events import events_after
 from app.states import TERMINAL, State
 
@@ -43,7 +44,8 @@ def takedown_out(td: Takedown) -> TakedownOut:
     )
 
 
-@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=TakedownOut)
+@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=TakedownOut,
+             responses={200: {"model": TakedownOut, "description": "ticket filed before"}})
 def submit_takedown(body: TakedownCreate, session: SessionDep, settings: SettingsDep,
                     response: Response, _: TakedownsWrite) -> TakedownOut:
     """202 for a new takedown; 200 with the first one when the (integration, external_ref)
@@ -53,6 +55,18 @@ def submit_takedown(body: TakedownCreate, session: SessionDep, settings: Setting
     if takedowns.is_existing(td):
         response.status_code = status.HTTP_200_OK
     return takedown_out(td)
+
+
+@router.get("/{takedown_id}/report", response_model=None,
+            responses={200: {"content": {"application/json": {}, "text/html": {}}}})
+def evidence_report(takedown_id: str, session: SessionDep, request: Request,
+                    _: TakedownsRead, format: Literal["json", "html"] = "json"
+                    ) -> dict[str, Any] | HTMLResponse:
+    """Evidence of erasure: legal record, targets, metrics, version digests, sample images
+    (where rendered), audit entries. `?format=html` for a page a person can read."""
+    data = evidence.report(session, takedowns.get(session, takedown_id),
+                           str(request.base_url).rstrip("/"))
+    return HTMLResponse(evidence.report_html(data)) if format == "html" else data
 
 
 @router.post("/{takedown_id}/extend", response_model=TakedownOut)

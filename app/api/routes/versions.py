@@ -1,15 +1,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from fastapi import APIRouter, Request, status
 from fastapi.responses import FileResponse
+from starlette.background import BackgroundTask
 
-from app.api.deps import SessionDep, SettingsDep, TakedownsRead, TakedownsWrite
+from app.api.deps import ModelsAdmin, SessionDep, SettingsDep, TakedownsRead, TakedownsWrite
 from app.errors import NotFound
+from app.schemas.compliance import PurgeIn
 from app.schemas.registry import VersionOut
 from app.schemas.takedowns import PreviewOut, SampleRequest
-from app.services import previews, registry
+from app.services import evidence, previews, quarantine, registry
 
 router = APIRouter(tags=["versions"])
 
@@ -17,6 +20,44 @@ router = APIRouter(tags=["versions"])
 @router.get("/versions/{version_id}", response_model=VersionOut)
 def get_version(version_id: str, session: SessionDep, _: TakedownsRead) -> VersionOut:
     return VersionOut.model_validate(registry.get_version(session, version_id))
+
+
+TAR: dict[int | str, dict[str, Any]] = {200: {"content": {"application/x-tar": {}}}}
+
+
+def _tar_response(path: Path, name: str) -> FileResponse:
+    return FileResponse(path, media_type="application/x-tar", filename=name,
+                        background=BackgroundTask(path.unlink, missing_ok=True))
+
+
+@router.get("/versions/{version_id}/download", response_class=FileResponse, responses=TAR)
+def download_version(version_id: str, session: SessionDep, settings: SettingsDep,
+                     _: ModelsAdmin) -> FileResponse:
+    """The version's own artifact (changed tensors + manifest) as a tar; 410 once purged,
+    451 while quarantined."""
+    version = registry.get_version(session, version_id)
+    path = evidence.version_tar(session, settings, version, export=False)
+    return _tar_response(path, f"version-{version.number}.tar")
+
+
+@router.get("/versions/{version_id}/export", response_class=FileResponse, responses=TAR)
+def export_version(version_id: str, session: SessionDep, settings: SettingsDep,
+                   _: ModelsAdmin) -> FileResponse:
+    """A diffusers folder as a tar with `lethe/manifest.json` (what was forgotten) signed in
+    `lethe/manifest.sig` (docs/compliance.md)."""
+    version = registry.get_version(session, version_id)
+    path = evidence.version_tar(session, settings, version, export=True)
+    return _tar_response(path, f"version-{version.number}-export.tar")
+
+
+@router.post("/versions/{version_id}/purge", response_model=VersionOut)
+def purge_version(version_id: str, body: PurgeIn, session: SessionDep, settings: SettingsDep,
+                  _: ModelsAdmin) -> VersionOut:
+    """Delete the version's tensors and previews; the row stays as a tombstone (audited)."""
+    version = registry.get_version(session, version_id)
+    quarantine.purge(session, settings, version, reason=body.reason)
+    session.commit()
+    return VersionOut.model_validate(version)
 
 
 @router.post("/versions/{version_id}/samples", status_code=status.HTTP_202_ACCEPTED,

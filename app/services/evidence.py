@@ -1,0 +1,141 @@
+"""Evidence of erasure: the takedown report (JSON/HTML) and the signed version export (tar).
+
+The export is built here without torch: the registered base folder minus its UNet weight files
+(they still hold every erased concept), the version's changed tensors under `lethe/version/`,
+and `lethe/manifest.json` + `lethe/manifest.sig` (hex HMAC-SHA256 of the manifest bytes with
+LETHE_SIGNING_SECRET). The UNet is rebuilt with `workers.engine.versions.load_version(base_unet,
+lethe/version)`; the manifest says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import html
+import io
+import json
+import tarfile
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.db.models import AuditEvent, Model, ModelVersion, Preview, Takedown
+from app.services import audit
+from app.services.artifacts import get_store
+from app.services.quarantine import ensure_usable
+from app.settings import Settings
+
+UNET_WEIGHTS = (".safetensors", ".bin", ".ckpt", ".pt")
+
+
+def report(session: Session, td: Takedown, base_url: str) -> dict[str, Any]:
+    version = session.get(ModelVersion, td.version_id) if td.version_id else None
+    parent = session.get(ModelVersion, version.parent_id) if version and version.parent_id \
+        else None
+    result = td.result or {}
+    rows = session.scalars(select(AuditEvent).where(AuditEvent.target_id.in_(
+        [td.id, *([version.id] if version else [])])).order_by(AuditEvent.seq))
+
+    def previews_of(v: ModelVersion | None) -> list[dict[str, Any]]:
+        if v is None:
+            return []
+        return [{"prompt": p.prompt, "seed": p.seed, "images": [
+            f"{base_url}/v1/samples/{p.id}/images/{name}" for name in p.images]}
+            for p in session.scalars(select(Preview).where(Preview.version_id == v.id))
+            if p.images]
+
+    def digest(v: ModelVersion | None) -> dict[str, Any] | None:
+        return None if v is None else {"id": v.id, "number": v.number, "digest": v.digest,
+                                       "erased": v.erased, "purged": v.purged_at is not None}
+
+    return {
+        "takedown": {"id": td.id, "state": td.state, "concept": td.concept, "kind": td.kind,
+                     "legal_basis": td.legal_basis, "claimant": td.claimant, "legal": td.legal,
+                     "external_ref": td.external_ref, "due_at": td.due_at.isoformat(),
+                     "created_at": td.created_at.isoformat()},
+        "targets": result.get("targets", {}), "neighbours": result.get("neighbours", {}),
+        "metrics": result.get("metrics", {}),
+        "versions": {"before": digest(parent), "after": digest(version)},
+        # Images exist only where previews were rendered (POST /v1/versions/{id}/samples).
+        "images": {"before": previews_of(parent), "after": previews_of(version)},
+        "audit": [audit.as_dict(r) for r in rows],
+    }
+
+
+def report_html(data: dict[str, Any]) -> str:
+    e = html.escape
+    td = data["takedown"]
+
+    def grid(items: list[dict[str, Any]]) -> str:
+        if not items:
+            return "<p><em>no rendered samples for this version</em></p>"
+        return "".join(f"<figure><figcaption>{e(i['prompt'])} (seed {i['seed']})</figcaption>"
+                       + "".join(f'<img src="{e(u)}" width="128">' for u in i["images"])
+                       + "</figure>" for i in items)
+
+    audit_rows = "".join(
+        f"<tr><td>{a['seq']}</td><td>{e(a['at'])}</td><td>{e(a['actor'])}</td>"
+        f"<td>{e(a['action'])}</td><td><code>{e(a['hash'][:16])}</code></td></tr>"
+        for a in data["audit"])
+    return f"""<!doctype html><html><head><meta charset="utf-8">
+<title>Lethe evidence report {e(td['id'])}</title></head><body>
+<h1>Takedown {e(td['id'])}: {e(td['concept'])}</h1>
+<p>State <b>{e(td['state'])}</b>; basis {e(td['legal_basis'])}; due {e(td['due_at'])}</p>
+<h2>Legal record</h2><pre>{e(json.dumps(td['legal'], indent=2))}</pre>
+<h2>Targets</h2><pre>{e(json.dumps(data['targets'], indent=2))}</pre>
+<h2>Metrics</h2><pre>{e(json.dumps(data['metrics'], indent=2))}</pre>
+<h2>Versions</h2><pre>{e(json.dumps(data['versions'], indent=2))}</pre>
+<h2>Before</h2>{grid(data['images']['before'])}
+<h2>After</h2>{grid(data['images']['after'])}
+<h2>Audit</h2><table><tr><th>seq</th><th>at</th><th>actor</th><th>action</th><th>hash</th></tr>
+{audit_rows}</table></body></html>"""
+
+
+def sign_manifest(settings: Settings, manifest: bytes) -> str:
+    return hmac.new(settings.hmac_key, manifest, hashlib.sha256).hexdigest()
+
+
+def version_tar(session: Session, settings: Settings, version: ModelVersion, *,
+                export: bool) -> Path:
+    """Write a tar to a temporary file: the artifact alone (download) or the export."""
+    ensure_usable(version, "export" if export else "download")
+    model = session.get(Model, version.model_id)
+    assert model is not None
+    artifact = get_store(settings).fetch(version.artifact_uri) if version.artifact_uri else None
+    settings.staging_dir.mkdir(parents=True, exist_ok=True)
+    out = Path(tempfile.mkstemp(suffix=".tar", dir=settings.staging_dir)[1])
+    files: dict[str, str] = {}
+    with tarfile.open(out, "w") as tar:
+        def add(path: Path, name: str) -> None:
+            files[name] = hashlib.sha256(path.read_bytes()).hexdigest()
+            tar.add(path, arcname=name, recursive=False)
+
+        if export:
+            base = Path(model.path)
+            for path in sorted(p for p in base.rglob("*") if p.is_file()):
+                rel = path.relative_to(base).as_posix()
+                if rel.startswith("unet/") and rel.endswith(UNET_WEIGHTS) and artifact:
+                    continue  # the un-erased UNet: rebuilt from lethe/version/ instead
+                add(path, rel)
+        if artifact:
+            prefix = "lethe/version/" if export else ""
+            for path in sorted(p for p in artifact.rglob("*") if p.is_file()):
+                add(path, prefix + path.relative_to(artifact).as_posix())
+        if export:
+            manifest = json.dumps({
+                "format": "lethe-export/1", "model": model.name,
+                "version": {"id": version.id, "number": version.number,
+                            "digest": version.digest, "parent_id": version.parent_id},
+                "forgotten": version.erased, "files": files,
+                "apply": "UNet = workers.engine.versions.load_version(base UNet, lethe/version)"
+                         if artifact else "base weights, nothing erased",
+            }, sort_keys=True, indent=2).encode()
+            for name, data in (("lethe/manifest.json", manifest),
+                               ("lethe/manifest.sig", sign_manifest(settings, manifest).encode())):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return out
