@@ -64,6 +64,8 @@ def _blocked(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
 
 def _allowed(host: str, ip: ipaddress.IPv4Address | ipaddress.IPv6Address,
              allowlist: list[str]) -> bool:
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
     for entry in allowlist:
         if entry.lower() == host.lower():
             return True

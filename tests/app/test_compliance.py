@@ -1,0 +1,325 @@
+"""Issue 5 acceptance: auth matrix, audit tamper, idempotency, webhooks + SSRF, quarantine/purge."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import io
+import json
+import re
+import tarfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.routing import APIRoute
+from fastapi.testclient import TestClient
+from sqlalchemy import select, text
+
+from app.db.models import Takedown, WebhookDelivery
+from app.db.session import get_engine, session_scope
+from app.services import webhooks
+from app.settings import get_settings
+from tests.conftest import create_key
+from workers.tasks import run_unlearn_job
+
+CLAIMANT = {"name": "A. Rights", "email": "legal@example.com"}
+TD = {"model": "conceptworld", "concept": "red tulip", "kind": "object",
+      "legal_basis": "copyright", "claimant": CLAIMANT}
+OPEN = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect",
+        "/redoc"}
+
+
+def scope_of(route: APIRoute) -> str | None:
+    for dep in route.dependant.dependencies:
+        name = getattr(dep.call, "__name__", "")
+        if name.startswith("require_"):
+            return name.removeprefix("require_").replace("_", ":", 1)
+    return None
+
+
+def v1_routes() -> list[tuple[str, APIRoute]]:
+    from app.api.routes import audit, integrations, keys, models, takedowns, versions
+
+    return [("/v1" + r.path, r) for m in (models, versions, takedowns, audit, keys, integrations)
+            for r in m.router.routes if isinstance(r, APIRoute)]
+
+
+def test_auth_matrix_every_route(client: TestClient) -> None:
+    matrix = {(path, method) for path, r in v1_routes() for method in r.methods}
+    documented = {(path, method.upper()) for path, ops in client.get("/openapi.json").json()[
+        "paths"].items() for method in ops}
+    assert documented - matrix <= {(p, "GET") for p in OPEN}, documented - matrix
+    assert all(scope_of(r) for _, r in v1_routes()), "a /v1 route without a scope"
+    keys = {s: create_key([s], s) for s in ("takedowns:write", "takedowns:read",
+                                             "models:admin", "audit:read")}
+    revoked = create_key(["takedowns:write", "takedowns:read", "models:admin", "audit:read"])
+    rid = client.get("/v1/keys").json()
+    revoked_id = next(k["id"] for k in rid if k["prefix"] == revoked[:12])
+    assert client.post(f"/v1/keys/{revoked_id}/revoke").status_code == 200
+    checked = 0
+    for path, route in v1_routes():
+        scope = scope_of(route)
+        assert scope is not None
+        url = re.sub(r"\{[^}]+\}", "x", path)
+        for method in route.methods:
+            def call(key: str | None, method: str = method, url: str = url) -> Any:
+                headers = {"Authorization": f"Bearer {key}"} if key else {}
+                client.headers.pop("Authorization", None)
+                return client.request(method, url, headers=headers, json={})
+            admin = client.headers.get("Authorization")
+            try:
+                none = call(None)
+                assert none.status_code == 401, (method, url, none.text)
+                assert none.headers["content-type"] == "application/problem+json"
+                assert none.headers["www-authenticate"].startswith("Bearer")
+                wrong = next(k for s, k in keys.items() if s != scope)
+                assert call(wrong).status_code == 403, (method, url)
+                assert call(revoked).status_code == 401, (method, url)
+                assert call(keys[scope]).status_code not in (401, 403), (method, url)
+            finally:
+                if admin:
+                    client.headers["Authorization"] = admin
+            checked += 1
+    assert checked >= 25
+
+
+def test_audit_chain_and_tamper_is_named(client: TestClient) -> None:
+    td = client.post("/v1/takedowns", json=TD).json()
+    client.post(f"/v1/takedowns/{td['id']}/cancel")
+    page = client.get(f"/v1/audit?target_id={td['id']}").json()["items"]
+    assert [e["action"] for e in page] == ["takedown.received", "takedown.queued",
+                                           "takedown.cancelled"]
+    assert all(e["actor"].startswith("key:") for e in page)
+    assert client.get("/v1/audit/verify").json()["ok"] is True
+    with get_engine().begin() as conn:  # the trigger refuses edits
+        with pytest.raises(Exception, match="append-only"):
+            conn.execute(text("UPDATE audit_events SET actor = 'x' WHERE seq = 1"))
+    with get_engine().begin() as conn:
+        with pytest.raises(Exception, match="append-only"):
+            conn.execute(text("DELETE FROM audit_events WHERE seq = 1"))
+    bad = page[1]["seq"]
+    with get_engine().begin() as conn:  # a superuser disables the trigger and edits a row
+        conn.execute(text("ALTER TABLE audit_events DISABLE TRIGGER USER"))
+        conn.execute(text("UPDATE audit_events SET data = '{\"to\": \"completed\"}' "
+                          "WHERE seq = :s"), {"s": bad})
+        conn.execute(text("ALTER TABLE audit_events ENABLE TRIGGER USER"))
+    result = client.get("/v1/audit/verify").json()
+    assert result["ok"] is False and result["first_bad_seq"] == bad, result
+
+
+def test_idempotency_20_concurrent_posts_one_takedown(client: TestClient) -> None:
+    headers = {"Idempotency-Key": "ticket-42"}
+    body = {**TD, "external_ref": "T-42"}
+    with ThreadPoolExecutor(20) as pool:
+        responses = list(pool.map(lambda _: client.post("/v1/takedowns", json=body,
+                                                        headers=headers), range(20)))
+    codes = sorted(r.status_code for r in responses)
+    assert set(codes) <= {202, 409}, codes
+    with session_scope() as session:
+        assert len(session.scalars(select(Takedown)).all()) == 1
+    first = next(r for r in responses if r.status_code == 202).json()
+    again = client.post("/v1/takedowns", json=body, headers=headers)
+    assert again.status_code == 202 and again.json()["id"] == first["id"]
+    assert again.headers["idempotent-replayed"] == "true"
+    other = client.post("/v1/takedowns", json={**body, "concept": "van gogh"}, headers=headers)
+    assert other.status_code == 422
+
+
+def test_integration_ref_is_unique_and_jira_adapter(client: TestClient) -> None:
+    issue = {"webhookEvent": "jira:issue_created", "issue": {"key": "LEGAL-7", "fields": {
+        "summary": "red tulip", "lethe_kind": "object", "lethe_legal_basis": "copyright",
+        "reporter": {"displayName": "R", "emailAddress": "r@example.com"}}}}
+    first = client.post("/v1/integrations/jira/webhook", json=issue)
+    assert first.status_code == 202, first.text
+    retry = client.post("/v1/integrations/jira/webhook", json=issue)
+    assert retry.status_code == 200 and retry.json()["id"] == first.json()["id"]
+    assert retry.json()["external_ref"] == "LEGAL-7" and retry.json()["integration"] == "jira"
+    assert client.post("/v1/integrations/nope/webhook", json=issue).status_code == 404
+    bad = client.post("/v1/integrations/jira/webhook", json={"webhookEvent": "x"})
+    assert bad.status_code == 422
+
+
+def test_legal_elements_and_gdpr_extension(client: TestClient) -> None:
+    r = client.post("/v1/takedowns", json={**TD, "legal_basis": "dmca"})
+    assert r.status_code == 422 and "signature" in r.json()["detail"]
+    legal = {"work_identification": "Tulip photo series", "good_faith_statement": True,
+             "accuracy_statement": True, "authority_under_perjury": True,
+             "signature": {"name": "A. Rights", "signed_at": "2026-01-01T00:00:00Z"}}
+    ok = client.post("/v1/takedowns", json={**TD, "legal_basis": "dmca", "legal": legal,
+                                            "prompts": ["a red tulip"]})
+    assert ok.status_code == 202, ok.text
+    gdpr = client.post("/v1/takedowns", json={**TD, "legal_basis": "gdpr_art17"}).json()
+    ext = client.post(f"/v1/takedowns/{gdpr['id']}/extend",
+                      json={"months": 2, "reason": "many linked requests"})
+    assert ext.status_code == 200 and ext.json()["legal"]["extension"]["reason"]
+    assert client.post(f"/v1/takedowns/{gdpr['id']}/extend",
+                       json={"months": 1, "reason": "again"}).status_code == 409
+    client.post("/v1/takedowns", json={**TD, "due_at": "2020-01-01T00:00:00Z"})
+    assert "lethe_takedowns_overdue 1.0" in client.get("/metrics").text
+
+
+# --- webhooks -----------------------------------------------------------------------------
+
+def verify_standard_webhook(secret: str, headers: dict[str, str], body: bytes) -> bool:
+    """Independent of app.services.webhooks: the Standard Webhooks verification recipe."""
+    key = base64.b64decode(secret.split("_", 1)[1]) if secret.startswith("whsec_") \
+        else secret.encode()
+    signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
+    expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+    return any(hmac.compare_digest(sig.split(",", 1)[1], expected)
+               for sig in headers["webhook-signature"].split())
+
+
+class Receiver:
+    def __init__(self, fail_first: int = 0) -> None:
+        self.got: list[tuple[dict[str, str], bytes]] = []
+        self.fail_first = fail_first
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers["content-length"]))
+                outer.got.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                self.send_response(500 if len(outer.got) <= outer.fail_first else 204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def test_signed_webhook_with_retries_and_redeliver(client: TestClient,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = get_settings()
+    monkeypatch.setattr(settings, "webhook_allowlist", ["127.0.0.1"])
+    monkeypatch.setattr(settings, "webhook_backoff_seconds", 0.0)
+    monkeypatch.setattr(settings, "webhook_max_attempts", 3)
+    receiver = Receiver(fail_first=2)
+    sub = client.post("/v1/webhooks", json={"url": receiver.url,
+                                            "events": ["takedown.cancelled"]})
+    assert sub.status_code == 201, sub.text
+    td = client.post("/v1/takedowns", json=TD).json()
+    client.post(f"/v1/takedowns/{td['id']}/cancel")
+    for _ in range(3):
+        webhooks.deliver_due(settings)
+    assert len(receiver.got) == 3
+    for headers, body in receiver.got:
+        assert verify_standard_webhook(sub.json()["secret"], headers, body)
+        assert not verify_standard_webhook("whsec_" + base64.b64encode(b"x" * 32).decode(),
+                                           headers, body)
+    assert len({h["webhook-id"] for h, _ in receiver.got}) == 1  # stable across retries
+    assert json.loads(receiver.got[0][1])["data"]["state"] == "cancelled"
+    log = client.get(f"/v1/webhooks/deliveries?takedown_id={td['id']}").json()
+    assert [a["status"] for a in log[0]["attempts"]] == [500, 500, 204]
+    assert log[0]["state"] == "delivered"
+    again = client.post(f"/v1/webhooks/deliveries/{log[0]['id']}/redeliver")
+    assert again.json()["state"] == "pending"
+    webhooks.deliver_due(settings)
+    assert len(receiver.got) == 4
+
+
+def test_failing_receiver_gives_up_after_max_attempts(client: TestClient,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = get_settings()
+    monkeypatch.setattr(settings, "webhook_allowlist", ["127.0.0.1"])
+    monkeypatch.setattr(settings, "webhook_backoff_seconds", 0.0)
+    monkeypatch.setattr(settings, "webhook_max_attempts", 2)
+    receiver = Receiver(fail_first=99)
+    client.post("/v1/webhooks", json={"url": receiver.url})
+    client.post("/v1/takedowns", json=TD)
+    for _ in range(6):
+        webhooks.deliver_due(settings)
+    with session_scope() as session:
+        rows = session.scalars(select(WebhookDelivery)).all()
+        assert rows and all(r.state == "failed" and len(r.attempts) == 2 for r in rows)
+
+
+@pytest.mark.parametrize("url", [
+    "http://127.0.0.1/x", "http://10.1.2.3/x", "http://169.254.169.254/latest/meta-data",
+    "http://[::1]/x", "http://localhost/x", "http://[::ffff:127.0.0.1]/x",
+    "http://192.168.0.1/x", "http://[fd00:ec2::254]/x", "http://loopback.test/x"])
+def test_ssrf_refused(url: str, client: TestClient) -> None:
+    def fake_dns(host: str) -> list[str]:
+        return ["127.0.0.1"] if host in ("loopback.test", "localhost") else ["93.184.216.34"]
+
+    with pytest.raises(webhooks.UnsafeURL):
+        webhooks.check_url(url, [], resolver=fake_dns)
+    if "loopback.test" not in url:
+        r = client.post("/v1/webhooks", json={"url": url})
+        assert r.status_code == 422, (url, r.text)
+        assert client.post("/v1/takedowns", json={**TD, "callback_url": url}).status_code == 422
+    webhooks.check_url("https://hooks.example/x", [], resolver=fake_dns)
+    webhooks.check_url(url, ["127.0.0.0/8", "::1", "10.0.0.0/8", "169.254.0.0/16",
+                             "192.168.0.0/16", "fd00::/8", "localhost", "loopback.test"],
+                       resolver=fake_dns)
+
+
+# --- quarantine, purge, export ------------------------------------------------------------
+
+def test_quarantine_purge_export(client: TestClient, data_dir: Path) -> None:
+    td = client.post("/v1/takedowns", json=TD).json()
+    assert run_unlearn_job(td["job_id"], get_settings()) == "completed"
+    td2 = client.post("/v1/takedowns", json={**TD, "concept": "van gogh", "kind": "style"}).json()
+    assert run_unlearn_job(td2["job_id"], get_settings()) == "completed"
+    v0, v1, v2 = client.get("/v1/models/conceptworld/versions").json()
+    assert v0["quarantined_at"] and v1["quarantined_at"] and not v2["quarantined_at"]
+    assert client.get(f"/v1/versions/{v1['id']}/download").status_code == 451
+    assert client.post(f"/v1/versions/{v1['id']}/samples", json={"prompt": "x"}).status_code \
+        == 451
+    model_id = v0["model_id"]
+    move = client.put(f"/v1/models/{model_id}/aliases/production", json={"version_id": v1["id"]})
+    assert move.status_code == 451
+    artifact = Path(v1["artifact_uri"].removeprefix("file://"))
+    assert artifact.exists()
+    purged = client.post(f"/v1/versions/{v1['id']}/purge", json={"reason": "takedown done"})
+    assert purged.status_code == 200 and purged.json()["purged_at"], purged.text
+    assert not artifact.exists()
+    assert client.get(f"/v1/versions/{v1['id']}/download").status_code == 410
+    assert client.get(f"/v1/audit?action=version.purged&target_id={v1['id']}").json()["items"]
+    assert client.post(f"/v1/versions/{v2['id']}/purge", json={}).status_code == 409
+    # production still loads: its artifact is intact and downloadable
+    got = client.get(f"/v1/versions/{v2['id']}/download")
+    assert got.status_code == 200
+    names = tarfile.open(fileobj=io.BytesIO(got.content)).getnames()
+    assert "weights.safetensors" in names
+    export = client.get(f"/v1/versions/{v2['id']}/export")
+    assert export.status_code == 200
+    tar = tarfile.open(fileobj=io.BytesIO(export.content))
+    manifest = tar.extractfile("lethe/manifest.json").read()  # type: ignore[union-attr]
+    sig = tar.extractfile("lethe/manifest.sig").read().decode()  # type: ignore[union-attr]
+    assert hmac.compare_digest(sig, hmac.new(get_settings().hmac_key, manifest,
+                                             hashlib.sha256).hexdigest())
+    assert json.loads(manifest)["forgotten"] == ["red tulip", "van gogh"]
+    assert "lethe/version/weights.safetensors" in tar.getnames()
+    report = client.get(f"/v1/takedowns/{td2['id']}/report").json()
+    assert report["versions"]["after"]["id"] == v2["id"]
+    assert any(a["action"] == "takedown.completed" for a in report["audit"])
+    page = client.get(f"/v1/takedowns/{td2['id']}/report?format=html")
+    assert page.headers["content-type"].startswith("text/html") and "van gogh" in page.text
+    over = client.put(f"/v1/models/{model_id}/aliases/staging",
+                      json={"version_id": v0["id"], "override_quarantine": True})
+    assert over.status_code == 200
+    assert client.get("/v1/audit?action=alias.quarantine_override").json()["items"]
+
+
+def test_auto_purge_after_grace(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.services.reconciler import reconcile_once
+
+    td = client.post("/v1/takedowns", json=TD).json()
+    run_unlearn_job(td["job_id"], get_settings())
+    td2 = client.post("/v1/takedowns", json={**TD, "concept": "van gogh", "kind": "style"}).json()
+    run_unlearn_job(td2["job_id"], get_settings())
+    settings = get_settings()
+    monkeypatch.setattr(settings, "purge_grace_seconds", 0.0)
+    swept = reconcile_once(settings)
+    v1 = client.get("/v1/models/conceptworld/versions").json()[1]
+    assert swept.purged == [v1["id"]] and v1["purged_at"]
+    assert client.get("/v1/audit/verify").json()["ok"] is True
