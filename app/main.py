@@ -55,6 +55,7 @@ def create_app(settings: Settings | None = None, *, reconcile: bool = True) -> F
     app.include_router(v1)
     app.include_router(ops.router)
     problems.install(app)
+    app.add_middleware(problems.RejectNul)  # innermost: NUL bytes never reach Postgres
     app.add_middleware(Idempotency)  # inside BodyLimit: it buffers bodies already capped
     app.add_middleware(problems.BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContext)

@@ -24,6 +24,8 @@ class Settings(BaseSettings):
     allowed_model_root: Path = Path("models")
     conceptworld_dir: Path = CONCEPTWORLD_DIR
     engine_module: str = "workers.engine.service_api"  # tests point this at a stand-in engine
+    # Builds a version's diffusers folder for export (worker side; torch).
+    export_module: str = "workers.engine.export"
 
     artifact_backend: Literal["local", "s3"] = "local"
     s3_bucket: str = "lethe-artifacts"
@@ -37,6 +39,9 @@ class Settings(BaseSettings):
     heartbeat_seconds: float = 5.0
     reconcile_seconds: float = 5.0
     lost_message_seconds: float = 30.0  # a queued job unclaimed this long is re-enqueued
+    # A preview/export left `running` this long lost its worker: re-sent (or failed after
+    # LETHE_MAX_ATTEMPTS deliveries) by the reconciler.
+    preview_stale_seconds: float = 600.0
     progress_min_interval: float = 0.5  # throttle for stored progress events
     seed: int = 0
 
@@ -100,6 +105,10 @@ class Settings(BaseSettings):
     @property
     def previews_dir(self) -> Path:
         return self.data_dir / "previews"
+
+    @property
+    def exports_dir(self) -> Path:
+        return self.data_dir / "exports"
 
 
 @lru_cache

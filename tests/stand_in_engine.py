@@ -85,6 +85,7 @@ def erase_step(model_dir: Path, parent_artifact: Path | None, requests: list[Era
 
 def render_samples(model_dir: Path, artifact: Path | None, prompt: str, seed: int,
                    n: int) -> list[bytes]:
+    time.sleep(float(os.environ.get("LETHE_TEST_RENDER_SECONDS", "0")))
     png = bytes.fromhex(
         "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
         "1f15c4890000000d49444154789c6360000002000001e221bc330000000049454e44ae426082")
@@ -98,3 +99,15 @@ def load_catalog(model_dir: Path) -> list[dict[str, Any]]:
 def unknown_concepts(model_dir: Path, concepts: list[str]) -> list[str]:
     names = {c["name"] for c in load_catalog(model_dir)}
     return [c for c in concepts if c not in names]
+
+
+def build_folder(model_dir: Path, artifact: Path | None, out_dir: Path) -> dict[str, Any]:
+    """Stand-in for workers.engine.export.build_folder: the base folder, `unet/` = artifact."""
+    import shutil
+
+    shutil.copytree(model_dir, out_dir, ignore=shutil.ignore_patterns("unet"))
+    unet = out_dir / "unet"
+    unet.mkdir()
+    if artifact is not None:
+        shutil.copy(artifact / "weights.safetensors", unet / "diffusion_pytorch_model.safetensors")
+    return {"weights": "merged" if artifact else "base"}

@@ -20,10 +20,12 @@ from typing import Any
 
 import structlog
 
-from app.db.models import Model, ModelVersion, Preview
+from app.db.models import Export, Model, ModelVersion, Preview
 from app.db.session import session_scope
-from app.services import dispatch, jobs
+from app.db.types import utcnow
+from app.services import dispatch, exports, jobs
 from app.services.artifacts import get_store, tree_digest
+from app.services.evidence import sign_manifest
 from app.services.gate import evaluate_gate
 from app.settings import Settings, get_settings
 from app.states import State
@@ -51,6 +53,11 @@ def unlearn(job_id: str) -> str:
 @celery_app.task(name=dispatch.PREVIEW_TASK, acks_late=True, reject_on_worker_lost=True)
 def preview(preview_id: str) -> str:
     return run_preview(preview_id, get_settings())
+
+
+@celery_app.task(name=dispatch.EXPORT_TASK, acks_late=True, reject_on_worker_lost=True)
+def export(export_id: str) -> str:
+    return run_export(export_id, get_settings())
 
 
 class Lease:
@@ -221,7 +228,8 @@ def run_preview(preview_id: str, settings: Settings) -> str:
             return "skipped"
         version = session.get(ModelVersion, row.version_id)
         assert version is not None
-        row.state = State.RUNNING.value
+        row.state, row.started_at = State.RUNNING.value, utcnow()
+        row.attempts = (row.attempts or 0) + 1
 
         model = session.get(Model, version.model_id)
         assert model is not None
@@ -245,4 +253,62 @@ def run_preview(preview_id: str, settings: Settings) -> str:
         row = session.get(Preview, preview_id)
         assert row is not None
         row.state, row.images, row.error = state, names, error
+    return state
+
+
+def run_export(export_id: str, settings: Settings) -> str:
+    """Build a version's diffusers folder (merged UNet), tar it with its signed manifest."""
+    with session_scope() as session:
+        row = session.get(Export, export_id)
+        if row is None or row.state != State.QUEUED.value:
+            return "skipped"
+        version = session.get(ModelVersion, row.version_id)
+        assert version is not None
+        if version.purged_at is not None or version.quarantined_at is not None:
+            row.state, row.finished_at = State.FAILED.value, utcnow()
+            row.error = "the version was purged or quarantined before its export was built"
+            return row.state
+        row.state, row.started_at = State.RUNNING.value, utcnow()
+        row.attempts = (row.attempts or 0) + 1
+        model = session.get(Model, version.model_id)
+        assert model is not None
+        model_dir, uri, version_id = Path(model.path), version.artifact_uri, version.id
+    work = settings.staging_dir / f"export-{export_id}-{uuid.uuid4().hex[:8]}"
+    tar = settings.exports_dir / f"{export_id}.tar"
+    try:
+        builder = importlib.import_module(settings.export_module)
+        artifact = get_store(settings).fetch(uri) if uri else None
+        work.parent.mkdir(parents=True, exist_ok=True)
+        built = builder.build_folder(model_dir, artifact, work / "folder")
+        with session_scope() as session:
+            current = session.get(ModelVersion, version_id)
+            model = session.get(Model, current.model_id) if current else None
+            assert current is not None and model is not None
+            manifest, digest = exports.write_tar(
+                work / "folder", tar,
+                lambda files: exports.manifest_for(model, current, files, dict(built)),
+                lambda data: sign_manifest(settings, data))
+        state, error = State.COMPLETED.value, None
+    except Exception as exc:
+        log.exception("export.failed", export=export_id)
+        tar.unlink(missing_ok=True)
+        state, error, manifest, digest = State.FAILED.value, f"{type(exc).__name__}: {exc}", \
+            None, None
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    with session_scope() as session:
+        # Lock the version row: a purge takes the same lock before deleting exports, so either
+        # it sees this tar (and deletes it) or this sees the purge (and deletes the tar itself).
+        locked = session.get(ModelVersion, version_id, with_for_update=True)
+        row = session.get(Export, export_id)
+        assert row is not None and locked is not None
+        if state == State.COMPLETED.value and (locked.purged_at is not None
+                                               or row.state == exports.PURGED):
+            tar.unlink(missing_ok=True)
+            state, error = exports.PURGED, "the version was purged while its export was built"
+        row.state, row.error, row.finished_at = state, error, utcnow()
+        if state == State.COMPLETED.value:
+            row.path, row.digest, row.manifest = str(tar), digest, manifest
+            row.size_bytes = tar.stat().st_size
+    log.info("export.done", export=export_id, state=state)
     return state

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -41,6 +43,14 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def _http(_: Request, exc: HTTPException) -> JSONResponse:
         return problem(exc.status_code, str(exc.detail), str(exc.detail))
+
+    @app.exception_handler(DataError)
+    async def _unstorable(_: Request, exc: DataError) -> JSONResponse:
+        # The database refused a value (NUL byte, number out of range): the client's input.
+        log.info("db.data_error", error=str(exc.orig).splitlines()[0])
+        return problem(422, "Invalid request", "a value cannot be stored (out of range or "
+                       "contains a NUL byte)", errors=[{"field": None, "message": str(
+                           exc.orig).splitlines()[0]}])
 
     @app.exception_handler(OperationalError)
     @app.exception_handler(DBAPIError)
@@ -94,3 +104,61 @@ class BodyLimit:
 
 class _TooLarge(Exception):
     pass
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+class RejectNul:
+    """422 for a NUL byte anywhere in the path, query string or JSON body: Postgres text cannot
+    hold one, and no legitimate field needs it. Sits inside BodyLimit, so bodies are capped."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        where = None
+        if "\x00" in scope.get("path", ""):
+            where = "path"
+        elif b"\x00" in unquote_to_bytes(scope.get("query_string", b"")):
+            where = "query"
+        messages: list[Message] = []
+        if where is None and scope["method"] in ("POST", "PUT", "PATCH"):
+            body, more = b"", True
+            while more:
+                message = await receive()
+                messages.append(message)
+                body += message.get("body", b"")
+                more = message.get("more_body", False) and message["type"] == "http.request"
+            if b"\x00" in body or (b"\\u0000" in body and _json_has_nul(body)):
+                where = "body"
+        if where is not None:
+            response = problem(422, "Invalid request", f"NUL bytes are not allowed ({where})",
+                               errors=[{"field": where, "message": "contains a NUL byte"}])
+            await response(scope, receive, send)
+            return
+        if not messages:
+            await self.app(scope, receive, send)
+            return
+
+        async def replay() -> Message:
+            return messages.pop(0) if messages else await receive()
+
+        await self.app(scope, replay, send)
+
+
+def _json_has_nul(body: bytes) -> bool:
+    try:
+        return _has_nul(json.loads(body))
+    except ValueError:
+        return False  # not JSON: the route's own validation answers

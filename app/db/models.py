@@ -179,6 +179,31 @@ class Preview(Base):
     images: Mapped[list[str]] = mapped_column(JSONType, default=list)
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Set when a worker takes it; the reconciler re-sends (or fails) a preview left `running`
+    # longer than LETHE_PREVIEW_STALE_SECONDS (its worker died).
+    started_at: Mapped[datetime | None] = mapped_column()
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Export(Base):
+    """A diffusers-folder export of one version, built by a worker on the `preview` queue.
+
+    state: queued -> running -> completed | failed; `purged` once the version is purged (the
+    tar is deleted with the version's tensors)."""
+
+    __tablename__ = "exports"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    version_id: Mapped[str] = mapped_column(ForeignKey("model_versions.id"), index=True)
+    state: Mapped[str] = mapped_column(String(20))
+    path: Mapped[str | None] = mapped_column(Text)  # the tar, under data_dir/exports
+    digest: Mapped[str | None] = mapped_column(String(100))  # sha256 of the tar
+    size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    manifest: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column()
+    finished_at: Mapped[datetime | None] = mapped_column()
 
 
 class ApiKey(Base):

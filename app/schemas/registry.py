@@ -88,3 +88,18 @@ class AliasMoveOut(BaseModel):
 class AliasesOut(BaseModel):
     aliases: list[AliasOut]
     history: list[AliasMoveOut]
+
+
+class ExportOut(BaseModel):
+    """A diffusers-folder export of a version (built by a worker; poll until `completed`)."""
+
+    id: str
+    version_id: str
+    state: str  # queued | running | completed | failed | purged
+    digest: str | None = None  # sha256 of the tar
+    size_bytes: int = 0
+    error: str | None = None
+    created_at: datetime
+    finished_at: datetime | None = None
+    download_url: str | None = None  # GET it once `completed`
+    forgotten: list[str] | None = None  # from the signed manifest

@@ -9,6 +9,7 @@ log = structlog.get_logger(__name__)
 
 UNLEARN_TASK, UNLEARN_QUEUE = "lethe.unlearn", "unlearn"
 PREVIEW_TASK, PREVIEW_QUEUE = "lethe.preview", "preview"
+EXPORT_TASK = "lethe.export"  # on the preview queue: CPU/GPU work a person is waiting for
 
 
 def send(task: str, queue: str, object_id: str, *, countdown: float | None = None) -> bool:
@@ -29,3 +30,7 @@ def send_unlearn(job_id: str, *, countdown: float | None = None) -> bool:
 
 def send_preview(preview_id: str) -> bool:
     return send(PREVIEW_TASK, PREVIEW_QUEUE, preview_id)
+
+
+def send_export(export_id: str) -> bool:
+    return send(EXPORT_TASK, PREVIEW_QUEUE, export_id)

@@ -1,10 +1,6 @@
-"""Evidence of erasure: the takedown report (JSON/HTML) and the signed version export (tar).
-
-The export is built here without torch: the registered base folder minus its UNet weight files
-(they still hold every erased concept), the version's changed tensors under `lethe/version/`,
-and `lethe/manifest.json` + `lethe/manifest.sig` (hex HMAC-SHA256 of the manifest bytes with
-LETHE_SIGNING_SECRET). The UNet is rebuilt with `workers.engine.versions.load_version(base_unet,
-lethe/version)`; the manifest says so.
+"""Evidence of erasure: the takedown report (JSON/HTML), the version download (tar) and the
+manifest signature used by exports (`app/services/exports.py`: hex HMAC-SHA256 of the manifest
+bytes with LETHE_SIGNING_SECRET).
 """
 
 from __future__ import annotations
@@ -12,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import html
-import io
 import json
 import tarfile
 import tempfile
@@ -22,7 +17,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.db.models import AuditEvent, Model, ModelVersion, Preview, Takedown
+from app.db.models import AuditEvent, ModelVersion, Preview, Takedown
 from app.services import audit
 from app.services.artifacts import get_store
 from app.services.quarantine import ensure_usable
@@ -98,44 +93,14 @@ def sign_manifest(settings: Settings, manifest: bytes) -> str:
     return hmac.new(settings.hmac_key, manifest, hashlib.sha256).hexdigest()
 
 
-def version_tar(session: Session, settings: Settings, version: ModelVersion, *,
-                export: bool) -> Path:
-    """Write a tar to a temporary file: the artifact alone (download) or the export."""
-    ensure_usable(version, "export" if export else "download")
-    model = session.get(Model, version.model_id)
-    assert model is not None
+def version_tar(session: Session, settings: Settings, version: ModelVersion) -> Path:
+    """Write the version's own artifact (changed tensors + manifest) to a temporary tar."""
+    ensure_usable(version, "download")
     artifact = get_store(settings).fetch(version.artifact_uri) if version.artifact_uri else None
     settings.staging_dir.mkdir(parents=True, exist_ok=True)
     out = Path(tempfile.mkstemp(suffix=".tar", dir=settings.staging_dir)[1])
-    files: dict[str, str] = {}
     with tarfile.open(out, "w") as tar:
-        def add(path: Path, name: str) -> None:
-            files[name] = hashlib.sha256(path.read_bytes()).hexdigest()
-            tar.add(path, arcname=name, recursive=False)
-
-        if export:
-            base = Path(model.path)
-            for path in sorted(p for p in base.rglob("*") if p.is_file()):
-                rel = path.relative_to(base).as_posix()
-                if rel.startswith("unet/") and rel.endswith(UNET_WEIGHTS) and artifact:
-                    continue  # the un-erased UNet: rebuilt from lethe/version/ instead
-                add(path, rel)
         if artifact:
-            prefix = "lethe/version/" if export else ""
             for path in sorted(p for p in artifact.rglob("*") if p.is_file()):
-                add(path, prefix + path.relative_to(artifact).as_posix())
-        if export:
-            manifest = json.dumps({
-                "format": "lethe-export/1", "model": model.name,
-                "version": {"id": version.id, "number": version.number,
-                            "digest": version.digest, "parent_id": version.parent_id},
-                "forgotten": version.erased, "files": files,
-                "apply": "UNet = workers.engine.versions.load_version(base UNet, lethe/version)"
-                         if artifact else "base weights, nothing erased",
-            }, sort_keys=True, indent=2).encode()
-            for name, data in (("lethe/manifest.json", manifest),
-                               ("lethe/manifest.sig", sign_manifest(settings, manifest).encode())):
-                info = tarfile.TarInfo(name)
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
+                tar.add(path, arcname=path.relative_to(artifact).as_posix(), recursive=False)
     return out

@@ -4,9 +4,10 @@ Rule: when `production` moves to version P, every other version V of the lineage
 contains a concept P has erased (some c in P.erased with c not in V.erased) is quarantined: it
 cannot be downloaded, previewed, exported or made an alias target (moving `production` back
 needs models:admin and an explicit, audited override). Purging deletes a version's own artifact
-(its tensors; the base weights belong to the registered folder and are never deleted) and its
-preview images; the row stays as a tombstone (`410 Gone`). Quarantined versions are purged
-automatically after LETHE_PURGE_GRACE_SECONDS by the reconciler's sweep.
+(its tensors; the base weights belong to the registered folder and are never deleted), its
+preview images and its built exports (tars of the merged weights); the row stays as a tombstone
+(`410 Gone`). Quarantined versions are purged automatically after LETHE_PURGE_GRACE_SECONDS by
+the reconciler's sweep.
 """
 
 from __future__ import annotations
@@ -63,6 +64,10 @@ def purge(session: Session, settings: Settings, version: ModelVersion, *, reason
     marks it."""
     if version.purged_at is not None:
         return
+    # Lock the row first: an export finishing concurrently takes the same lock (workers/tasks.py).
+    session.refresh(version, with_for_update=True)
+    if version.purged_at is not None:
+        return
     if version.number == 0:
         raise Conflict("version 0 is the registered base folder; it is not in the artifact "
                        "store and cannot be purged here")
@@ -78,11 +83,15 @@ def purge(session: Session, settings: Settings, version: ModelVersion, *, reason
     for preview in previews:
         shutil.rmtree(settings.previews_dir / preview.id, ignore_errors=True)
         preview.images = []
+    from app.services.exports import purge_exports
+
+    exports_removed = purge_exports(session, version)
     version.purged_at = utcnow()
     audit.record(session, "version.purged", "model_version", version.id,
                  {"model": version.model_id, "number": version.number, "reason": reason,
                   "artifact_uri": deleted_uri, "digest": version.digest,
-                  "previews_removed": [p.id for p in previews]})
+                  "previews_removed": [p.id for p in previews],
+                  "exports_removed": exports_removed})
 
 
 def purge_expired(session: Session, settings: Settings) -> list[str]:

@@ -14,7 +14,7 @@ import structlog
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.db.models import Job, Preview, Takedown
+from app.db.models import Export, Job, Preview, Takedown
 from app.db.session import session_scope
 from app.db.types import utcnow
 from app.services import dispatch
@@ -32,6 +32,8 @@ class Sweep:
     crashed: list[str] = field(default_factory=list)
     resent: list[str] = field(default_factory=list)
     previews: list[str] = field(default_factory=list)
+    exports: list[str] = field(default_factory=list)
+    stale_failed: list[str] = field(default_factory=list)  # previews/exports given up on
     purged: list[str] = field(default_factory=list)
 
 
@@ -60,8 +62,36 @@ def sweep(session: Session, settings: Settings) -> Sweep:
     previews = session.scalars(select(Preview).where(
         Preview.state == State.QUEUED.value, Preview.created_at < stale))
     out.previews = [p.id for p in previews]
+    exports = session.scalars(select(Export).where(
+        Export.state == State.QUEUED.value, Export.created_at < stale))
+    out.exports = [e.id for e in exports]
+    _stale_running(session, settings, out)
     out.purged = purge_expired(session, settings)
     return out
+
+
+def _stale_running(session: Session, settings: Settings, out: Sweep) -> None:
+    """Previews and exports left `running` past LETHE_PREVIEW_STALE_SECONDS lost their worker
+    (a redelivered message finds the row `running` and skips it): queue them again, or fail
+    them after LETHE_MAX_ATTEMPTS tries."""
+    cutoff = utcnow() - timedelta(seconds=settings.preview_stale_seconds)
+    rows: list[Preview | Export] = [
+        *session.scalars(select(Preview).where(Preview.state == State.RUNNING.value,
+                                               Preview.started_at < cutoff)
+                         .with_for_update(skip_locked=True)),
+        *session.scalars(select(Export).where(Export.state == State.RUNNING.value,
+                                              Export.started_at < cutoff)
+                         .with_for_update(skip_locked=True))]
+    for row in rows:
+        sent = out.previews if isinstance(row, Preview) else out.exports
+        if (row.attempts or 0) >= settings.max_attempts:
+            row.state = State.FAILED.value
+            row.error = (f"worker lost {row.attempts} times (running longer than "
+                         f"{settings.preview_stale_seconds:g} s); giving up")
+            out.stale_failed.append(row.id)
+        else:
+            row.state, row.started_at = State.QUEUED.value, None
+            sent.append(row.id)
 
 
 def reconcile_once(settings: Settings) -> Sweep:
@@ -71,9 +101,12 @@ def reconcile_once(settings: Settings) -> Sweep:
         dispatch.send_unlearn(job_id)
     for preview_id in result.previews:
         dispatch.send_preview(preview_id)
-    if result.requeued or result.crashed or result.resent or result.purged:
+    for export_id in result.exports:
+        dispatch.send_export(export_id)
+    if result.requeued or result.crashed or result.resent or result.purged \
+            or result.stale_failed:
         log.info("reconciler.sweep", requeued=result.requeued, crashed=result.crashed,
-                 resent=result.resent, purged=result.purged)
+                 resent=result.resent, purged=result.purged, stale_failed=result.stale_failed)
     return result
 
 

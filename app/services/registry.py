@@ -51,12 +51,16 @@ def register_model(
 
 def _allowed_folder(settings: Settings, path: str) -> Path:
     root = settings.allowed_model_root.resolve()
-    folder = Path(path).expanduser()
-    folder = (folder if folder.is_absolute() else root / folder).resolve()
-    if not folder.is_relative_to(root):
-        raise InvalidInput(f"model path must be inside the allowed root {root}", field="path")
-    if not folder.is_dir():
-        raise InvalidInput(f"model path {folder} is not a directory", field="path")
+    try:
+        folder = Path(path).expanduser()
+        folder = (folder if folder.is_absolute() else root / folder).resolve()
+        if not folder.is_relative_to(root):
+            raise InvalidInput(f"model path must be inside the allowed root {root}",
+                               field="path")
+        if not folder.is_dir():
+            raise InvalidInput(f"model path {folder} is not a directory", field="path")
+    except (OSError, ValueError, RuntimeError) as exc:  # name too long, NUL, symlink loop
+        raise InvalidInput(f"model path is not usable: {exc}", field="path") from exc
     return folder
 
 

@@ -264,14 +264,39 @@ def test_ssrf_refused(url: str, client: TestClient) -> None:
 
 # --- quarantine, purge, export ------------------------------------------------------------
 
-def test_quarantine_purge_export(client: TestClient, data_dir: Path) -> None:
+def build_export(client: TestClient, version_id: str,
+                 monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """POST …/export, then run the worker task in-process with the stand-in folder builder."""
+    from workers.tasks import run_export
+
+    r = client.post(f"/v1/versions/{version_id}/export")
+    assert r.status_code == 202, r.text
+    assert r.headers["location"] == f"/v1/exports/{r.json()['id']}"
+    assert client.get(f"/v1/versions/{version_id}/export").status_code == 409  # not built yet
+    monkeypatch.setattr(get_settings(), "export_module", "tests.stand_in_engine")
+    assert run_export(r.json()["id"], get_settings()) == "completed"
+    done = client.get(r.headers["location"]).json()
+    assert done["state"] == "completed" and done["download_url"], done
+    again = client.post(f"/v1/versions/{version_id}/export").json()
+    assert again["id"] == done["id"]  # built once, reused
+    return dict(done)
+
+
+def test_quarantine_purge_export(client: TestClient, data_dir: Path,
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
     td = client.post("/v1/takedowns", json=TD).json()
     assert run_unlearn_job(td["job_id"], get_settings()) == "completed"
+    v1_export = build_export(client, client.get("/v1/models/conceptworld/versions").json()[1]
+                             ["id"], monkeypatch)
+    v1_tar = Path(data_dir / "exports" / f"{v1_export['id']}.tar")
+    assert v1_tar.is_file()
     td2 = client.post("/v1/takedowns", json={**TD, "concept": "van gogh", "kind": "style"}).json()
     assert run_unlearn_job(td2["job_id"], get_settings()) == "completed"
     v0, v1, v2 = client.get("/v1/models/conceptworld/versions").json()
     assert v0["quarantined_at"] and v1["quarantined_at"] and not v2["quarantined_at"]
     assert client.get(f"/v1/versions/{v1['id']}/download").status_code == 451
+    assert client.get(f"/v1/versions/{v1['id']}/export").status_code == 451
+    assert client.post(f"/v1/versions/{v1['id']}/export").status_code == 451
     assert client.post(f"/v1/versions/{v1['id']}/samples", json={"prompt": "x"}).status_code \
         == 451
     model_id = v0["model_id"]
@@ -282,7 +307,11 @@ def test_quarantine_purge_export(client: TestClient, data_dir: Path) -> None:
     purged = client.post(f"/v1/versions/{v1['id']}/purge", json={"reason": "takedown done"})
     assert purged.status_code == 200 and purged.json()["purged_at"], purged.text
     assert not artifact.exists()
+    assert not v1_tar.exists(), "purge must delete built exports too"
+    assert client.get(f"/v1/exports/{v1_export['id']}").json()["state"] == "purged"
     assert client.get(f"/v1/versions/{v1['id']}/download").status_code == 410
+    assert client.get(f"/v1/versions/{v1['id']}/export").status_code == 410
+    assert client.post(f"/v1/versions/{v1['id']}/export").status_code == 410
     assert client.get(f"/v1/audit?action=version.purged&target_id={v1['id']}").json()["items"]
     assert client.post(f"/v1/versions/{v2['id']}/purge", json={}).status_code == 409
     # production still loads: its artifact is intact and downloadable
@@ -290,6 +319,8 @@ def test_quarantine_purge_export(client: TestClient, data_dir: Path) -> None:
     assert got.status_code == 200
     names = tarfile.open(fileobj=io.BytesIO(got.content)).getnames()
     assert "weights.safetensors" in names
+    assert client.get(f"/v1/versions/{v2['id']}/export").status_code == 404  # never requested
+    build_export(client, v2["id"], monkeypatch)
     export = client.get(f"/v1/versions/{v2['id']}/export")
     assert export.status_code == 200
     tar = tarfile.open(fileobj=io.BytesIO(export.content))
@@ -298,7 +329,9 @@ def test_quarantine_purge_export(client: TestClient, data_dir: Path) -> None:
     assert hmac.compare_digest(sig, hmac.new(get_settings().hmac_key, manifest,
                                              hashlib.sha256).hexdigest())
     assert json.loads(manifest)["forgotten"] == ["red tulip", "van gogh"]
-    assert "lethe/version/weights.safetensors" in tar.getnames()
+    assert "unet/diffusion_pytorch_model.safetensors" in tar.getnames()
+    assert set(json.loads(manifest)["files"]) == set(tar.getnames()) - {
+        "lethe/manifest.json", "lethe/manifest.sig"}
     report = client.get(f"/v1/takedowns/{td2['id']}/report").json()
     assert report["versions"]["after"]["id"] == v2["id"]
     assert any(a["action"] == "takedown.completed" for a in report["audit"])
@@ -323,3 +356,48 @@ def test_auto_purge_after_grace(client: TestClient, monkeypatch: pytest.MonkeyPa
     v1 = client.get("/v1/models/conceptworld/versions").json()[1]
     assert swept.purged == [v1["id"]] and v1["purged_at"]
     assert client.get("/v1/audit/verify").json()["ok"] is True
+
+
+def test_stale_running_preview_is_resent_then_failed(client: TestClient,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A preview whose worker died while rendering stays `running` (its redelivered message is
+    skipped); the reconciler queues it again, and fails it after max_attempts."""
+    from datetime import timedelta
+
+    from app.db.models import Preview
+    from app.db.types import utcnow
+    from app.services.reconciler import reconcile_once
+
+    v0 = client.get("/v1/models/conceptworld/versions").json()[0]
+    preview_id = client.post(f"/v1/versions/{v0['id']}/samples",
+                             json={"prompt": "a tulip"}).json()["id"]
+    settings = get_settings()
+    monkeypatch.setattr(settings, "preview_stale_seconds", 60.0)
+
+    def die_while_running(attempts: int) -> None:
+        with session_scope() as session:
+            row = session.get(Preview, preview_id)
+            assert row is not None
+            row.state, row.attempts = "running", attempts
+            row.started_at = utcnow() - timedelta(seconds=120)
+
+    die_while_running(1)
+    assert preview_id in reconcile_once(settings).previews
+    assert client.get(f"/v1/samples/{preview_id}").json()["state"] == "queued"
+    die_while_running(settings.max_attempts)
+    assert preview_id in reconcile_once(settings).stale_failed
+    failed = client.get(f"/v1/samples/{preview_id}").json()
+    assert failed["state"] == "failed" and "worker lost" in failed["error"]
+
+
+@pytest.mark.parametrize("call", [
+    ("post", "/v1/takedowns", {**TD, "concept": "red\u0000tulip"}),
+    ("get", "/v1/models/a%00b", None),
+    ("get", "/v1/takedowns?model=a%00b", None),
+    ("post", "/v1/models", {"name": "x", "path": "0" * 1000}),
+    ("post", "/v1/models", {"name": "x", "path": "a\u0000b"}),
+])
+def test_unstorable_input_is_422_not_5xx(call: tuple[str, str, Any], client: TestClient) -> None:
+    method, url, body = call
+    r = client.request(method.upper(), url, json=body)
+    assert r.status_code == 422, r.text

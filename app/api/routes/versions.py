@@ -3,16 +3,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Request, status
+from fastapi import APIRouter, Request, Response, status
 from fastapi.responses import FileResponse
 from starlette.background import BackgroundTask
 
 from app.api.deps import ModelsAdmin, SessionDep, SettingsDep, TakedownsRead, TakedownsWrite
 from app.errors import NotFound
 from app.schemas.compliance import PurgeIn
-from app.schemas.registry import VersionOut
+from app.schemas.registry import ExportOut, VersionOut
 from app.schemas.takedowns import PreviewOut, SampleRequest
-from app.services import evidence, previews, quarantine, registry
+from app.services import evidence, exports, previews, quarantine, registry
 
 router = APIRouter(tags=["versions"])
 
@@ -36,18 +36,35 @@ def download_version(version_id: str, session: SessionDep, settings: SettingsDep
     """The version's own artifact (changed tensors + manifest) as a tar; 410 once purged,
     451 while quarantined."""
     version = registry.get_version(session, version_id)
-    path = evidence.version_tar(session, settings, version, export=False)
+    path = evidence.version_tar(session, settings, version)
     return _tar_response(path, f"version-{version.number}.tar")
 
 
+@router.post("/versions/{version_id}/export", status_code=status.HTTP_202_ACCEPTED,
+             response_model=ExportOut)
+def request_export(version_id: str, session: SessionDep, settings: SettingsDep,
+                   response: Response, _: ModelsAdmin) -> ExportOut:
+    """Build a diffusers folder of this version (its `unet/` holds the merged weights) on the
+    `preview` queue; poll `Location` until `completed`, then GET this path. Returns the build
+    already queued or done for the version, if any. 410 purged, 451 quarantined."""
+    export = exports.request_export(session, settings, version_id)
+    response.headers["Location"] = f"/v1/exports/{export.id}"
+    return ExportOut(**exports.export_out(export))
+
+
+@router.get("/exports/{export_id}", response_model=ExportOut)
+def get_export(export_id: str, session: SessionDep, _: ModelsAdmin) -> ExportOut:
+    return ExportOut(**exports.export_out(exports.get_export(session, export_id)))
+
+
 @router.get("/versions/{version_id}/export", response_class=FileResponse, responses=TAR)
-def export_version(version_id: str, session: SessionDep, settings: SettingsDep,
-                   _: ModelsAdmin) -> FileResponse:
-    """A diffusers folder as a tar with `lethe/manifest.json` (what was forgotten) signed in
-    `lethe/manifest.sig` (docs/compliance.md)."""
-    version = registry.get_version(session, version_id)
-    path = evidence.version_tar(session, settings, version, export=True)
-    return _tar_response(path, f"version-{version.number}-export.tar")
+def export_version(version_id: str, session: SessionDep, _: ModelsAdmin) -> FileResponse:
+    """The built export: a diffusers folder as a tar with `lethe/manifest.json` (what was
+    forgotten) signed in `lethe/manifest.sig` (docs/compliance.md). 404 until built (409 while
+    building), 410 purged, 451 quarantined."""
+    version, path = exports.built_tar(session, version_id)
+    return FileResponse(path, media_type="application/x-tar",
+                        filename=f"version-{version.number}-export.tar")
 
 
 @router.post("/versions/{version_id}/purge", response_model=VersionOut)

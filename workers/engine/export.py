@@ -1,0 +1,54 @@
+"""Export a version as a plain diffusers folder: the registered base folder with `unet/` replaced
+by the merged UNet (base weights + the version's changed tensors, `versions.load_version`),
+written with `UNet2DConditionModel.save_pretrained`. Anyone can load the result with
+`UNet2DConditionModel.from_pretrained(folder, subfolder="unet")` (or a whole pipeline) without
+Lethe; the un-erased base UNet weights are not in it.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import UNet2DConditionModel
+from safetensors import safe_open
+
+from workers.engine.versions import base_digest, load_version, read_manifest
+
+UNET = "unet"
+
+
+def _base_dtype(model_dir: Path) -> torch.dtype | None:
+    """The dtype the base UNet is stored in, so the export is not silently up-cast."""
+    for path in sorted((model_dir / UNET).glob("*.safetensors")):
+        with safe_open(str(path), framework="pt") as f:
+            for key in f.keys():  # noqa: SIM118 (safe_open is not a mapping)
+                dtype: torch.dtype = f.get_tensor(key).dtype
+                return dtype
+    return None
+
+
+def build_folder(model_dir: Path, artifact: Path | None, out_dir: Path) -> dict[str, object]:
+    """Write the diffusers folder of (base `model_dir` + `artifact`) to `out_dir` (must not
+    exist). `artifact` None means version 0: the base folder as registered. Returns what the
+    manifest records about the UNet."""
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    if out_dir.exists():
+        raise FileExistsError(f"{out_dir} exists; exports are built into a fresh folder")
+    if artifact is None:
+        shutil.copytree(model_dir, out_dir)
+        return {"weights": "base", "base_digest": base_digest(model_dir)}
+    shutil.copytree(model_dir, out_dir,  # everything but the un-erased UNet
+                    ignore=lambda d, names: [UNET] if Path(d) == model_dir else [])
+    dtype = _base_dtype(model_dir)
+    base: Any = UNet2DConditionModel.from_pretrained(model_dir, subfolder=UNET, torch_dtype=dtype)
+    expected = base_digest(model_dir)
+    merged: Any = load_version(base, Path(artifact), expected_base=expected)
+    merged.save_pretrained(out_dir / UNET, safe_serialization=True)
+    manifest = read_manifest(Path(artifact))
+    return {"weights": "merged", "base_digest": expected,
+            "version_weights_sha256": manifest.get("weights_sha256"),
+            "tensors_replaced": len(manifest.get("tensors") or []),  # type: ignore[arg-type]
+            "dtype": str(next(merged.parameters()).dtype).removeprefix("torch.")}
