@@ -12,6 +12,7 @@ import json
 import tarfile
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -106,8 +107,8 @@ def test_export_is_a_loadable_diffusers_folder_with_merged_unet(
         assert hashlib.sha256((out / name).read_bytes()).hexdigest() == sha, name
     assert (out / "model_index.json").is_file() and (out / "text_encoder").is_dir()
 
-    exported = UNet2DConditionModel.from_pretrained(out, subfolder="unet")
-    base = UNet2DConditionModel.from_pretrained(folder, subfolder="unet")
+    exported: Any = UNet2DConditionModel.from_pretrained(out, subfolder="unet")
+    base: Any = UNet2DConditionModel.from_pretrained(folder, subfolder="unet")
     expected = load_version(base, artifact).state_dict()
     state = exported.state_dict()
     assert set(state) == set(expected)
