@@ -109,7 +109,8 @@ def test_export_is_a_loadable_diffusers_folder_with_merged_unet(
 
     exported: Any = UNet2DConditionModel.from_pretrained(out, subfolder="unet")
     base: Any = UNet2DConditionModel.from_pretrained(folder, subfolder="unet")
-    expected = load_version(base, artifact).state_dict()
+    merged: Any = load_version(base, artifact)
+    expected = merged.state_dict()
     state = exported.state_dict()
     assert set(state) == set(expected)
     assert all(torch.equal(state[k], expected[k]) for k in expected)
