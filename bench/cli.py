@@ -23,6 +23,7 @@ def continual(
     model: Path = typer.Option(MODEL_DIR),
     judge: Path = typer.Option(JUDGE_PATH),
     seed: int = typer.Option(0),
+    per_concept: int = typer.Option(8, help="Generated images per concept per evaluation."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Erase a sequence step by step from the same base with each method; measure every step."""
@@ -33,7 +34,7 @@ def continual(
         concepts = concepts[:3]
     names = [m.strip() for m in methods.split(",") if m.strip()]
     result = run_benchmark(model, judge, names, concepts, out, seed=seed,
-                           log=lambda line: typer.echo(line, err=True))
+                           per_concept=per_concept, log=lambda line: typer.echo(line, err=True))
     if as_json:
         typer.echo(json.dumps(result, indent=1))
     else:

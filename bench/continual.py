@@ -73,6 +73,7 @@ def run_method(name: str, model: LoadedModel, catalog: Catalog, evaluator: World
                 "step": i, "erased": concept_name, "seconds": seconds,
                 "seconds_by_stage": report.seconds, "rollouts_generated": report.rollouts_generated,
                 "drift_l2": _drift(new_unet, base_unet), "drift_l2_step": _drift(new_unet, unet),
+                "final_losses": report.final_losses,
                 "targets": report.plan.targets(), "neighbours": report.plan.replay.neighbours,
                 **{k: v for k, v in metrics.items() if k != "erased"},
             }

@@ -31,7 +31,9 @@ class EraseConfig:
     lr: float = 1e-3                 # AdamW; the concept world's small weights move slowly at 5e-5
     batch_forget: int = 16           # forget prompts per optimizer step
     batch_preserve: int = 24         # replay + memory prompts per optimizer step
-    t_max_unlearn: int = 600         # LACU: unlearn on t ∈ U[0, 600]; preserve on the full range
+    # LACU unlearns on t ∈ U[0, 600] (SD latents); in 24×24 pixel space with a cosine schedule
+    # colour and shape are decided above t = 600, so the whole range is needed to forget them.
+    t_max_unlearn: int = 999
     # --- teacher rollouts (the x_0 the losses noise)
     rollout_steps: int = 10          # DDIM steps; x_0 only has to be on the prompt's distribution
     rollout_guidance: float = 3.0    # same guidance as sampling, so x_t matches what users generate
