@@ -71,8 +71,9 @@ def sample(
     """Generate images from any version and, with --judge, print what the judge sees in each."""
     from bench.probe import probe
 
+    judge = model / "judge.safetensors" if (model / "judge.safetensors").is_file() else JUDGE_PATH
     report = probe(model, version, prompt, n, seed, steps, guidance,
-                   JUDGE_PATH if use_judge else None, concept, out)
+                   judge if use_judge else None, concept, out)
     if as_json:
         typer.echo(json.dumps(report, indent=1))
     else:

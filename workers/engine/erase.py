@@ -121,7 +121,9 @@ def erase(model: LoadedModel, unet: UNet2DConditionModel, requests: list[ForgetR
                          enabled=cfg.cache_rollouts)
     clock = time.perf_counter()
     preserve_pool = plan.replay.prompts
-    cache.prepare([m.forget_prompt for m in plan.mappings] + preserve_pool + plan.memory_prompts)
+    targets = [m.target for m in plan.mappings] if cfg.unlearn_on_target_rollouts else []
+    cache.prepare([m.forget_prompt for m in plan.mappings] + targets + preserve_pool
+                  + plan.memory_prompts)
     seconds["rollouts"] = time.perf_counter() - clock
 
     rng = random.Random(cfg.seed)
@@ -135,8 +137,11 @@ def erase(model: LoadedModel, unet: UNet2DConditionModel, requests: list[ForgetR
         forget = [rng.choice(plan.mappings) for _ in range(cfg.batch_forget)]
         keep = _preserve_batch(preserve_pool, plan.memory_prompts, cfg, rng)
         forget_prompts = [m.forget_prompt for m in forget]
+        # where each forget sample's x_0 comes from: its own rollouts, or its target's
+        sources = [m.target if cfg.unlearn_on_target_rollouts and j % 2 else m.forget_prompt
+                   for j, m in enumerate(forget)]
 
-        x0 = cache.sample(forget_prompts + keep, gen).to(model.device)
+        x0 = cache.sample(sources + keep, gen).to(model.device)
         t = torch.cat([torch.randint(0, cfg.t_max_unlearn + 1, (len(forget),), generator=gen),
                        torch.randint(0, num_t, (len(keep),), generator=gen)]).to(model.device)
         noise = torch.randn(x0.shape, generator=gen).to(model.device)
