@@ -62,7 +62,7 @@ def sample(
     n: int = typer.Option(8, min=1, max=256),
     seed: int = typer.Option(0),
     steps: int = typer.Option(20, min=1, max=200),
-    guidance: float = typer.Option(3.0),
+    guidance: float = typer.Option(None, help="Default: the model folder's (lethe.json)."),
     use_judge: bool = typer.Option(False, "--judge", help="Say what the judge sees."),
     concept: str = typer.Option(None, help="With --judge: report the share judged as NAME."),
     out: Path = typer.Option(None, help="Write a PNG strip of the images here."),

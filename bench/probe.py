@@ -13,7 +13,7 @@ from workers.engine.versions import base_digest, load_version
 
 
 def probe(model_dir: Path, version: Path | None, prompt: str, n: int, seed: int, steps: int,
-          guidance: float, judge_path: Path | None, concept: str | None,
+          guidance: float | None, judge_path: Path | None, concept: str | None,
           out: Path | None) -> dict[str, object]:
     model = load_model(model_dir)
     unet = model.unet

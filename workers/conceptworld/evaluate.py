@@ -47,7 +47,7 @@ class WorldEvaluator:
     judge: Judge
     per_concept: int = 8
     steps: int = 20
-    guidance: float = 3.0
+    guidance: float | None = None  # the model folder's default (lethe.json)
     _reference: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
 
     def generate_for(self, concepts: list[str], unet: UNet2DConditionModel | None = None, *,

@@ -18,6 +18,9 @@ from workers.conceptworld.render import IMAGE_SIZE
 from workers.conceptworld.tokenizer import MAX_LENGTH
 
 TEXT_WIDTH = 64
+# Measured on the shipped model (8 images × 31 concepts, DDIM-20): guidance 1.5 → mean accuracy
+# 0.996, min 0.875; 2.0 → 0.956 / 0.625; 3.0 → 0.52 / 0.0 (over-guided shapes and faces).
+SAMPLING_DEFAULTS = {"guidance_scale": 1.5, "sampling_steps": 20}
 
 
 def unet_config() -> dict[str, object]:
@@ -82,6 +85,7 @@ def save_model_folder(folder: Path, unet: UNet2DConditionModel, text_encoder: CL
         "vae": [None, None],
     }
     (folder / "model_index.json").write_text(json.dumps(index, indent=2))
+    (folder / "lethe.json").write_text(json.dumps(SAMPLING_DEFAULTS, indent=2))
 
 
 def count_parameters(module: torch.nn.Module) -> int:

@@ -42,7 +42,7 @@ class EraseConfig:
     t_max_unlearn: int = 999
     # --- teacher rollouts (the x_0 the losses noise)
     rollout_steps: int = 10          # DDIM steps; x_0 only has to be on the prompt's distribution
-    rollout_guidance: float = 3.0    # same guidance as sampling, so x_t matches what users generate
+    rollout_guidance: float | None = None  # the model's own sampling guidance: x_t as users see it
     rollouts_per_prompt: int = 4     # distinct x_0 per prompt in the cache
     # Beyond LACU: half the unlearn batch is noised from the *target's* rollouts. Sampling the
     # erased prompt walks toward the target's images, so the map must hold there too (with

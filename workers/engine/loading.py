@@ -36,6 +36,8 @@ class LoadedModel:
     tokenizer_2: CLIPTokenizer | None = None
     autocast_dtype: torch.dtype | None = None
     zero_empty_prompt: bool = False
+    # Sampling defaults: SD's pipeline defaults unless the folder's lethe.json says otherwise.
+    guidance: float = 7.5
     _prompt_cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -86,6 +88,9 @@ def load_model(folder: Path | str, device: str | None = None) -> LoadedModel:
     model = LoadedModel(folder, unet, text_encoder, tokenizer, scheduler, dev, vae,
                         text_encoder_2, tokenizer_2,
                         torch.bfloat16 if dev.type == "cuda" else None)
+    settings = folder / "lethe.json"
+    if settings.is_file():
+        model.guidance = float(json.loads(settings.read_text()).get("guidance_scale", 7.5))
     # SDXL pipelines condition the unconditional branch on zeros, not on the encoded "".
     model.zero_empty_prompt = text_encoder_2 is not None and bool(
         index.get("force_zeros_for_empty_prompt", True))

@@ -17,7 +17,7 @@ from workers.engine.sampling import generate
 
 class RolloutCache:
     def __init__(self, model: LoadedModel, teacher: UNet2DConditionModel, *, steps: int,
-                 guidance: float, per_prompt: int, seed: int, enabled: bool = True) -> None:
+                 guidance: float | None, per_prompt: int, seed: int, enabled: bool = True) -> None:
         self.model, self.teacher = model, teacher
         self.steps, self.guidance, self.per_prompt = steps, guidance, per_prompt
         self.seed, self.enabled = seed, enabled

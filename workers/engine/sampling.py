@@ -36,13 +36,15 @@ def initial_noise(shape: tuple[int, ...], seeds: list[int], device: torch.device
 
 @torch.no_grad()
 def generate(model: LoadedModel, prompts: list[str], seeds: list[int], *, steps: int = 20,
-             guidance: float = 3.0, unet: UNet2DConditionModel | None = None,
+             guidance: float | None = None, unet: UNet2DConditionModel | None = None,
              batch_size: int = 64, decode: bool = True) -> torch.Tensor:
     """DDIM (η = 0) with classifier-free guidance; images in [0, 1], shape (N, C, H, W).
 
-    `guidance` = 1 skips the unconditional branch. With `decode=False` the latents are returned.
+    `guidance` = 1 skips the unconditional branch; None takes the model folder's default.
+    With `decode=False` the latents are returned.
     """
     unet = unet or model.unet
+    guidance = model.guidance if guidance is None else guidance
     outputs = []
     for start in range(0, len(prompts), batch_size):
         batch_prompts = prompts[start:start + batch_size]

@@ -1,0 +1,72 @@
+"""Markdown tables for the README from committed results (`python -m bench.tables`)."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def _fmt(x: object) -> str:
+    if isinstance(x, float):
+        return "–" if math.isnan(x) else f"{x:.3f}"
+    return str(x)
+
+
+def world_tables(path: Path) -> str:
+    r = json.loads(path.read_text())
+    lines = ["| head | judge accuracy (2,000 fresh renders) |", "|---|---|"]
+    lines += [f"| {k} | {v:.4f} |" for k, v in r["judge_accuracy"].items()]
+    lines += ["", f"Base model: mean accuracy **{r['base_accuracy_mean']:.3f}**, min "
+              f"**{r['base_accuracy_min']:.3f}** over {len(r['per_concept'])} concepts "
+              f"({r['images_per_concept']} images each); quality (Fréchet distance in judge "
+              f"features) {r['quality']:.2f} vs {r['quality_of_renders']:.2f} for fresh renders; "
+              f"{r['seconds_per_image']:.3f} s per image.", "",
+              "| concept | accuracy | judged as each listed neighbour |", "|---|---|---|"]
+    for name, rate in r["per_concept"].items():
+        conf = ", ".join(f"{n} {v:.2f}" for n, v in r["neighbour_confusion"][name].items())
+        lines.append(f"| {name} | {rate:.2f} | {conf} |")
+    return "\n".join(lines)
+
+
+def bench_table(path: Path) -> str:
+    r = json.loads(path.read_text())
+    lines = ["| method | steps | max forget acc | max held-out forget acc | related retention | "
+             "general retention | quality (base " + f"{r['base']['quality']:.2f}) | s/step | "
+             "drift ‖θ−θ₀‖ |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, data in r["methods"].items():
+        steps = data["steps"]
+        last = steps[-1]
+        secs = sum(s["seconds"] for s in steps) / len(steps)
+        lines.append(
+            f"| {name} | {len(steps)} | {max(last['forget_acc'].values()):.3f} | "
+            f"{max(last['forget_acc_heldout'].values()):.3f} | {_fmt(last['related_retention'])} | "
+            f"{_fmt(last['general_retention'])} | {last['quality']:.2f} | {secs:.0f} | "
+            f"{last['drift_l2']:.2f} |")
+    return "\n".join(lines)
+
+
+def per_step_table(path: Path, method: str) -> str:
+    r = json.loads(path.read_text())
+    lines = ["| step | erased | max forget | max held-out | related ret. | general ret. | "
+             "quality | s |", "|---|---|---|---|---|---|---|---|"]
+    for s in r["methods"][method]["steps"]:
+        lines.append(f"| {s['step']} | {s['erased']} | {max(s['forget_acc'].values()):.3f} | "
+                     f"{max(s['forget_acc_heldout'].values()):.3f} | "
+                     f"{_fmt(s['related_retention'])} | {_fmt(s['general_retention'])} | "
+                     f"{s['quality']:.2f} | {s['seconds']:.0f} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    which = sys.argv[1] if len(sys.argv) > 1 else "world"
+    if which == "world":
+        print(world_tables(RESULTS / "conceptworld_eval.json"))
+    elif which == "bench":
+        print(bench_table(Path(sys.argv[2]) if len(sys.argv) > 2
+                          else RESULTS / "continual" / "results.json"))
+    else:
+        print(per_step_table(Path(sys.argv[2]), sys.argv[3]))
