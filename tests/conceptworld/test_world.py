@@ -83,6 +83,15 @@ def test_judge_accuracy_on_a_fresh_seed() -> None:
     assert min(accuracy.values()) >= 0.98, accuracy
 
 
+def test_judge_agrees_with_hand_labels_on_generated_images() -> None:
+    from workers.conceptworld.judge import Judge, agreement_with_labels
+    from workers.conceptworld.report import LABELS
+
+    result = agreement_with_labels(Judge.load(JUDGE_PATH), LABELS / "generated_labels.json",
+                                   LABELS / "generated.png")
+    assert result["images"] >= 60 and result["all_heads"] >= 0.95, result
+
+
 @shipped
 def test_shipped_model_loads_fast() -> None:
     from diffusers import UNet2DConditionModel

@@ -163,3 +163,23 @@ def judge_accuracy(judge: Judge, n: int = 2000, seed: int = 987_654) -> dict[str
     verdicts = judge.read(_to_tensor(images))
     labels = scene_labels(scenes)
     return {k: float((verdicts.indices[k] == labels[k]).float().mean()) for k in HEADS}
+
+
+def agreement_with_labels(judge: Judge, labels_path: Path, images_path: Path
+                          ) -> dict[str, float]:
+    """Share of hand-labelled generated images where the judge agrees, per head and on all four."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    labels = json.loads(labels_path.read_text())["labels"]
+    strip = np.asarray(Image.open(images_path).convert("RGB"))
+    size = strip.shape[0]
+    tiles = np.stack([strip[:, i * size:(i + 1) * size] for i in range(len(labels))])
+    verdicts = judge.read(_to_tensor(tiles))
+    per_head = {h: float(np.mean([verdicts.labels(h)[i] == lab[h]
+                                  for i, lab in enumerate(labels)])) for h in HEADS}
+    all_heads = float(np.mean([all(verdicts.labels(h)[i] == lab[h] for h in HEADS)
+                               for i, lab in enumerate(labels)]))
+    return {**per_head, "all_heads": all_heads, "images": float(len(labels))}

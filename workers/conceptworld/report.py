@@ -11,11 +11,14 @@ import torch
 from PIL import Image
 
 from workers.conceptworld.evaluate import WorldEvaluator
-from workers.conceptworld.judge import Judge, judge_accuracy
+from workers.conceptworld.judge import Judge, agreement_with_labels, judge_accuracy
 from workers.conceptworld.render import render_scene
 from workers.conceptworld.world import CATALOG, CHARACTER_BY_NAME, COLOURS, SHAPES, TEXTURES, Scene
 from workers.engine.loading import load_model
 from workers.engine.sampling import generate
+
+
+LABELS = Path(__file__).parent / "labels"
 
 
 def evaluate_world(model_dir: Path, judge_path: Path, per_concept: int = 8) -> dict[str, object]:
@@ -29,6 +32,8 @@ def evaluate_world(model_dir: Path, judge_path: Path, per_concept: int = 8) -> d
     confusion = {c.name: {n: gen.rate(c.name, judged_as=n) for n in c.related} for c in CATALOG}
     return {
         "judge_accuracy": judge_accuracy(judge, n=2000),
+        "judge_agreement_with_hand_labels": agreement_with_labels(
+            judge, LABELS / "generated_labels.json", LABELS / "generated.png"),
         "base_accuracy_mean": float(np.mean(list(rates.values()))),
         "base_accuracy_min": float(min(rates.values())),
         "per_concept": rates,
