@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-conceptworld_app = typer.Typer(help="The concept world: a diffusion model trained here, and its judge.",
+conceptworld_app = typer.Typer(help="The concept world: a model trained here, and a judge.",
                                no_args_is_help=True)
 
 SHIPPED = Path(__file__).parent / "shipped"

@@ -143,7 +143,7 @@ def train_judge(out_path: Path, *, seed: int = 1, steps: int = 1000, batch_size:
         x = augment(data[idx], gen)
         x = torch.where(torch.rand(batch_size, 1, 1, 1, generator=gen) < 0.5, x.flip(-1), x)
         _, logits = net(x)
-        loss = sum(F.cross_entropy(logits[k], labels[k][idx]) for k in HEADS)
+        loss = torch.stack([F.cross_entropy(logits[k], labels[k][idx]) for k in HEADS]).sum()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[union-attr]
         optimizer.step()

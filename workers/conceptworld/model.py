@@ -1,4 +1,4 @@
-"""Architecture of the concept-world text-to-image model (the Stable Diffusion family, in miniature).
+"""Architecture of the concept-world text-to-image model (Stable Diffusion's family, in miniature).
 
 Pixel space (no VAE) at 24×24, a `UNet2DConditionModel` with cross-attention at 12×12 and 6×6, a
 small `CLIPTextModel` trained jointly with it, epsilon prediction on a cosine DDPM schedule.

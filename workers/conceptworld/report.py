@@ -17,7 +17,6 @@ from workers.conceptworld.world import CATALOG, CHARACTER_BY_NAME, COLOURS, SHAP
 from workers.engine.loading import load_model
 from workers.engine.sampling import generate
 
-
 LABELS = Path(__file__).parent / "labels"
 
 

@@ -39,7 +39,7 @@ class TrainConfig:
     min_lr_ratio: float = 0.1
     ema_decay: float = 0.999    # averages the last ~1000 steps; the ramp below covers the start
     text_dropout: float = 0.1   # the unconditional branch that classifier-free guidance needs
-    min_snr_gamma: float = 5.0  # Min-SNR weighting: shifts effort to the noisy steps that decide shape
+    min_snr_gamma: float = 5.0  # Min-SNR: effort goes to the noisy steps that decide shape
     dataset_size: int = 50_000
     checkpoint_every: int = 250
     threads: int = 2

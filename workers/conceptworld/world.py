@@ -80,7 +80,8 @@ OBJECT_TEMPLATES = (
     "a {texture} {shape}",
     "a {shape}",
 )
-OBJECT_HELDOUT = ("an image showing a {texture} {colour} {shape}", "one {colour} {shape} in the middle")
+OBJECT_HELDOUT = ("an image showing a {texture} {colour} {shape}",
+                  "one {colour} {shape} in the middle")
 
 
 def character_prompt(name: str, rng: random.Random, heldout: bool = False) -> str:

@@ -91,7 +91,8 @@ def load_catalog(model_folder: Path) -> Catalog:
     for e in entries:
         concepts[e["name"]] = CatalogConcept(
             name=e["name"], kind=e["kind"], related=tuple(e.get("related", ())),
-            prompts=tuple(e.get("prompts", ())), heldout_prompts=tuple(e.get("heldout_prompts", ())),
+            prompts=tuple(e.get("prompts", ())),
+            heldout_prompts=tuple(e.get("heldout_prompts", ())),
             aliases=tuple(e.get("aliases", ())), contains=tuple(e.get("contains", ())))
     return Catalog(concepts, generic, open_slots)
 

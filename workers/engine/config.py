@@ -18,23 +18,23 @@ class EraseConfig:
     map_k: int = 32                  # LACU's K_map: noisy inputs per mapping distance
     # --- locality-aware replay
     replay: Literal["local", "global", "none"] = "local"
-    replay_top_k: int = 8            # nearest retain concepts replayed (LACU: 10 of a 50 pool; ours has 31)
+    replay_top_k: int = 8            # nearest retain concepts replayed (LACU: 10 of 50)
     retain_k: int = 16               # LACU's K_retain for ranking retain concepts
     global_replay_prompts: int = 30  # DFR v1's random unrelated replay, scaled to our catalog
-    erasure_memory: bool = True      # beyond the paper: earlier erased prompts stay distilled, no relapse
+    erasure_memory: bool = True      # beyond the paper: earlier erasures stay distilled, no relapse
     # --- objective
     # Unlearning weighted 3:2 over preservation: close targets (zorbo → mimi, red → orange) leave a
     # small ε gap that guidance triples at sampling; at 1:2 one image in eight kept the concept.
     lambda_unlearn: float = 3.0
-    lambda_preserve: float = 2.0     # LACU weights preservation 5× unlearning; 2× suffices here (fewer prompts)
+    lambda_preserve: float = 2.0     # LACU: 5× the unlearning weight; here 2/3 of it (see λu)
     # Light ℓ2 pull to θ_prev (sum-reduced). The concept world's ε-losses are ~1e-4, so the pull
     # must sit well below that or it cancels the unlearning (1e-3 left half the images unerased).
     lambda_reg: float = 1e-5
     # Cross-attention K/V: the only weights that see the text tokens alone, so an edit there moves
     # the erased prompt's keys/values and little else (q/out act on every prompt's features).
     trainable: TrainableGroup = "attn2-kv"
-    steps: int = 120                 # optimizer steps; enough for forget accuracy → 0 on the concept world
-    lr: float = 2e-3                 # AdamW on K/V only; the concept world's weights barely move at 5e-5
+    steps: int = 120                 # optimizer steps: enough to reach forget accuracy 0 here
+    lr: float = 2e-3                 # AdamW on K/V only; these small weights barely move at 5e-5
     batch_forget: int = 16           # forget prompts per optimizer step
     batch_preserve: int = 24         # replay + memory prompts per optimizer step
     # LACU unlearns on t ∈ U[0, 600] (SD latents); in 24×24 pixel space with a cosine schedule
@@ -48,7 +48,7 @@ class EraseConfig:
     # erased prompt walks toward the target's images, so the map must hold there too (with
     # forget rollouts alone, 1 image in 4 still showed the concept).
     unlearn_on_target_rollouts: bool = True
-    cache_rollouts: bool = True      # False regenerates rollouts every optimizer step (LACU release)
+    cache_rollouts: bool = True      # False: regenerate rollouts every step (as LACU's release)
     # --- GPU efficiency (no effect on results beyond float rounding)
     gradient_checkpointing: bool = False  # trade compute for memory when training the full UNet
     compile_student: bool = False    # torch.compile the student: pays where steps are launch-bound

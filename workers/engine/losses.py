@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 
@@ -17,7 +19,7 @@ def preserve_loss(student_eps: torch.Tensor, teacher_eps: torch.Tensor) -> torch
     return F.mse_loss(student_eps, teacher_eps.detach())
 
 
-def l2_pull(params: list[torch.Tensor], reference: list[torch.Tensor]) -> torch.Tensor:
+def l2_pull(params: Sequence[torch.Tensor], reference: Sequence[torch.Tensor]) -> torch.Tensor:
     """L_r = Σ (θ − θ_prev)²  (sum-reduced squared ℓ2 distance to the previous version)."""
     return sum(((p - r).pow(2).sum() for p, r in zip(params, reference, strict=True)),
                torch.zeros(()))

@@ -40,7 +40,8 @@ def closed_form_edit(unet: UNet2DConditionModel, forget: torch.Tensor, targets: 
         w = module.weight.detach().double().cpu()
         width = w.shape[1]
         rhs = _RIDGE * w + preserve_scale * (w @ preserve.T) @ preserve
-        lhs = _RIDGE * torch.eye(width, dtype=torch.float64) + preserve_scale * preserve.T @ preserve
+        eye = torch.eye(width, dtype=torch.float64)
+        lhs = _RIDGE * eye + preserve_scale * preserve.T @ preserve
         if len(forget):
             rhs = rhs + (w @ targets.T) @ forget
             lhs = lhs + forget.T @ forget
