@@ -24,17 +24,19 @@ def continual(
     judge: Path = typer.Option(JUDGE_PATH),
     seed: int = typer.Option(0),
     per_concept: int = typer.Option(8, help="Generated images per concept per evaluation."),
+    settings: str = typer.Option("", "--set", help="EraseConfig overrides: 'lr=1e-3,steps=80'."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Erase a sequence step by step from the same base with each method; measure every step."""
-    from bench.continual import DEFAULT_SEQUENCE, run_benchmark
+    from bench.continual import DEFAULT_SEQUENCE, parse_overrides, run_benchmark
 
     concepts = [c.strip() for c in sequence.split(",") if c.strip()] or list(DEFAULT_SEQUENCE)
     if quick:
         concepts = concepts[:3]
     names = [m.strip() for m in methods.split(",") if m.strip()]
     result = run_benchmark(model, judge, names, concepts, out, seed=seed,
-                           per_concept=per_concept, log=lambda line: typer.echo(line, err=True))
+                           per_concept=per_concept, overrides=parse_overrides(settings),
+                           log=lambda line: typer.echo(line, err=True))
     if as_json:
         typer.echo(json.dumps(result, indent=1))
     else:

@@ -37,10 +37,31 @@ ABLATIONS: dict[str, dict[str, object]] = {
 }
 
 
-def config_for(name: str, seed: int) -> EraseConfig:
+def config_for(name: str, seed: int, overrides: dict[str, object] | None = None) -> EraseConfig:
+    overrides = overrides or {}
     if name in ABLATIONS:
-        return method_config("lacu", seed=seed, **ABLATIONS[name])
-    return method_config(name, seed=seed)
+        return method_config("lacu", seed=seed, **{**ABLATIONS[name], **overrides})
+    return method_config(name, seed=seed, **overrides)
+
+
+def parse_overrides(text: str) -> dict[str, object]:
+    """"lr=1e-3,steps=80" → {"lr": 0.001, "steps": 80} (typed like the EraseConfig field)."""
+    fields = EraseConfig.__dataclass_fields__
+    out: dict[str, object] = {}
+    for item in filter(None, (p.strip() for p in text.split(","))):
+        key, _, value = item.partition("=")
+        if key not in fields:
+            raise ValueError(f"unknown setting {key!r}")
+        default = getattr(EraseConfig(), key)
+        if isinstance(default, bool):
+            out[key] = value.lower() in ("1", "true", "yes")
+        elif isinstance(default, int):
+            out[key] = int(value)
+        elif isinstance(default, float):
+            out[key] = float(value)
+        else:
+            out[key] = value
+    return out
 
 
 def _drift(a: UNet2DConditionModel, b: UNet2DConditionModel) -> float:
@@ -51,8 +72,9 @@ def _drift(a: UNet2DConditionModel, b: UNet2DConditionModel) -> float:
 
 def run_method(name: str, model: LoadedModel, catalog: Catalog, evaluator: WorldEvaluator,
                base: GeneratedSet, sequence: list[str], out: Path, seed: int,
-               log: Callable[[str], None]) -> list[dict[str, object]]:
-    cfg = config_for(name, seed)
+               log: Callable[[str], None], overrides: dict[str, object] | None = None
+               ) -> list[dict[str, object]]:
+    cfg = config_for(name, seed, overrides)
     base_unet = model.unet
     unet, steps = base_unet, []
     erased: list[str] = []
@@ -92,6 +114,7 @@ def run_method(name: str, model: LoadedModel, catalog: Catalog, evaluator: World
 
 def run_benchmark(model_dir: Path, judge_path: Path, methods: list[str], sequence: list[str],
                   out: Path, *, seed: int = 0, per_concept: int = 8,
+                  overrides: dict[str, object] | None = None,
                   log: Callable[[str], None] = print) -> dict[str, object]:
     torch.manual_seed(seed)
     model = load_model(model_dir, device="cpu")
@@ -110,8 +133,9 @@ def run_benchmark(model_dir: Path, judge_path: Path, methods: list[str], sequenc
     }
     out.mkdir(parents=True, exist_ok=True)
     for name in methods:
-        steps = run_method(name, model, catalog, evaluator, base, sequence, out, seed, log)
-        result["methods"][name] = {"config": config_for(name, seed).as_dict(),  # type: ignore[index]
+        steps = run_method(name, model, catalog, evaluator, base, sequence, out, seed, log,
+                           overrides)
+        result["methods"][name] = {"config": config_for(name, seed, overrides).as_dict(),  # type: ignore[index]
                                    "steps": steps}
         write_outputs(result, out)
     return result

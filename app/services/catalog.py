@@ -13,7 +13,11 @@ _cache: dict[Path, tuple[float, list[dict[str, Any]]]] = {}
 
 
 def read_catalog(model_dir: Path) -> list[dict[str, Any]]:
-    """Entries {name, kind, related, prompts}; cached until the file's mtime changes."""
+    """Entries {name, kind, related, prompts}; cached until the file's mtime changes.
+
+    The file is either that list or {"concepts": [...], ...} (the engine's fuller form, which
+    also carries generic words and slot semantics; see workers/engine/concepts.py).
+    """
     path = Path(model_dir) / CATALOG_FILE
     try:
         mtime = path.stat().st_mtime
@@ -28,8 +32,10 @@ def read_catalog(model_dir: Path) -> list[dict[str, Any]]:
         entries = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise CatalogUnavailable(f"concept catalog at {path} is unreadable: {exc}") from None
+    if isinstance(entries, dict):
+        entries = entries.get("concepts")
     if not isinstance(entries, list):
-        raise CatalogUnavailable(f"concept catalog at {path} must be a JSON list")
+        raise CatalogUnavailable(f"concept catalog at {path} must be a JSON list of concepts")
     _cache[path] = (mtime, entries)
     return entries
 
