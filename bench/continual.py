@@ -220,3 +220,18 @@ def merged_step_cost(model_dir: Path, judge_path: Path, concepts: list[str], out
     out.mkdir(parents=True, exist_ok=True)
     (out / "merged.json").write_text(json.dumps(result, indent=1))
     return result
+
+
+def merge_results(parts: list[Path], out: Path) -> dict[str, object]:
+    """One results.json (+ CSV, PNG) from runs that split the methods between processes."""
+    merged: dict[str, object] | None = None
+    for part in parts:
+        r = json.loads((part / "results.json").read_text())
+        if merged is None:
+            merged = r
+        else:
+            merged["methods"].update(r["methods"])  # type: ignore[attr-defined]
+    assert merged is not None
+    out.mkdir(parents=True, exist_ok=True)
+    write_outputs(merged, out)
+    return merged

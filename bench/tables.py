@@ -35,7 +35,7 @@ def world_tables(path: Path) -> str:
 def bench_table(path: Path) -> str:
     r = json.loads(path.read_text())
     lines = ["| method | steps | max forget acc | max held-out forget acc | related retention | "
-             "general retention | quality (base " + f"{r['base']['quality']:.2f}) | s/step | "
+             "general retention | quality / base quality (kept concepts) | s/step | "
              "drift ‖θ−θ₀‖ |", "|---|---|---|---|---|---|---|---|---|"]
     for name, data in r["methods"].items():
         steps = data["steps"]
@@ -44,7 +44,8 @@ def bench_table(path: Path) -> str:
         lines.append(
             f"| {name} | {len(steps)} | {max(last['forget_acc'].values()):.3f} | "
             f"{max(last['forget_acc_heldout'].values()):.3f} | {_fmt(last['related_retention'])} | "
-            f"{_fmt(last['general_retention'])} | {last['quality']:.2f} | {secs:.0f} | "
+            f"{_fmt(last['general_retention'])} | {last['quality']:.2f} / "
+            f"{last['base_quality']:.2f} | {secs:.0f} | "
             f"{last['drift_l2']:.2f} |")
     return "\n".join(lines)
 
@@ -52,12 +53,12 @@ def bench_table(path: Path) -> str:
 def per_step_table(path: Path, method: str) -> str:
     r = json.loads(path.read_text())
     lines = ["| step | erased | max forget | max held-out | related ret. | general ret. | "
-             "quality | s |", "|---|---|---|---|---|---|---|---|"]
+             "quality / base | s |", "|---|---|---|---|---|---|---|---|"]
     for s in r["methods"][method]["steps"]:
         lines.append(f"| {s['step']} | {s['erased']} | {max(s['forget_acc'].values()):.3f} | "
                      f"{max(s['forget_acc_heldout'].values()):.3f} | "
                      f"{_fmt(s['related_retention'])} | {_fmt(s['general_retention'])} | "
-                     f"{s['quality']:.2f} | {s['seconds']:.0f} |")
+                     f"{s['quality']:.2f} / {s['base_quality']:.2f} | {s['seconds']:.0f} |")
     return "\n".join(lines)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import time
 from dataclasses import dataclass, field
 
@@ -49,6 +50,7 @@ class WorldEvaluator:
     steps: int = 20
     guidance: float | None = None  # the model folder's default (lethe.json)
     _reference: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
+    _concept_features: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     def generate_for(self, concepts: list[str], unet: UNet2DConditionModel | None = None, *,
                      heldout: bool = False) -> GeneratedSet:
@@ -71,10 +73,24 @@ class WorldEvaluator:
         """Fréchet distance between judge features of `images` and of 1,000 fresh renders."""
         mu_r, cov_r = self._reference_stats()
         feats = self.judge.features(images).double().numpy()
-        mu_g, cov_g = feats.mean(0), np.cov(feats, rowvar=False)
-        covmean, _ = linalg.sqrtm(cov_g @ cov_r, disp=False)
-        covmean = np.real(covmean)
-        return float(((mu_g - mu_r) ** 2).sum() + np.trace(cov_g + cov_r - 2 * covmean))
+        return _frechet_stats(feats.mean(0), np.cov(feats, rowvar=False), mu_r, cov_r)
+
+    def retained_quality(self, gen: GeneratedSet, names: list[str]) -> float:
+        """Fréchet distance, in judge features, between the images generated for `names` and
+        renders of those same concepts (32 each): the quality of what an erasure kept."""
+        from workers.conceptworld.render import render_scene
+        from workers.conceptworld.world import scene_for
+
+        for name in names:
+            if name not in self._concept_features:
+                rng = random.Random(f"reference:{name}")
+                renders = np.stack([render_scene(scene_for(name, rng), rng) for _ in range(32)])
+                x = torch.from_numpy(renders).permute(0, 3, 1, 2).float() / 255
+                self._concept_features[name] = self.judge.features(x).double().numpy()
+        ref = np.concatenate([self._concept_features[n] for n in names])
+        idx = np.concatenate([np.arange(gen.rows(n).start, gen.rows(n).stop) for n in names])
+        feats = self.judge.features(gen.images[torch.from_numpy(idx)]).double().numpy()
+        return _frechet(feats, ref)
 
     def _reference_stats(self) -> tuple[np.ndarray, np.ndarray]:
         if self._reference is None:
@@ -83,6 +99,17 @@ class WorldEvaluator:
             feats = self.judge.features(x).double().numpy()
             self._reference = (feats.mean(0), np.cov(feats, rowvar=False))
         return self._reference
+
+
+def _frechet(a: np.ndarray, b: np.ndarray) -> float:
+    return _frechet_stats(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))
+
+
+def _frechet_stats(mu_a: np.ndarray, cov_a: np.ndarray, mu_b: np.ndarray, cov_b: np.ndarray
+                   ) -> float:
+    """‖μ_a − μ_b‖² + tr(Σ_a + Σ_b − 2 (Σ_a Σ_b)^½)."""
+    covmean = np.real(linalg.sqrtm(cov_a @ cov_b, disp=False)[0])
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * covmean))
 
 
 def retention_sets(erased: list[str]) -> tuple[list[str], list[str]]:
@@ -124,6 +151,10 @@ def step_metrics(evaluator: WorldEvaluator, unet: UNet2DConditionModel | None, e
         "general_acc": general_acc,
         "general_retention": general_acc / base_general if base_general else float("nan"),
         "per_concept": {c.name: everything.rate(c.name) for c in CATALOG},
-        "quality": evaluator.quality(everything.images),
+        # Quality of what was kept: retained concepts' images vs renders of them, and the base
+        # model's value on the same concepts (erased concepts are meant to look different).
+        "quality": evaluator.retained_quality(everything, related + general),
+        "base_quality": evaluator.retained_quality(base, related + general),
+        "quality_all_concepts": evaluator.quality(everything.images),
         "eval_seconds": everything.seconds + (heldout.seconds if heldout else 0.0),
     }

@@ -13,7 +13,7 @@ from PIL import Image
 from workers.conceptworld.evaluate import WorldEvaluator
 from workers.conceptworld.judge import Judge, agreement_with_labels, judge_accuracy
 from workers.conceptworld.render import render_scene
-from workers.conceptworld.world import CATALOG, CHARACTER_BY_NAME, COLOURS, SHAPES, TEXTURES, Scene
+from workers.conceptworld.world import CATALOG, scene_for
 from workers.engine.loading import load_model
 from workers.engine.sampling import generate
 
@@ -48,20 +48,9 @@ def evaluate_world(model_dir: Path, judge_path: Path, per_concept: int = 8) -> d
 def _render_quality(evaluator: WorldEvaluator, n: int) -> float:
     """The same distance for fresh renders: the floor a perfect generator would reach."""
     rng = random.Random(99)
-    scenes = [_scene_for(c.name, rng) for c in CATALOG for _ in range(max(1, n // len(CATALOG)))]
+    scenes = [scene_for(c.name, rng) for c in CATALOG for _ in range(max(1, n // len(CATALOG)))]
     images = np.stack([render_scene(s, rng) for s in scenes])
     return evaluator.quality(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255)
-
-
-def _scene_for(name: str, rng: random.Random) -> Scene:
-    """A scene that satisfies concept `name`, other attributes random."""
-    concept = next(c for c in CATALOG if c.name == name)
-    if concept.kind == "character":
-        ch = CHARACTER_BY_NAME[name]
-        return Scene(ch.shape, ch.colour, ch.texture, ch.name)
-    a = concept.attributes
-    return Scene(a.get("shape", rng.choice(SHAPES)), a.get("colour", rng.choice(list(COLOURS))),
-                 a.get("texture", rng.choice(TEXTURES)))
 
 
 def concept_grid(model_dir: Path, out: Path, per_concept: int = 4) -> None:
@@ -69,7 +58,7 @@ def concept_grid(model_dir: Path, out: Path, per_concept: int = 4) -> None:
     rng = random.Random(5)
     prompts, seeds, rows = [], [], []
     for ci, concept in enumerate(CATALOG):
-        renders = [render_scene(_scene_for(concept.name, rng), rng) for _ in range(per_concept)]
+        renders = [render_scene(scene_for(concept.name, rng), rng) for _ in range(per_concept)]
         rows.append(renders)
         for j in range(per_concept):
             prompts.append(concept.prompts[j % len(concept.prompts)])

@@ -260,3 +260,14 @@ def contains(outer: Concept, inner: Concept) -> bool:
     else:
         attrs = dict(outer.attributes)
     return all(attrs.get(k) == v for k, v in inner.attributes.items())
+
+
+def scene_for(name: str, rng: random.Random) -> Scene:
+    """A random scene that satisfies concept `name` (its other attributes drawn at random)."""
+    concept = CONCEPT_BY_NAME[name]
+    if concept.kind == "character":
+        ch = CHARACTER_BY_NAME[name]
+        return Scene(ch.shape, ch.colour, ch.texture, ch.name)
+    a = concept.attributes
+    return Scene(a.get("shape", rng.choice(SHAPES)), a.get("colour", rng.choice(list(COLOURS))),
+                 a.get("texture", rng.choice(TEXTURES)))
