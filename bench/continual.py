@@ -23,7 +23,7 @@ from workers.engine.concepts import Catalog, load_catalog
 from workers.engine.config import EraseConfig, method_config
 from workers.engine.erase import ForgetRequest, erase
 from workers.engine.loading import LoadedModel, load_model
-from workers.engine.versions import load_version, save_version
+from workers.engine.versions import load_version, read_manifest, save_version
 
 DEFAULT_SEQUENCE = ("zorbo", "blip", "mimi", "outlined", "star", "purple", "gloop",
                     "solid red circle", "diamond", "yellow")
@@ -222,16 +222,25 @@ def merged_step_cost(model_dir: Path, judge_path: Path, concepts: list[str], out
     return result
 
 
-def merge_results(parts: list[Path], out: Path) -> dict[str, object]:
-    """One results.json (+ CSV, PNG) from runs that split the methods between processes."""
-    merged: dict[str, object] | None = None
+def merge_results(parts: list[Path], base_from: Path, out: Path) -> dict[str, object]:
+    """One results.json (+ CSV, PNG) from runs that split the methods between processes.
+
+    Reads every completed step (`<part>/<method>/step-<i>/metrics.json`), so a run stopped
+    midway still contributes the steps it finished; `base` comes from `base_from`'s results.
+    """
+    merged = json.loads((base_from / "results.json").read_text())
+    merged["methods"] = {}
     for part in parts:
-        r = json.loads((part / "results.json").read_text())
-        if merged is None:
-            merged = r
-        else:
-            merged["methods"].update(r["methods"])  # type: ignore[attr-defined]
-    assert merged is not None
+        for method_dir in sorted(p for p in part.iterdir() if p.is_dir()):
+            steps = []
+            for i in range(1, 1000):
+                metrics = method_dir / f"step-{i}" / "metrics.json"
+                if not metrics.is_file():
+                    break
+                steps.append(json.loads(metrics.read_text()))
+            if steps:
+                config = read_manifest(method_dir / "step-1")["config"]
+                merged["methods"][method_dir.name] = {"config": config, "steps": steps}
     out.mkdir(parents=True, exist_ok=True)
     write_outputs(merged, out)
     return merged
