@@ -63,3 +63,15 @@ def test_local_replay_excludes_concepts_that_contain_erased_ones(tiny_model: Loa
     assert "zorbo" not in chosen and "mimi" not in chosen and "circle" not in chosen
     assert "" in replay.prompts
     assert not any(catalog.mentions(p, banned) for p in replay.prompts)
+
+
+def test_last_concept_of_its_kind_falls_back_to_related_concepts(tiny_folder) -> None:  # type: ignore[no-untyped-def]
+    catalog = load_catalog(tiny_folder)
+    # every other character is erased or contains an erased concept: no same-kind target is left
+    banned = {"zorbo", "mimi", "blip", "outlined", "star", "purple", "gloop"}
+    concept = catalog["gloop"]
+    for prompt in concept.prompts:
+        cands = candidate_rewrites(prompt, concept, catalog, banned)
+        assert cands and "" not in cands, prompt
+        assert all(not catalog.mentions(c, banned) for c in cands)
+        assert any("striped green ellipse" in c for c in cands)

@@ -43,7 +43,20 @@ def candidate_rewrites(prompt: str, concept: CatalogConcept, catalog: Catalog,
         if generic:
             out.append(replace_phrase(prompt, form, generic))
         out.append(replace_phrase(prompt, form, ""))
-    scrubbed = [_scrub(c, catalog, banned - {concept.name}) for c in out]
+    allowed = _allowed(prompt, out, catalog, banned, concept)
+    if allowed:
+        return allowed
+    # Every same-kind concept is erased or contains an erased one (e.g. the last character):
+    # fall back to the concept's related concepts of other kinds before any global anchor.
+    related = [catalog.concepts[n] for n in concept.related if n in catalog.concepts]
+    fallback = [replace_phrase(prompt, form, other.surface_forms[0])
+                for form in forms for other in related]
+    return _allowed(prompt, fallback, catalog, banned, concept)
+
+
+def _allowed(prompt: str, rewrites: list[str], catalog: Catalog, banned: set[str],
+             concept: CatalogConcept) -> list[str]:
+    scrubbed = [_scrub(c, catalog, banned - {concept.name}) for c in rewrites]
     unique = [c for c in dict.fromkeys(scrubbed) if c != prompt]
     return [c for c in unique if not catalog.mentions(c, banned)]
 
