@@ -57,6 +57,9 @@ class _Loaded:
     version_key: str | None = None
     version_unet: UNet2DConditionModel | None = None
     evaluators: dict[str, object] = {}
+    # The parent's generated evaluation set, per parent ("base" or artifact digest): every
+    # takedown on the same parent would otherwise regenerate it.
+    parent_sets: dict[str, object] = {}
 
 
 def _model(folder: Path) -> LoadedModel:
@@ -64,7 +67,7 @@ def _model(folder: Path) -> LoadedModel:
         _Loaded.model = load_model(folder)
         _Loaded.base_unet = _Loaded.model.unet
         _Loaded.version_key, _Loaded.version_unet = None, None
-        _Loaded.evaluators = {}
+        _Loaded.evaluators, _Loaded.parent_sets = {}, {}
     return _Loaded.model
 
 
@@ -129,7 +132,9 @@ def erase_step(model_dir: Path, parent_artifact: Path | None, requests: list[Era
 
         progress(ProgressEvent("evaluating", cfg.steps, cfg.steps))
         clock = time.perf_counter()
-        metrics = _evaluate(model, parent, student, erased, [r.concept.name for r in resolved])
+        parent_key = artifact_digest(parent_artifact) if parent_artifact else "base"
+        metrics = _evaluate(model, parent, parent_key, student, erased,
+                            [r.concept.name for r in resolved])
         eval_seconds = time.perf_counter() - clock
         if should_stop():
             raise Cancelled("stopped after evaluation")
@@ -151,14 +156,15 @@ def erase_step(model_dir: Path, parent_artifact: Path | None, requests: list[Era
         seconds={**report.seconds, "step": train_seconds, "evaluation": eval_seconds})
 
 
-def _evaluate(model: LoadedModel, parent: UNet2DConditionModel, student: UNet2DConditionModel,
+def _evaluate(model: LoadedModel, parent: UNet2DConditionModel, parent_key: str,
+              student: UNet2DConditionModel,
               erased: list[str], this_step: list[str]) -> dict[str, object]:
     """Judge-based metrics where the model ships a judge (the concept world); else none."""
     judge_path = model.folder / "judge.safetensors"
     catalog = read_catalog(model.folder)
     if not judge_path.is_file() or any(e not in catalog for e in erased):
         return {"evaluated": False, "reason": "this model has no judge for its concepts"}
-    from workers.conceptworld.evaluate import WorldEvaluator, step_metrics
+    from workers.conceptworld.evaluate import GeneratedSet, WorldEvaluator, step_metrics
     from workers.conceptworld.judge import Judge
 
     evaluator = _Loaded.evaluators.get("world")
@@ -168,7 +174,10 @@ def _evaluate(model: LoadedModel, parent: UNet2DConditionModel, student: UNet2DC
     assert isinstance(evaluator, WorldEvaluator)
     from workers.conceptworld.world import CATALOG
 
-    before = evaluator.generate_for([c.name for c in CATALOG], parent)
+    before = _Loaded.parent_sets.get(parent_key)
+    if not isinstance(before, GeneratedSet):
+        before = evaluator.generate_for([c.name for c in CATALOG], parent)
+        _Loaded.parent_sets[parent_key] = before
     after = step_metrics(evaluator, student, erased, before)
     parent_forget = {e: before.rate(e) for e in this_step}
     return {"evaluated": True, "before": {"forget_acc": parent_forget}, "after": after,
