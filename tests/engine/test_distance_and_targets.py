@@ -75,3 +75,31 @@ def test_last_concept_of_its_kind_falls_back_to_related_concepts(tiny_folder) ->
         assert cands and "" not in cands, prompt
         assert all(not catalog.mentions(c, banned) for c in cands)
         assert any("striped green ellipse" in c for c in cands)
+
+
+def test_composite_candidates_change_one_part_at_a_time(tiny_folder) -> None:  # type: ignore[no-untyped-def]
+    catalog = load_catalog(tiny_folder)
+    banned = {"solid red circle", "purple"}
+    concept = catalog["solid red circle"]
+    cands = candidate_rewrites("a solid red circle", concept, catalog, banned)
+    for one_part_changed in ("a striped red circle", "a solid orange circle",
+                             "a solid red ellipse"):
+        assert one_part_changed in cands
+    assert "a solid purple circle" not in cands
+    assert all(not catalog.mentions(c, banned) for c in cands)
+
+
+def test_context_variants_keep_the_concept_and_avoid_banned_ones(tiny_folder) -> None:  # type: ignore[no-untyped-def]
+    from workers.engine.targets import context_variants
+
+    catalog = load_catalog(tiny_folder)
+    concept = catalog["star"]
+    banned = {"star", "purple", "outlined"}
+    variants = context_variants(list(concept.prompts), concept, catalog, banned, per_prompt=2,
+                                seed=0)
+    assert variants and not set(variants) & set(concept.prompts)
+    for v in variants:
+        assert "star" in v
+        assert not catalog.mentions(v, {"purple", "outlined"}), v
+    assert variants == context_variants(list(concept.prompts), concept, catalog, banned,
+                                        per_prompt=2, seed=0)

@@ -63,12 +63,13 @@ class Catalog:
         """True when the prompt names any of `names`, or a concept that contains one of them."""
         for concept in self.concepts.values():
             if concept.name in names or names & set(concept.contains):
-                if any(_find(prompt, form) for form in concept.surface_forms):
+                if any(find_phrase(prompt, form) for form in concept.surface_forms):
                     return True
-        return any(_find(prompt, n) for n in names)
+        return any(find_phrase(prompt, n) for n in names)
 
 
-def _find(prompt: str, phrase: str) -> re.Match[str] | None:
+def find_phrase(prompt: str, phrase: str) -> re.Match[str] | None:
+    """Where `phrase` occurs in `prompt` as whole words, ignoring case."""
     return re.search(rf"(?<![\w-]){re.escape(phrase)}(?![\w-])", prompt, flags=re.IGNORECASE)
 
 

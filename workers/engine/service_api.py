@@ -136,6 +136,7 @@ def erase_step(model_dir: Path, parent_artifact: Path | None, requests: list[Era
         metrics = _evaluate(model, parent, parent_key, student, erased,
                             [r.concept.name for r in resolved])
         eval_seconds = time.perf_counter() - clock
+        metrics["seconds"] = {**report.seconds, "step": train_seconds, "evaluation": eval_seconds}
         if should_stop():
             raise Cancelled("stopped after evaluation")
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 
 from diffusers import UNet2DConditionModel
 
-from workers.engine.concepts import Catalog, CatalogConcept, replace_phrase
+from workers.engine.concepts import Catalog, CatalogConcept, find_phrase, replace_phrase
 from workers.engine.distance import score_distance
 from workers.engine.loading import LoadedModel
 
@@ -43,6 +44,7 @@ def candidate_rewrites(prompt: str, concept: CatalogConcept, catalog: Catalog,
         if generic:
             out.append(replace_phrase(prompt, form, generic))
         out.append(replace_phrase(prompt, form, ""))
+    out += _part_swaps(prompt, concept, catalog)
     allowed = _allowed(prompt, out, catalog, banned, concept)
     if allowed:
         return allowed
@@ -52,6 +54,26 @@ def candidate_rewrites(prompt: str, concept: CatalogConcept, catalog: Catalog,
     fallback = [replace_phrase(prompt, form, other.surface_forms[0])
                 for form in forms for other in related]
     return _allowed(prompt, fallback, catalog, banned, concept)
+
+
+def _part_swaps(prompt: str, concept: CatalogConcept, catalog: Catalog) -> list[str]:
+    """For a concept made of others ("solid red circle" contains solid, red and circle): the
+    prompt with one part changed to another concept of that part's kind. Changing one part is
+    enough to leave the concept and keeps the rest of the prompt, where swapping the whole
+    phrase for another composite ("striped blue square") moves the shape and colour words too."""
+    out: list[str] = []
+    for part_name in concept.contains:
+        part = catalog.concepts.get(part_name)
+        if part is None:
+            continue
+        for slot, form in enumerate(part.surface_forms):
+            if not find_phrase(prompt, form):
+                continue
+            for other in catalog.of_kind(part.kind):
+                if other.name != part.name:
+                    forms = other.surface_forms
+                    out.append(replace_phrase(prompt, form, forms[min(slot, len(forms) - 1)]))
+    return out
 
 
 def _allowed(prompt: str, rewrites: list[str], catalog: Catalog, banned: set[str],
@@ -68,13 +90,14 @@ def _scrub(prompt: str, catalog: Catalog, banned: set[str]) -> str:
     for other in catalog.concepts.values():
         if not catalog.touches(other.name, banned):
             continue
-        substitute = catalog.generic_words.get(other.kind, "")
+        substitutes = [catalog.generic_words.get(other.kind, "")]
         if catalog.open_slots:
             allowed = [c for c in catalog.of_kind(other.kind)
                        if not catalog.touches(c.name, banned)]
-            substitute = allowed[0].surface_forms[0] if allowed else substitute
-        for form in other.surface_forms:
-            prompt = replace_phrase(prompt, form, substitute)
+            substitutes = list(allowed[0].surface_forms) if allowed else substitutes
+        for slot, form in enumerate(other.surface_forms):
+            # same slot, same phrasing: "drawn as an outline" becomes "filled in", not "solid"
+            prompt = replace_phrase(prompt, form, substitutes[min(slot, len(substitutes) - 1)])
     return prompt
 
 
@@ -93,6 +116,32 @@ def select_mapping_targets(model: LoadedModel, concept: CatalogConcept, prompts:
         best_d, best = min(scored)
         choices.append(MappingChoice(prompt, best, best_d, len(scored)))
     return choices
+
+
+def context_variants(prompts: list[str], concept: CatalogConcept, catalog: Catalog,
+                     banned: set[str], *, per_prompt: int, seed: int) -> list[str]:
+    """More forget prompts: each request prompt with one *other* catalog concept it names swapped
+    for another of that concept's kind ("a red star" -> "a green star" when erasing star), so the
+    erasure holds in contexts the request did not write. Never introduces a banned concept."""
+    rng = random.Random(seed)
+    out: list[str] = []
+    for prompt in prompts:
+        swaps: list[str] = []
+        for other in catalog.concepts.values():
+            if other.name == concept.name or other.name in concept.contains:
+                continue
+            for slot, form in enumerate(other.surface_forms):
+                if not find_phrase(prompt, form) or any(find_phrase(f, form) for f in
+                                                        concept.surface_forms):
+                    continue
+                for alt in catalog.of_kind(other.kind):
+                    if alt.name != other.name and not catalog.touches(alt.name, banned):
+                        forms = alt.surface_forms
+                        swaps.append(replace_phrase(prompt, form, forms[min(slot, len(forms) - 1)]))
+        fresh = [v for v in dict.fromkeys(swaps) if v not in prompts and v not in out
+                 and not catalog.mentions(v, banned - {concept.name})]
+        out += rng.sample(fresh, min(per_prompt, len(fresh)))
+    return out
 
 
 def fixed_rewrite(prompt: str, concept: CatalogConcept, catalog: Catalog, banned: set[str]) -> str:
