@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     allowed_model_root: Path = Path("models")
     conceptworld_dir: Path = CONCEPTWORLD_DIR
     engine_module: str = "workers.engine.service_api"  # tests point this at a stand-in engine
+    # A worker process loads the built-in model and its evaluation baseline when it starts,
+    # so the first takedown does not pay for them.
+    worker_warm_up: bool = True
     # Builds a version's diffusers folder for export (worker side; torch).
     export_module: str = "workers.engine.export"
 

@@ -19,6 +19,7 @@ from types import ModuleType
 from typing import Any
 
 import structlog
+from celery import signals
 
 from app.db.models import Export, Model, ModelVersion, Preview
 from app.db.session import session_scope
@@ -39,6 +40,31 @@ _parent_cache: dict[str, Path] = {}  # the last fetched parent artifact, kept be
 def engine_module(settings: Settings) -> ModuleType:
     """The engine's service API (workers.engine.service_api unless LETHE_ENGINE_MODULE says)."""
     return importlib.import_module(settings.engine_module)
+
+
+_warmed = threading.Event()
+
+
+@signals.worker_process_init.connect  # each prefork child, and the solo pool's one process
+def warm_up_engine(**_: object) -> None:
+    """Load the built-in model in the background; the first job waits on the engine's lock.
+
+    In a thread because Celery kills a prefork child whose start-up takes over a few seconds.
+    """
+    settings = get_settings()
+    if _warmed.is_set() or not settings.worker_warm_up:
+        return
+    _warmed.set()
+    engine = engine_module(settings)
+    if hasattr(engine, "warm_up") and settings.conceptworld_dir.is_dir():
+        def run() -> None:
+            try:
+                seconds = engine.warm_up(settings.conceptworld_dir)
+                log.info("worker.warmed_up", seconds=round(seconds, 1))
+            except Exception:  # a job will load what it needs and report the error itself
+                log.exception("worker.warm_up_failed")
+
+        threading.Thread(target=run, daemon=True, name="warm-up").start()
 
 
 def worker_identity() -> str:

@@ -138,11 +138,14 @@ def mean_rate(gen: GeneratedSet, names: list[str]) -> float:
 
 
 def step_metrics(evaluator: WorldEvaluator, unet: UNet2DConditionModel | None, erased: list[str],
-                 base: GeneratedSet) -> dict[str, object]:
-    """Forget, related and general accuracy of `unet` after erasing `erased`, against `base`."""
+                 base: GeneratedSet, everything: GeneratedSet | None = None) -> dict[str, object]:
+    """Forget, related and general accuracy of `unet` after erasing `erased`, against `base`.
+
+    `everything`: `unet`'s images of the whole catalog when the caller has them already.
+    """
     from workers.conceptworld.world import CATALOG
 
-    everything = evaluator.generate_for([c.name for c in CATALOG], unet)
+    everything = everything or evaluator.generate_for([c.name for c in CATALOG], unet)
     heldout = evaluator.generate_for(erased, unet, heldout=True) if erased else None
     related, general = retention_sets(erased)
     related_acc, general_acc = mean_rate(everything, related), mean_rate(everything, general)

@@ -16,6 +16,7 @@ from pathlib import Path
 from diffusers import UNet2DConditionModel
 from PIL import Image
 
+from workers.conceptworld.evaluate import GeneratedSet, WorldEvaluator
 from workers.engine.concepts import Catalog, ad_hoc_concept
 from workers.engine.concepts import load_catalog as read_catalog
 from workers.engine.config import EraseConfig, method_config
@@ -26,7 +27,7 @@ from workers.engine.sampling import generate
 from workers.engine.versions import artifact_digest, base_digest, load_version, save_version
 
 __all__ = ["Cancelled", "ErasureRequest", "ProgressEvent", "StepOutcome", "erase_step",
-           "load_catalog", "render_samples", "unknown_concepts"]
+           "load_catalog", "render_samples", "unknown_concepts", "warm_up"]
 
 
 @dataclass
@@ -133,8 +134,8 @@ def erase_step(model_dir: Path, parent_artifact: Path | None, requests: list[Era
         progress(ProgressEvent("evaluating", cfg.steps, cfg.steps))
         clock = time.perf_counter()
         parent_key = artifact_digest(parent_artifact) if parent_artifact else "base"
-        metrics = _evaluate(model, parent, parent_key, student, erased,
-                            [r.concept.name for r in resolved])
+        metrics, student_set = _evaluate(model, parent, parent_key, student, erased,
+                                         [r.concept.name for r in resolved])
         eval_seconds = time.perf_counter() - clock
         metrics["seconds"] = {**report.seconds, "step": train_seconds, "evaluation": eval_seconds}
         if should_stop():
@@ -149,41 +150,73 @@ def erase_step(model_dir: Path, parent_artifact: Path | None, requests: list[Era
             "parent_digest": artifact_digest(parent_artifact) if parent_artifact else None,
             "base_digest": base_digest(model.folder), "metrics": metrics,
         })
+        digest = artifact_digest(out_dir)
+        if student_set is not None:  # this version's images: the "before" of the next takedown
+            _Loaded.parent_sets[digest] = student_set
     return StepOutcome(
-        artifact_dir=out_dir, digest=artifact_digest(out_dir),
+        artifact_dir=out_dir, digest=digest,
         size_bytes=int(manifest["size_bytes"]),  # type: ignore[call-overload]
         erased=erased, metrics=metrics, targets=report.plan.targets(),
         neighbours=report.plan.replay.neighbours,
         seconds={**report.seconds, "step": train_seconds, "evaluation": eval_seconds})
 
 
-def _evaluate(model: LoadedModel, parent: UNet2DConditionModel, parent_key: str,
-              student: UNet2DConditionModel,
-              erased: list[str], this_step: list[str]) -> dict[str, object]:
-    """Judge-based metrics where the model ships a judge (the concept world); else none."""
+def _world_evaluator(model: LoadedModel) -> WorldEvaluator | None:
+    """The judge-based evaluator where the model ships a judge (the concept world); else None."""
     judge_path = model.folder / "judge.safetensors"
-    catalog = read_catalog(model.folder)
-    if not judge_path.is_file() or any(e not in catalog for e in erased):
-        return {"evaluated": False, "reason": "this model has no judge for its concepts"}
-    from workers.conceptworld.evaluate import GeneratedSet, WorldEvaluator, step_metrics
+    if not judge_path.is_file():
+        return None
+    from workers.conceptworld.evaluate import WorldEvaluator
     from workers.conceptworld.judge import Judge
 
     evaluator = _Loaded.evaluators.get("world")
-    if evaluator is None:
+    if not isinstance(evaluator, WorldEvaluator):
         evaluator = WorldEvaluator(model, Judge.load(judge_path), per_concept=4, steps=10)
         _Loaded.evaluators["world"] = evaluator
-    assert isinstance(evaluator, WorldEvaluator)
+    return evaluator
+
+
+def _catalog_set(evaluator: WorldEvaluator, key: str, unet: UNet2DConditionModel) -> GeneratedSet:
+    """A version's images of the whole catalog, generated once per version and process."""
     from workers.conceptworld.world import CATALOG
 
-    before = _Loaded.parent_sets.get(parent_key)
-    if not isinstance(before, GeneratedSet):
-        before = evaluator.generate_for([c.name for c in CATALOG], parent)
-        _Loaded.parent_sets[parent_key] = before
-    after = step_metrics(evaluator, student, erased, before)
+    cached = _Loaded.parent_sets.get(key)
+    if not isinstance(cached, GeneratedSet):
+        cached = evaluator.generate_for([c.name for c in CATALOG], unet)
+        _Loaded.parent_sets[key] = cached
+    return cached
+
+
+def _evaluate(model: LoadedModel, parent: UNet2DConditionModel, parent_key: str,
+              student: UNet2DConditionModel, erased: list[str], this_step: list[str]
+              ) -> tuple[dict[str, object], GeneratedSet | None]:
+    """Judge-based metrics and the student's generated set, where the model ships a judge."""
+    evaluator = _world_evaluator(model)
+    catalog = read_catalog(model.folder)
+    if evaluator is None or any(e not in catalog for e in erased):
+        return {"evaluated": False, "reason": "this model has no judge for its concepts"}, None
+    from workers.conceptworld.evaluate import step_metrics
+    from workers.conceptworld.world import CATALOG
+
+    before = _catalog_set(evaluator, parent_key, parent)
+    student_set = evaluator.generate_for([c.name for c in CATALOG], student)
+    after = step_metrics(evaluator, student, erased, before, everything=student_set)
     parent_forget = {e: before.rate(e) for e in this_step}
     return {"evaluated": True, "before": {"forget_acc": parent_forget}, "after": after,
             "forget_acc": after["forget_acc"], "related_retention": after["related_retention"],
-            "general_retention": after["general_retention"]}
+            "general_retention": after["general_retention"]}, student_set
+
+
+def warm_up(model_dir: Path) -> float:
+    """Load the model, its judge and the base version's evaluation images before the first job
+    arrives (a worker process calls this when it starts). Returns the seconds it took."""
+    clock = time.perf_counter()
+    with _Loaded.lock:
+        model = _model(model_dir)
+        evaluator = _world_evaluator(model)
+        if evaluator is not None and _Loaded.base_unet is not None:
+            _catalog_set(evaluator, "base", _Loaded.base_unet)
+    return time.perf_counter() - clock
 
 
 def render_samples(model_dir: Path, artifact: Path | None, prompt: str, seed: int, n: int
