@@ -120,3 +120,19 @@ def test_shipped_model_draws_the_prompted_concept(prompt: str, concept: str) -> 
     images = generate(model, [prompt] * 4, [100, 101, 102, 103])
     shows = Judge.load(JUDGE_PATH).read(images).shows(CONCEPT_BY_NAME[concept])
     assert int(shows.sum()) >= 3, prompt
+
+
+def test_reference_scenes_avoid_erased_concepts() -> None:
+    import random
+
+    from workers.conceptworld.world import CONCEPT_BY_NAME, scene_for, scene_shows
+
+    rng = random.Random(0)
+    erased = ("purple", "outlined", "solid red circle")
+    for _ in range(200):
+        scene = scene_for("circle", rng, erased)
+        assert scene.shape == "circle"
+        assert not any(scene_shows(scene, CONCEPT_BY_NAME[e]) for e in erased)
+    # a character whose every image shows an erased concept has no reference left
+    with pytest.raises(ValueError):
+        scene_for("zorbo", rng, ("red",))
