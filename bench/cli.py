@@ -25,6 +25,7 @@ def continual(
     seed: int = typer.Option(0),
     per_concept: int = typer.Option(8, help="Generated images per concept per evaluation."),
     settings: str = typer.Option("", "--set", help="EraseConfig overrides: 'lr=1e-3,steps=80'."),
+    reevaluate: bool = typer.Option(False, help="Evaluate steps found in --out again."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Erase a sequence step by step from the same base with each method; measure every step."""
@@ -36,7 +37,7 @@ def continual(
     names = [m.strip() for m in methods.split(",") if m.strip()]
     result = run_benchmark(model, judge, names, concepts, out, seed=seed,
                            per_concept=per_concept, overrides=parse_overrides(settings),
-                           log=lambda line: typer.echo(line, err=True))
+                           log=lambda line: typer.echo(line, err=True), reevaluate=reevaluate)
     if as_json:
         typer.echo(json.dumps(result, indent=1))
     else:

@@ -72,8 +72,8 @@ def _drift(a: UNet2DConditionModel, b: UNet2DConditionModel) -> float:
 
 def run_method(name: str, model: LoadedModel, catalog: Catalog, evaluator: WorldEvaluator,
                base: GeneratedSet, sequence: list[str], out: Path, seed: int,
-               log: Callable[[str], None], overrides: dict[str, object] | None = None
-               ) -> list[dict[str, object]]:
+               log: Callable[[str], None], overrides: dict[str, object] | None = None,
+               reevaluate: bool = False) -> list[dict[str, object]]:
     cfg = config_for(name, seed, overrides)
     base_unet = model.unet
     unet, steps = base_unet, []
@@ -84,7 +84,12 @@ def run_method(name: str, model: LoadedModel, catalog: Catalog, evaluator: World
         if (step_dir / "metrics.json").is_file():
             new_unet = load_version(base_unet, step_dir)
             record = json.loads((step_dir / "metrics.json").read_text())
-            log(f"{name} step {i} ({concept_name}): reused from {step_dir}")
+            if reevaluate:  # same weights, current evaluator (e.g. after a metric changed)
+                metrics = step_metrics(evaluator, new_unet, erased + [concept_name], base)
+                record |= {k: v for k, v in metrics.items() if k != "erased"}
+                (step_dir / "metrics.json").write_text(json.dumps(record, indent=1))
+            log(f"{name} step {i} ({concept_name}): reused from {step_dir}"
+                + (", evaluated again" if reevaluate else ""))
         else:
             clock = time.perf_counter()
             new_unet, report = erase(model, unet, [ForgetRequest(concept, concept.prompts)],
@@ -115,7 +120,8 @@ def run_method(name: str, model: LoadedModel, catalog: Catalog, evaluator: World
 def run_benchmark(model_dir: Path, judge_path: Path, methods: list[str], sequence: list[str],
                   out: Path, *, seed: int = 0, per_concept: int = 8,
                   overrides: dict[str, object] | None = None,
-                  log: Callable[[str], None] = print) -> dict[str, object]:
+                  log: Callable[[str], None] = print, reevaluate: bool = False
+                  ) -> dict[str, object]:
     torch.manual_seed(seed)
     model = load_model(model_dir, device="cpu")
     catalog = load_catalog(model_dir)
@@ -134,7 +140,7 @@ def run_benchmark(model_dir: Path, judge_path: Path, methods: list[str], sequenc
     out.mkdir(parents=True, exist_ok=True)
     for name in methods:
         steps = run_method(name, model, catalog, evaluator, base, sequence, out, seed, log,
-                           overrides)
+                           overrides, reevaluate)
         result["methods"][name] = {"config": config_for(name, seed, overrides).as_dict(),  # type: ignore[index]
                                    "steps": steps}
         write_outputs(result, out)
