@@ -84,6 +84,10 @@ def run_method(name: str, model: LoadedModel, catalog: Catalog, evaluator: World
         if (step_dir / "metrics.json").is_file():
             new_unet = load_version(base_unet, step_dir)
             record = json.loads((step_dir / "metrics.json").read_text())
+            saved = read_manifest(step_dir).get("erased")
+            if saved != erased + [concept_name]:
+                raise ValueError(f"{step_dir} erased {saved}, not {erased + [concept_name]}: "
+                                 "use another --out for another sequence")
             if reevaluate:  # same weights, current evaluator (e.g. after a metric changed)
                 metrics = step_metrics(evaluator, new_unet, erased + [concept_name], base)
                 record |= {k: v for k, v in metrics.items() if k != "erased"}

@@ -52,19 +52,20 @@ def warm_up_engine(**_: object) -> None:
     In a thread because Celery kills a prefork child whose start-up takes over a few seconds.
     """
     settings = get_settings()
-    if _warmed.is_set() or not settings.worker_warm_up:
+    if _warmed.is_set() or not settings.worker_warm_up or not settings.conceptworld_dir.is_dir():
         return
     _warmed.set()
-    engine = engine_module(settings)
-    if hasattr(engine, "warm_up") and settings.conceptworld_dir.is_dir():
-        def run() -> None:
-            try:
+
+    def run() -> None:
+        try:
+            engine = engine_module(settings)  # imports torch: seconds, hence the thread
+            if hasattr(engine, "warm_up"):
                 seconds = engine.warm_up(settings.conceptworld_dir)
                 log.info("worker.warmed_up", seconds=round(seconds, 1))
-            except Exception:  # a job will load what it needs and report the error itself
-                log.exception("worker.warm_up_failed")
+        except Exception:  # a job will load what it needs and report the error itself
+            log.exception("worker.warm_up_failed")
 
-        threading.Thread(target=run, daemon=True, name="warm-up").start()
+    threading.Thread(target=run, daemon=True, name="warm-up").start()
 
 
 def worker_identity() -> str:

@@ -103,3 +103,14 @@ def test_context_variants_keep_the_concept_and_avoid_banned_ones(tiny_folder) ->
         assert not catalog.mentions(v, {"purple", "outlined"}), v
     assert variants == context_variants(list(concept.prompts), concept, catalog, banned,
                                         per_prompt=2, seed=0)
+
+
+def test_context_variants_never_drop_the_concept_inside_a_composite(tiny_folder) -> None:  # type: ignore[no-untyped-def]
+    from workers.engine.targets import context_variants
+
+    catalog = load_catalog(tiny_folder)
+    for name in ("solid", "striped", "outlined", "red", "circle"):
+        concept = catalog[name]
+        prompts = list(concept.prompts) + ["a solid yellow star", "a striped blue square"]
+        for v in context_variants(prompts, concept, catalog, {name}, per_prompt=50, seed=0):
+            assert catalog.mentions(v, {name}), (name, v)

@@ -79,7 +79,8 @@ class WorldEvaluator:
         clean renders of what the judge reads in each image (4 per image): how well the kept
         concepts are drawn, whatever values of their unnamed attributes they show. An erasure
         is meant to change which values are drawn ("outlined" no longer drawn when asked for),
-        not how well; the accuracy metrics score the first, this scores the second."""
+        not how well; the accuracy metrics score the first, this scores the second (a model
+        that draws the wrong concept cleanly scores well here and badly there)."""
         from workers.conceptworld.render import render_scene
         from workers.conceptworld.world import Scene
 
@@ -142,7 +143,8 @@ def step_metrics(evaluator: WorldEvaluator, unet: UNet2DConditionModel | None, e
     """
     from workers.conceptworld.world import CATALOG
 
-    everything = everything or evaluator.generate_for([c.name for c in CATALOG], unet)
+    if everything is None:
+        everything = evaluator.generate_for([c.name for c in CATALOG], unet)
     heldout = evaluator.generate_for(erased, unet, heldout=True) if erased else None
     related, general = retention_sets(erased)
     related_acc, general_acc = mean_rate(everything, related), mean_rate(everything, general)

@@ -64,7 +64,7 @@ class _Loaded:
 
 
 def _model(folder: Path) -> LoadedModel:
-    if _Loaded.model is None or _Loaded.model.folder != Path(folder):
+    if _Loaded.model is None or _Loaded.model.folder.resolve() != Path(folder).resolve():
         _Loaded.model = load_model(folder)
         _Loaded.base_unet = _Loaded.model.unet
         _Loaded.version_key, _Loaded.version_unet = None, None
@@ -152,7 +152,7 @@ def erase_step(model_dir: Path, parent_artifact: Path | None, requests: list[Era
         })
         digest = artifact_digest(out_dir)
         if student_set is not None:  # this version's images: the "before" of the next takedown
-            _Loaded.parent_sets[digest] = student_set
+            _remember_set(digest, student_set)
     return StepOutcome(
         artifact_dir=out_dir, digest=digest,
         size_bytes=int(manifest["size_bytes"]),  # type: ignore[call-overload]
@@ -183,8 +183,17 @@ def _catalog_set(evaluator: WorldEvaluator, key: str, unet: UNet2DConditionModel
     cached = _Loaded.parent_sets.get(key)
     if not isinstance(cached, GeneratedSet):
         cached = evaluator.generate_for([c.name for c in CATALOG], unet)
-        _Loaded.parent_sets[key] = cached
+        _remember_set(key, cached)
     return cached
+
+
+def _remember_set(key: str, generated: GeneratedSet, keep: int = 3) -> None:
+    """Keep the base's set and the `keep` most recent versions' (a lineage only moves forward)."""
+    _Loaded.parent_sets.pop(key, None)
+    _Loaded.parent_sets[key] = generated
+    recent = [k for k in _Loaded.parent_sets if k != "base"]
+    for old in recent[:-keep]:
+        del _Loaded.parent_sets[old]
 
 
 def _evaluate(model: LoadedModel, parent: UNet2DConditionModel, parent_key: str,

@@ -128,7 +128,10 @@ def context_variants(prompts: list[str], concept: CatalogConcept, catalog: Catal
     for prompt in prompts:
         swaps: list[str] = []
         for other in catalog.concepts.values():
-            if other.name == concept.name or other.name in concept.contains:
+            # the concept itself, its parts, and concepts made of it ("solid red circle" when
+            # erasing "solid") are not context: swapping them would drop the concept
+            if (other.name == concept.name or other.name in concept.contains
+                    or catalog.touches(other.name, {concept.name})):
                 continue
             for slot, form in enumerate(other.surface_forms):
                 if not find_phrase(prompt, form) or any(find_phrase(f, form) for f in
@@ -139,6 +142,7 @@ def context_variants(prompts: list[str], concept: CatalogConcept, catalog: Catal
                         forms = alt.surface_forms
                         swaps.append(replace_phrase(prompt, form, forms[min(slot, len(forms) - 1)]))
         fresh = [v for v in dict.fromkeys(swaps) if v not in prompts and v not in out
+                 and catalog.mentions(v, {concept.name})
                  and not catalog.mentions(v, banned - {concept.name})]
         out += rng.sample(fresh, min(per_prompt, len(fresh)))
     return out
