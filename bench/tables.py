@@ -62,10 +62,35 @@ def per_step_table(path: Path, method: str) -> str:
     return "\n".join(lines)
 
 
+def compare_table(path: Path) -> str:
+    """Per step and method: related retention, general retention and the worst forget accuracy
+    (request or held-out templates), so methods can be compared at matched forgetting."""
+    r = json.loads(path.read_text())
+    methods = list(r["methods"])
+    lines = ["| step | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
+    longest = max(len(d["steps"]) for d in r["methods"].values())
+    for i in range(longest):
+        cells = []
+        for m in methods:
+            steps = r["methods"][m]["steps"]
+            if i >= len(steps):
+                cells.append("")
+                continue
+            s = steps[i]
+            worst = max([*s["forget_acc"].values(), *s["forget_acc_heldout"].values()])
+            cells.append(f"{_fmt(s['related_retention'])} / {_fmt(s['general_retention'])} "
+                         f"/ {worst:.3f}")
+        lines.append(f"| {i + 1} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
     which = sys.argv[1] if len(sys.argv) > 1 else "world"
     if which == "world":
         print(world_tables(RESULTS / "conceptworld_eval.json"))
+    elif which == "compare":
+        print(compare_table(Path(sys.argv[2]) if len(sys.argv) > 2
+                            else RESULTS / "continual" / "results.json"))
     elif which == "bench":
         print(bench_table(Path(sys.argv[2]) if len(sys.argv) > 2
                           else RESULTS / "continual" / "results.json"))
