@@ -80,7 +80,7 @@ def check_completed_takedown(client: Client, td: dict[str, Any], elapsed: float,
     model = client.get("/v1/models/conceptworld").json()
     assert model["production_version_id"] == versions[-1]["id"]
     # The goal is ≤ 60 s on a quiet machine (README); this bound leaves room for a busy CI box.
-    assert elapsed <= 150, elapsed
+    assert elapsed <= 180, elapsed
 
 
 def test_real_engine_takedown_on_postgres_redis_and_celery(service_db: dict[str, str],
@@ -98,6 +98,7 @@ def test_real_engine_takedown_on_postgres_redis_and_celery(service_db: dict[str,
         check_completed_takedown(client, td, elapsed, ["circle", "blip"])
 
 
+@pytest.mark.embedded_real
 def test_real_engine_takedown_on_the_embedded_default(tmp_path: Path) -> None:
     from tests.workers.test_embedded_and_faults import free_port
 
