@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -32,12 +34,29 @@ def service_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, s
     yield env
     reset_engine()
     drop_database(name)
+    restore_env(saved)
+
+
+def restore_env(saved: dict[str, str | None]) -> None:
+    """Put environment variables back as `saved` recorded them (None: was unset)."""
     for key, value in saved.items():
         if value is None:
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
     get_settings.cache_clear()
+
+
+def sse_events(client: Any, td_id: str) -> list[tuple[str, dict[str, Any]]]:
+    """A finished takedown's event stream as (event type, data) pairs; `client` is a
+    TestClient or an httpx.Client."""
+    out, kind = [], ""
+    for line in client.get(f"/v1/takedowns/{td_id}/events").text.splitlines():
+        if line.startswith("event: "):
+            kind = line[7:]
+        elif line.startswith("data: "):
+            out.append((kind, json.loads(line[6:])))
+    return out
 
 
 def wipe_tables() -> None:

@@ -3,7 +3,6 @@ Redis + a Celery worker process, and on the embedded default (`lethe serve`)."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -18,6 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.settings import CONCEPTWORLD_DIR, get_settings
+from tests.conftest import restore_env, sse_events
 from tests.service_env import REPO
 
 pytestmark = pytest.mark.slow
@@ -40,16 +40,6 @@ def run_takedown(client: Client, concept: str, kind: str, timeout: float = 240
             break
         time.sleep(0.5)
     return td, time.monotonic() - started
-
-
-def sse_events(client: Client, td_id: str) -> list[tuple[str, dict[str, Any]]]:
-    out, kind = [], ""
-    for line in client.get(f"/v1/takedowns/{td_id}/events").text.splitlines():
-        if line.startswith("event: "):
-            kind = line[7:]
-        elif line.startswith("data: "):
-            out.append((kind, json.loads(line[6:])))
-    return out
 
 
 def check_completed_takedown(client: Client, td: dict[str, Any], elapsed: float,
@@ -158,9 +148,4 @@ def worker_real(service_db: dict[str, str]) -> Iterator[None]:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        get_settings.cache_clear()
+        restore_env(saved)

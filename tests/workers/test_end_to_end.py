@@ -7,7 +7,6 @@ real engine when it is importable.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -20,6 +19,7 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
+from tests.conftest import sse_events
 from tests.service_env import REPO
 
 CLAIMANT = {"name": "A", "email": "a@example.com"}
@@ -70,16 +70,6 @@ def wait_for(client: TestClient, td_id: str, states: set[str], timeout: float = 
     raise AssertionError(f"takedown {td_id} stuck in {td['state']}")
 
 
-def events(client: TestClient, td_id: str) -> list[tuple[str, dict[str, Any]]]:
-    out, kind = [], ""
-    for line in client.get(f"/v1/takedowns/{td_id}/events").text.splitlines():
-        if line.startswith("event: "):
-            kind = line[7:]
-        elif line.startswith("data: "):
-            out.append((kind, json.loads(line[6:])))
-    return out
-
-
 def lineage_ok(client: TestClient) -> list[dict[str, Any]]:
     vs = client.get("/v1/models/conceptworld/versions").json()
     assert [v["number"] for v in vs] == list(range(len(vs))), "version numbers have a gap"
@@ -96,7 +86,7 @@ def test_takedown_completes_with_ordered_progress(live_client: TestClient, worke
     assert done["state"] == "completed", done
     assert time.monotonic() - started < 60
     assert done["result"]["metrics"]["forget_acc"]["red tulip"] <= 0.05
-    evs = events(live_client, td["id"])
+    evs = sse_events(live_client, td["id"])
     states = [d["state"] for k, d in evs if k == "state"]
     assert states == ["received", "queued", "running", "evaluating", "completed"]
     training = [d["percent"] for k, d in evs if k == "progress" and d["stage"] == "training"]
@@ -152,7 +142,7 @@ def test_sigkill_worker_mid_training_completes_once(live_client: TestClient,
     assert done["state"] == "completed", done
     vs = lineage_ok(live_client)
     assert len(vs) == 2
-    states = [d["state"] for k, d in events(live_client, td["id"]) if k == "state"]
+    states = [d["state"] for k, d in sse_events(live_client, td["id"]) if k == "state"]
     assert states.count("completed") == 1 and "queued" in states[2:]
 
 
