@@ -57,10 +57,10 @@ class _Loaded:
     base_unet: UNet2DConditionModel | None = None
     version_key: str | None = None
     version_unet: UNet2DConditionModel | None = None
-    evaluators: dict[str, object] = {}
+    evaluator: WorldEvaluator | None = None
     # The parent's generated evaluation set, per parent ("base" or artifact digest): every
     # takedown on the same parent would otherwise regenerate it.
-    parent_sets: dict[str, object] = {}
+    parent_sets: dict[str, GeneratedSet] = {}
 
 
 def _model(folder: Path) -> LoadedModel:
@@ -68,7 +68,7 @@ def _model(folder: Path) -> LoadedModel:
         _Loaded.model = load_model(folder)
         _Loaded.base_unet = _Loaded.model.unet
         _Loaded.version_key, _Loaded.version_unet = None, None
-        _Loaded.evaluators, _Loaded.parent_sets = {}, {}
+        _Loaded.evaluator, _Loaded.parent_sets = None, {}
     return _Loaded.model
 
 
@@ -169,10 +169,10 @@ def _world_evaluator(model: LoadedModel) -> WorldEvaluator | None:
     from workers.conceptworld.evaluate import WorldEvaluator
     from workers.conceptworld.judge import Judge
 
-    evaluator = _Loaded.evaluators.get("world")
-    if not isinstance(evaluator, WorldEvaluator):
+    evaluator = _Loaded.evaluator
+    if evaluator is None:
         evaluator = WorldEvaluator(model, Judge.load(judge_path), per_concept=4, steps=10)
-        _Loaded.evaluators["world"] = evaluator
+        _Loaded.evaluator = evaluator
     return evaluator
 
 
@@ -181,7 +181,7 @@ def _catalog_set(evaluator: WorldEvaluator, key: str, unet: UNet2DConditionModel
     from workers.conceptworld.world import CATALOG
 
     cached = _Loaded.parent_sets.get(key)
-    if not isinstance(cached, GeneratedSet):
+    if cached is None:
         cached = evaluator.generate_for([c.name for c in CATALOG], unet)
         _remember_set(key, cached)
     return cached
