@@ -46,6 +46,9 @@ def require_scope(scope: Scope) -> Callable[..., ApiKey]:
         if scope.value not in key.scopes:
             raise Forbidden(f"this API key lacks the {scope.value!r} scope")
         session.info["actor"] = f"key:{key.id}"
+        # End the read now: on SQLite every transaction holds the write lock, and a streaming
+        # handler (the event stream) keeps this session until its response ends.
+        session.commit()
         return key
 
     dependency.__name__ = f"require_{scope.name.lower()}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -77,17 +78,31 @@ def test_embedded_serve_completes_a_takedown(tmp_path: Path) -> None:
         started = time.monotonic()
         assert httpx.post(f"{base}/v1/takedowns", json=TAKEDOWN).status_code == 401
         td = httpx.post(f"{base}/v1/takedowns", json=TAKEDOWN, headers=auth).json()
-        while time.monotonic() - started < 60:
-            td = httpx.get(f"{base}/v1/takedowns/{td['id']}", headers=auth).json()
-            if td["state"] in ("completed", "failed", "crashed"):
-                break
-            time.sleep(0.3)
+        # Follow the live stream while the worker writes (what `submit --follow` does): on SQLite
+        # an open stream must not hold a lock that stops the worker or the stream's own reads.
+        states = follow_states(f"{base}/v1/takedowns/{td['id']}/events", auth, deadline=60)
+        assert states == ["received", "queued", "running", "evaluating", "completed"]
+        td = httpx.get(f"{base}/v1/takedowns/{td['id']}", headers=auth).json()
         assert td["state"] == "completed", td
+        assert time.monotonic() - started < 60
         versions = httpx.get(f"{base}/v1/models/conceptworld/versions", headers=auth).json()
         assert [v["erased"] for v in versions] == [[], ["red tulip"]]
     finally:
         os.killpg(proc.pid, 15)
         proc.wait(timeout=30)
+
+
+def follow_states(url: str, headers: dict[str, str], deadline: float) -> list[str]:
+    """The state events of a live SSE stream, read until the server ends it."""
+    states = []
+    with httpx.stream("GET", url, headers=headers, timeout=deadline) as stream:
+        kind = ""
+        for line in stream.iter_lines():
+            if line.startswith("event: "):
+                kind = line[7:]
+            elif line.startswith("data: ") and kind == "state":
+                states.append(json.loads(line[6:])["state"])
+    return states
 
 
 class TcpProxy:
