@@ -58,6 +58,23 @@ def merged(
     typer.echo(json.dumps(merged_step_cost(model, judge, names, out), indent=1))
 
 
+@bench_app.command()
+def takedown(
+    concepts: str = typer.Option("circle:object,blip:character",
+                                 help="Comma-separated concept:kind, filed one after another."),
+    out: Path = typer.Option(None, help="Also write the JSON here."),
+) -> None:
+    """Seconds per takedown end to end on the embedded default (`lethe serve`, real engine)."""
+    from bench.takedown import run
+
+    pairs = [(c.partition(":")[0].strip(), c.partition(":")[2].strip() or "other")
+             for c in concepts.split(",") if c.strip()]
+    text = json.dumps(run(pairs), indent=1)
+    if out:
+        out.write_text(text + "\n")
+    typer.echo(text)
+
+
 def sample(
     model: Path = typer.Option(MODEL_DIR, help="A diffusers model folder."),
     version: Path = typer.Option(None, help="A version artifact or a benchmark step folder."),

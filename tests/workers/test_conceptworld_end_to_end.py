@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,32 +16,14 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.settings import CONCEPTWORLD_DIR, get_settings
+from bench.takedown import embedded_service, run_takedown
 from tests.conftest import restore_env, sse_events
 from tests.service_env import REPO
 
 pytestmark = pytest.mark.slow
 
-CLAIMANT = {"name": "A", "email": "a@example.com"}
 ADMIN_KEY = "lethe_embedded-real-engine-key-0123456789abcdef"
 Client = TestClient | httpx.Client
-
-
-def run_takedown(client: Client, concept: str, kind: str, timeout: float = 600
-                 ) -> tuple[dict[str, Any], float]:
-    """Submit a takedown and wait for a final state: (takedown, seconds end to end).
-
-    Seconds are printed, not asserted: the ≤ 60 s goal is measured by `lethe bench takedown`
-    on a quiet machine; the timeout only catches a takedown that never ends."""
-    started = time.monotonic()
-    td = client.post("/v1/takedowns", json={"model": "conceptworld", "concept": concept,
-                                            "kind": kind, "legal_basis": "copyright",
-                                            "claimant": CLAIMANT}).json()
-    while time.monotonic() - started < timeout:
-        td = client.get(f"/v1/takedowns/{td['id']}").json()
-        if td["state"] in ("completed", "failed", "crashed", "rejected"):
-            break
-        time.sleep(0.5)
-    return td, time.monotonic() - started
 
 
 def check_completed_takedown(client: Client, td: dict[str, Any], elapsed: float,
@@ -90,43 +71,9 @@ def test_real_engine_takedown_on_postgres_redis_and_celery(service_db: dict[str,
 
 
 def test_real_engine_takedown_on_the_embedded_default(tmp_path: Path) -> None:
-    from tests.workers.test_embedded_and_faults import free_port
-
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LETHE_")}
-    env.update(LETHE_CONCEPTWORLD_DIR=str(CONCEPTWORLD_DIR), LETHE_LOG_LEVEL="WARNING",
-               LETHE_ADMIN_KEY=ADMIN_KEY)
-    proc = subprocess.Popen(
-        [sys.executable, "-c", "from lethe.cli import app; app()", "serve", "--port", str(port),
-         "--data-dir", str(tmp_path / "data")], cwd=REPO, env=env, start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        with httpx.Client(base_url=base, timeout=30,
-                          headers={"Authorization": f"Bearer {ADMIN_KEY}"}) as client:
-            wait_ready(client, proc)
-            td, elapsed = run_takedown(client, "circle", "object")
-            check_completed_takedown(client, td, elapsed, ["circle"])
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
-def wait_ready(client: httpx.Client, proc: subprocess.Popen[str], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "lethe serve exited"
-        try:
-            if client.get("/readyz").status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"lethe serve not ready after {timeout:.0f} s")
+    with embedded_service(tmp_path / "data", ADMIN_KEY) as client:
+        td, elapsed = run_takedown(client, "circle", "object")
+        check_completed_takedown(client, td, elapsed, ["circle"])
 
 
 @pytest.fixture

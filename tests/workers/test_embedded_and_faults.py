@@ -23,6 +23,7 @@ from app.db.models import Base
 from app.db.session import reset_engine
 from app.main import create_app
 from app.settings import get_settings
+from bench.takedown import free_port
 from tests.conftest import create_key_all
 from tests.service_env import PG, REPO, create_database, drop_database, make_conceptworld, migrate
 
@@ -45,12 +46,6 @@ def test_migrations_on_empty_postgres_match_models() -> None:
         assert diff == []
     finally:
         drop_database(name)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_embedded_serve_completes_a_takedown(tmp_path: Path) -> None:

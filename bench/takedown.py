@@ -1,0 +1,114 @@
+"""Seconds per takedown, end to end, on the embedded default with the real engine.
+
+Starts `lethe serve` (SQLite, local broker, one worker) on a fresh data folder, files the
+takedowns one after another the moment the API is ready, and prints one JSON object: each
+takedown's seconds from POST to its final state, the engine's stages, and its gate metrics.
+The first takedown includes the worker's warm-up (model, judge, base evaluation images).
+Usage: lethe bench takedown [--concepts circle,blip] [--out bench/results/takedown.json]
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from app.settings import CONCEPTWORLD_DIR, REPO_ROOT
+
+FINAL_STATES = ("completed", "failed", "crashed", "rejected", "cancelled")
+CLAIMANT = {"name": "Bench", "email": "bench@example.com"}
+BENCH_KEY = "lethe_bench-takedown-admin-key-0123456789abcdef"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def embedded_service(data_dir: Path, admin_key: str, env: dict[str, str] | None = None
+                     ) -> Iterator[httpx.Client]:
+    """`lethe serve` on a free port, as a client authorised with `admin_key`; stopped after."""
+    port = free_port()
+    child_env = {k: v for k, v in os.environ.items() if not k.startswith("LETHE_")}
+    child_env.update(LETHE_CONCEPTWORLD_DIR=str(CONCEPTWORLD_DIR), LETHE_LOG_LEVEL="WARNING",
+                     LETHE_ADMIN_KEY=admin_key, **(env or {}))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from lethe.cli import app; app()", "serve", "--port", str(port),
+         "--data-dir", str(data_dir)], cwd=REPO_ROOT, env=child_env, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30,
+                          headers={"Authorization": f"Bearer {admin_key}"}) as client:
+            wait_ready(client, proc)
+            yield client
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def wait_ready(client: httpx.Client, proc: subprocess.Popen[bytes], timeout: float = 60
+               ) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError("lethe serve exited")
+        try:
+            if client.get("/readyz").status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"lethe serve not ready after {timeout:.0f} s")
+
+
+def run_takedown(client: Any, concept: str, kind: str, timeout: float = 600
+                 ) -> tuple[dict[str, Any], float]:
+    """Submit a takedown and wait for a final state: (takedown, seconds end to end).
+    `client` is an httpx.Client or a TestClient; the timeout only catches one that never ends."""
+    started = time.monotonic()
+    td = client.post("/v1/takedowns", json={"model": "conceptworld", "concept": concept,
+                                            "kind": kind, "legal_basis": "copyright",
+                                            "claimant": CLAIMANT}).json()
+    while time.monotonic() - started < timeout:
+        td = client.get(f"/v1/takedowns/{td['id']}").json()
+        if td["state"] in FINAL_STATES:
+            break
+        time.sleep(0.5)
+    return td, time.monotonic() - started
+
+
+def summary(td: dict[str, Any], seconds: float) -> dict[str, Any]:
+    metrics = (td.get("result") or {}).get("metrics", {})
+    return {"concept": td["concept"], "state": td["state"], "seconds": round(seconds, 1),
+            "stages": {k: round(v, 1) for k, v in metrics.get("seconds", {}).items()},
+            "forget_acc": metrics.get("forget_acc"),
+            "related_retention": metrics.get("related_retention"),
+            "general_retention": metrics.get("general_retention"), "error": td.get("error")}
+
+
+def run(concepts: list[tuple[str, str]], env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Takedowns of (concept, kind) in order on a fresh embedded service."""
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp, \
+            embedded_service(Path(tmp) / "data", BENCH_KEY, env) as client:
+        for concept, kind in concepts:
+            rows.append(summary(*run_takedown(client, concept, kind)))
+    return {"command": "lethe bench takedown", "machine": f"{platform.machine()}, "
+            f"{os.cpu_count()} cores", "engine_env": env or {}, "takedowns": rows}
