@@ -1,14 +1,13 @@
 from __future__ import annotations
 
 import copy
-import random
 from pathlib import Path
 
 import torch
 
 from workers.engine.concepts import load_catalog
 from workers.engine.config import method_config
-from workers.engine.erase import ForgetRequest, erase, memory_share, preserve_batch
+from workers.engine.erase import ForgetRequest, erase
 from workers.engine.loading import LoadedModel
 from workers.engine.losses import l2_pull
 from workers.engine.methods.uce import closed_form_edit
@@ -106,22 +105,3 @@ def test_every_baseline_runs_on_the_same_interface(tiny_model: LoadedModel,
         diff = sum(float((a - b).abs().sum()) for a, b in
                    zip(student.parameters(), tiny_model.unet.parameters(), strict=True))
         assert diff > 0, method
-
-
-def test_memory_share_grows_with_earlier_erasures_and_never_falls_under_a_third() -> None:
-    assert memory_share(0, 8) == 0.0
-    assert memory_share(1, 8) == 1 / 3
-    assert memory_share(9, 8) == 9 / 17
-    assert memory_share(3, 0) == 1.0
-    shares = [memory_share(m, 8) for m in range(1, 12)]
-    assert shares == sorted(shares)
-
-
-def test_preserve_batch_takes_the_memory_share() -> None:
-    cfg = method_config("lacu", batch_preserve=24)
-    rng = random.Random(0)
-    batch = preserve_batch(["keep"], ["erased"], 9 / 17, cfg, rng)
-    assert len(batch) == 24 and batch.count("erased") == 13
-    assert preserve_batch([], ["erased"], 0.4, cfg, rng) == ["erased"] * 24
-    assert preserve_batch(["keep"], [], 0.0, cfg, rng) == ["keep"] * 24
-    assert preserve_batch(["keep"], ["erased"], 0.5, cfg.with_(lambda_preserve=0.0), rng) == []

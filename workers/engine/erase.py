@@ -49,7 +49,6 @@ class StepPlan:
     mappings: list[MappingChoice]
     replay: ReplaySet
     memory_prompts: list[str]
-    memory_share: float = 0.0   # of the preserve batch; see memory_share()
 
     def targets(self) -> dict[str, str]:
         return {m.forget_prompt: m.target for m in self.mappings}
@@ -91,21 +90,7 @@ def plan_step(model: LoadedModel, unet: UNet2DConditionModel, requests: list[For
     else:
         replay = ReplaySet({c.name: [] for c in forget}, [])
     memory = ([p for c in erased_before for p in c.prompts] if cfg.erasure_memory else [])
-    replayed = {name for names in replay.neighbours.values() for name in names}
-    share = memory_share(len(erased_before) if memory else 0, len(replayed))
-    return StepPlan(mappings, replay, memory, share)
-
-
-def memory_share(erased_before: int, replayed: int) -> float:
-    """The preserve batch's share for earlier erasures: an equal share per protected concept,
-    erased or replayed, and never under a third. A fixed third spread over nine earlier
-    concepts left under one prompt each per step, and they began to relapse (step 8 of the
-    default benchmark sequence)."""
-    if erased_before == 0:
-        return 0.0
-    if replayed == 0:
-        return 1.0
-    return max(1 / 3, erased_before / (erased_before + replayed))
+    return StepPlan(mappings, replay, memory)
 
 
 def erase(model: LoadedModel, unet: UNet2DConditionModel, requests: list[ForgetRequest],
@@ -158,7 +143,7 @@ def erase(model: LoadedModel, unet: UNet2DConditionModel, requests: list[ForgetR
         if stop():
             raise Cancelled(f"stopped at training step {step} of {cfg.steps}")
         forget = [rng.choice(plan.mappings) for _ in range(cfg.batch_forget)]
-        keep = preserve_batch(preserve_pool, plan.memory_prompts, plan.memory_share, cfg, rng)
+        keep = _preserve_batch(preserve_pool, plan.memory_prompts, cfg, rng)
         forget_prompts = [m.forget_prompt for m in forget]
         # where each forget sample's x_0 comes from: its own rollouts, or its target's
         sources = [m.target if cfg.unlearn_on_target_rollouts and j % 2 else m.forget_prompt
@@ -199,12 +184,11 @@ def erase(model: LoadedModel, unet: UNet2DConditionModel, requests: list[ForgetR
     return student, StepReport(plan, seconds, losses, cache.generated)
 
 
-def preserve_batch(replay: list[str], memory: list[str], share: float, cfg: EraseConfig,
-                   rng: random.Random) -> list[str]:
-    """`cfg.batch_preserve` prompts: `share` of them from the memory, the rest replay."""
+def _preserve_batch(replay: list[str], memory: list[str], cfg: EraseConfig,
+                    rng: random.Random) -> list[str]:
     if cfg.lambda_preserve <= 0 or not (replay or memory):
         return []
-    n_memory = round(cfg.batch_preserve * share) if memory else 0
+    n_memory = cfg.batch_preserve // 3 if memory else 0
     if not replay:
         n_memory = cfg.batch_preserve
     batch = [rng.choice(memory) for _ in range(n_memory)]
