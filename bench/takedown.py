@@ -38,13 +38,12 @@ def free_port() -> int:
 
 
 @contextmanager
-def embedded_service(data_dir: Path, admin_key: str, env: dict[str, str] | None = None
-                     ) -> Iterator[httpx.Client]:
+def embedded_service(data_dir: Path, admin_key: str) -> Iterator[httpx.Client]:
     """`lethe serve` on a free port, as a client authorised with `admin_key`; stopped after."""
     port = free_port()
     child_env = {k: v for k, v in os.environ.items() if not k.startswith("LETHE_")}
     child_env.update(LETHE_CONCEPTWORLD_DIR=str(CONCEPTWORLD_DIR), LETHE_LOG_LEVEL="WARNING",
-                     LETHE_ADMIN_KEY=admin_key, **(env or {}))
+                     LETHE_ADMIN_KEY=admin_key)
     proc = subprocess.Popen(
         [sys.executable, "-c", "from lethe.cli import app; app()", "serve", "--port", str(port),
          "--data-dir", str(data_dir)], cwd=REPO_ROOT, env=child_env, start_new_session=True,
@@ -103,12 +102,12 @@ def summary(td: dict[str, Any], seconds: float) -> dict[str, Any]:
             "general_retention": metrics.get("general_retention"), "error": td.get("error")}
 
 
-def run(concepts: list[tuple[str, str]], env: dict[str, str] | None = None) -> dict[str, Any]:
+def run(concepts: list[tuple[str, str]]) -> dict[str, Any]:
     """Takedowns of (concept, kind) in order on a fresh embedded service."""
     rows = []
     with tempfile.TemporaryDirectory() as tmp, \
-            embedded_service(Path(tmp) / "data", BENCH_KEY, env) as client:
+            embedded_service(Path(tmp) / "data", BENCH_KEY) as client:
         for concept, kind in concepts:
             rows.append(summary(*run_takedown(client, concept, kind)))
     return {"command": "lethe bench takedown", "machine": f"{platform.machine()}, "
-            f"{os.cpu_count()} cores", "engine_env": env or {}, "takedowns": rows}
+            f"{os.cpu_count()} cores", "takedowns": rows}
