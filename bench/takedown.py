@@ -25,8 +25,8 @@ from typing import Any
 import httpx
 
 from app.settings import CONCEPTWORLD_DIR, REPO_ROOT
+from app.states import is_terminal
 
-FINAL_STATES = ("completed", "failed", "crashed", "rejected", "cancelled")
 CLAIMANT = {"name": "Bench", "email": "bench@example.com"}
 BENCH_KEY = "lethe_bench-takedown-admin-key-0123456789abcdef"
 
@@ -87,7 +87,7 @@ def run_takedown(client: Any, concept: str, kind: str, timeout: float = 600
                                             "claimant": CLAIMANT}).json()
     while time.monotonic() - started < timeout:
         td = client.get(f"/v1/takedowns/{td['id']}").json()
-        if td["state"] in FINAL_STATES:
+        if is_terminal(td["state"]):
             break
         time.sleep(0.5)
     return td, time.monotonic() - started

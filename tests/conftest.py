@@ -3,7 +3,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,13 +50,17 @@ def restore_env(saved: dict[str, str | None]) -> None:
 def sse_events(client: Any, td_id: str) -> list[tuple[str, dict[str, Any]]]:
     """A finished takedown's event stream as (event type, data) pairs; `client` is a
     TestClient or an httpx.Client."""
-    out, kind = [], ""
-    for line in client.get(f"/v1/takedowns/{td_id}/events").text.splitlines():
+    return list(parse_sse(client.get(f"/v1/takedowns/{td_id}/events").text.splitlines()))
+
+
+def parse_sse(lines: Iterable[str]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(event type, data) pairs from Server-Sent Events lines, as they arrive."""
+    kind = ""
+    for line in lines:
         if line.startswith("event: "):
             kind = line[7:]
         elif line.startswith("data: "):
-            out.append((kind, json.loads(line[6:])))
-    return out
+            yield kind, json.loads(line[6:])
 
 
 def wipe_tables() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
@@ -24,7 +23,7 @@ from app.db.session import reset_engine
 from app.main import create_app
 from app.settings import get_settings
 from bench.takedown import free_port
-from tests.conftest import create_key_all
+from tests.conftest import create_key_all, parse_sse
 from tests.service_env import PG, REPO, create_database, drop_database, make_conceptworld, migrate
 
 CLAIMANT = {"name": "A", "email": "a@example.com"}
@@ -89,15 +88,8 @@ def test_embedded_serve_completes_a_takedown(tmp_path: Path) -> None:
 
 def follow_states(url: str, headers: dict[str, str], deadline: float) -> list[str]:
     """The state events of a live SSE stream, read until the server ends it."""
-    states = []
     with httpx.stream("GET", url, headers=headers, timeout=deadline) as stream:
-        kind = ""
-        for line in stream.iter_lines():
-            if line.startswith("event: "):
-                kind = line[7:]
-            elif line.startswith("data: ") and kind == "state":
-                states.append(json.loads(line[6:])["state"])
-    return states
+        return [data["state"] for kind, data in parse_sse(stream.iter_lines()) if kind == "state"]
 
 
 class TcpProxy:
