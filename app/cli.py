@@ -52,8 +52,18 @@ def serve(
     try:
         uvicorn.run(create_app(), host=host, port=port, log_level="warning")
     finally:
-        worker.terminate()
-        worker.wait(timeout=30)
+        _stop(worker)
+
+
+def _stop(worker: subprocess.Popen[bytes], grace_seconds: float = 10) -> None:
+    """Stop the worker; a warm shutdown waits for the running job, so kill it after a grace
+    period — the job's lease expires and the next start runs it again, nothing is lost."""
+    worker.terminate()
+    try:
+        worker.wait(timeout=grace_seconds)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        worker.wait()
 
 
 def _announce_admin_key(configured: str) -> None:

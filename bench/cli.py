@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import json
+from enum import StrEnum
 from pathlib import Path
 
 import typer
 
 from workers.conceptworld.cli import JUDGE_PATH, MODEL_DIR
+
+
+class Precision(StrEnum):  # workers.engine.gpu.PRECISIONS, without importing torch
+    auto = "auto"
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+
 
 bench_app = typer.Typer(help="Benchmarks: commands that print numbers.", no_args_is_help=True)
 
@@ -26,6 +34,8 @@ def continual(
     per_concept: int = typer.Option(8, help="Generated images per concept per evaluation."),
     settings: str = typer.Option("", "--set", help="EraseConfig overrides: 'lr=1e-3,steps=80'."),
     reevaluate: bool = typer.Option(False, help="Evaluate steps found in --out again."),
+    precision: Precision = typer.Option(Precision.auto, help="auto: bf16 on CUDA and on AMX "
+                                        "CPUs; the autocast dtype of training and sampling."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Erase a sequence step by step from the same base with each method; measure every step."""
@@ -37,7 +47,8 @@ def continual(
     names = [m.strip() for m in methods.split(",") if m.strip()]
     result = run_benchmark(model, judge, names, concepts, out, seed=seed,
                            per_concept=per_concept, overrides=parse_overrides(settings),
-                           log=lambda line: typer.echo(line, err=True), reevaluate=reevaluate)
+                           log=lambda line: typer.echo(line, err=True), reevaluate=reevaluate,
+                           precision=precision.value)
     if as_json:
         typer.echo(json.dumps(result, indent=1))
     else:

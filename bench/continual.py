@@ -124,10 +124,10 @@ def run_method(name: str, model: LoadedModel, catalog: Catalog, evaluator: World
 def run_benchmark(model_dir: Path, judge_path: Path, methods: list[str], sequence: list[str],
                   out: Path, *, seed: int = 0, per_concept: int = 8,
                   overrides: dict[str, object] | None = None,
-                  log: Callable[[str], None] = print, reevaluate: bool = False
-                  ) -> dict[str, object]:
+                  log: Callable[[str], None] = print, reevaluate: bool = False,
+                  precision: str = "auto") -> dict[str, object]:
     torch.manual_seed(seed)
-    model = load_model(model_dir, device="cpu")
+    model = load_model(model_dir, device="cpu", precision=precision)
     catalog = load_catalog(model_dir)
     unknown = [c for c in sequence if c not in catalog]
     if unknown:
@@ -138,7 +138,8 @@ def run_benchmark(model_dir: Path, judge_path: Path, methods: list[str], sequenc
     result: dict[str, object] = {
         "base": {"model": str(model_dir), "per_concept": {c.name: base.rate(c.name)
                                                           for c in CATALOG},
-                 "quality": base_quality, "eval_seconds": base.seconds},
+                 "quality": base_quality, "eval_seconds": base.seconds,
+                 "autocast": str(model.autocast_dtype or "float32").removeprefix("torch.")},
         "sequence": sequence, "methods": {},
     }
     out.mkdir(parents=True, exist_ok=True)

@@ -86,6 +86,21 @@ def test_embedded_serve_completes_a_takedown(tmp_path: Path) -> None:
         proc.wait(timeout=30)
 
 
+def test_stopping_serve_kills_a_worker_that_is_still_busy() -> None:
+    """A warm shutdown waits for the running job; `lethe serve` must not leave it orphaned."""
+    from app.cli import _stop
+
+    busy = subprocess.Popen([sys.executable, "-c", "import signal, time; "
+                             "signal.signal(signal.SIGTERM, signal.SIG_IGN); print(flush=True); "
+                             "time.sleep(120)"], stdout=subprocess.PIPE)
+    assert busy.stdout is not None
+    busy.stdout.readline()  # SIGTERM is ignored from here on
+    clock = time.monotonic()
+    _stop(busy, grace_seconds=1)
+    assert busy.poll() is not None
+    assert time.monotonic() - clock < 10
+
+
 def follow_states(url: str, headers: dict[str, str], deadline: float) -> list[str]:
     """The state events of a live SSE stream, read until the server ends it."""
     with httpx.stream("GET", url, headers=headers, timeout=deadline) as stream:

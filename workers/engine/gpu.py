@@ -6,7 +6,7 @@ CPU tests and on a GPU worker.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
@@ -21,6 +21,33 @@ UNet = Any
 _ACTIVATION_VALUES_PER_PIXEL_PER_CHANNEL = 24
 _BYTES_PER_VALUE = 2
 _FREE_MEMORY_SHARE = 0.5  # leave room for the student, its gradients and optimizer state
+
+
+Precision = Literal["auto", "float32", "bfloat16"]
+PRECISIONS: tuple[Precision, ...] = ("auto", "float32", "bfloat16")
+
+
+def autocast_dtype_for(device: torch.device, precision: str = "auto") -> torch.dtype | None:
+    """The autocast dtype the engine runs under on `device`; None means plain float32.
+
+    "auto" picks bf16 where the hardware has bf16 matrix units: every CUDA GPU we target, and
+    CPUs with AMX-BF16 (Sapphire Rapids and later), where oneDNN runs the UNet's convolutions
+    and matmuls 1.5-2.3x faster. Elsewhere on CPU bf16 is emulated and slower: float32 stays.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be auto, float32 or bfloat16, not {precision!r}")
+    if precision == "float32":
+        return None
+    if precision == "bfloat16" or device.type == "cuda" or _cpu_has_bf16_matrix_units():
+        return torch.bfloat16
+    return None
+
+
+def _cpu_has_bf16_matrix_units() -> bool:
+    # torch exposes the check only privately; without it, assume emulated bf16 (float32 wins).
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    avx512_bf16 = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+    return bool(amx and avx512_bf16 and amx() and avx512_bf16())
 
 
 def prepare_unet(unet: UNet, device: torch.device) -> UNet:

@@ -15,7 +15,7 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-from workers.engine.gpu import prepare_unet
+from workers.engine.gpu import autocast_dtype_for, prepare_unet
 
 
 class ModelFolderError(ValueError):
@@ -65,8 +65,11 @@ def _component(folder: Path, name: str, required: bool = True) -> Path | None:
     return None
 
 
-def load_model(folder: Path | str, device: str | None = None) -> LoadedModel:
-    """Load every component of a local diffusers folder, in eval mode, with no hub access."""
+def load_model(folder: Path | str, device: str | None = None, precision: str = "auto"
+               ) -> LoadedModel:
+    """Load every component of a local diffusers folder, in eval mode, with no hub access.
+
+    Weights stay float32; `precision` picks the autocast dtype (`gpu.autocast_dtype_for`)."""
     folder = Path(folder)
     if not (folder / "model_index.json").is_file():
         raise ModelFolderError(f"{folder} has no model_index.json; pass a diffusers model folder")
@@ -87,7 +90,7 @@ def load_model(folder: Path | str, device: str | None = None) -> LoadedModel:
         tokenizer_2 = CLIPTokenizer.from_pretrained(str(_component(folder, "tokenizer_2")))
     model = LoadedModel(folder, unet, text_encoder, tokenizer, scheduler, dev, vae,
                         text_encoder_2, tokenizer_2,
-                        torch.bfloat16 if dev.type == "cuda" else None)
+                        autocast_dtype_for(dev, precision))
     settings = folder / "lethe.json"
     if settings.is_file():
         model.guidance = float(json.loads(settings.read_text()).get("guidance_scale", 7.5))

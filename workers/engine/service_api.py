@@ -16,6 +16,7 @@ from pathlib import Path
 from diffusers import UNet2DConditionModel
 from PIL import Image
 
+from app.settings import get_settings
 from workers.conceptworld.evaluate import GeneratedSet, WorldEvaluator
 from workers.engine.concepts import Catalog, ad_hoc_concept
 from workers.engine.concepts import load_catalog as read_catalog
@@ -65,7 +66,7 @@ class _Loaded:
 
 def _model(folder: Path) -> LoadedModel:
     if _Loaded.model is None or _Loaded.model.folder.resolve() != Path(folder).resolve():
-        _Loaded.model = load_model(folder)
+        _Loaded.model = load_model(folder, precision=get_settings().precision)
         _Loaded.base_unet = _Loaded.model.unet
         _Loaded.version_key, _Loaded.version_unet = None, None
         _Loaded.evaluator, _Loaded.parent_sets = None, {}

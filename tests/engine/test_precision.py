@@ -1,0 +1,41 @@
+"""Which autocast dtype the engine runs under, and how to override it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from workers.engine import gpu
+from workers.engine.gpu import autocast_dtype_for
+
+CPU, CUDA = torch.device("cpu"), torch.device("cuda")
+
+
+def test_explicit_precision_wins_on_every_device() -> None:
+    assert autocast_dtype_for(CPU, "float32") is None
+    assert autocast_dtype_for(CUDA, "float32") is None
+    assert autocast_dtype_for(CPU, "bfloat16") is torch.bfloat16
+
+
+def test_auto_is_bf16_on_cuda_and_on_cpus_with_bf16_matrix_units(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    assert autocast_dtype_for(CUDA) is torch.bfloat16
+    monkeypatch.setattr(gpu, "_cpu_has_bf16_matrix_units", lambda: True)
+    assert autocast_dtype_for(CPU) is torch.bfloat16
+    monkeypatch.setattr(gpu, "_cpu_has_bf16_matrix_units", lambda: False)
+    assert autocast_dtype_for(CPU) is None
+
+
+def test_an_unknown_precision_is_refused() -> None:
+    with pytest.raises(ValueError, match="auto, float32 or bfloat16, not 'fp8'"):
+        autocast_dtype_for(CPU, "fp8")
+
+
+def test_the_service_setting_reaches_the_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.settings import Settings
+
+    monkeypatch.setenv("LETHE_PRECISION", "float32")
+    assert Settings().precision == "float32"
+    monkeypatch.setenv("LETHE_PRECISION", "half")
+    with pytest.raises(ValueError, match="precision"):
+        Settings()
