@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,18 +39,26 @@ def free_port() -> int:
 
 
 @contextmanager
-def embedded_service(data_dir: Path, admin_key: str) -> Iterator[httpx.Client]:
-    """`lethe serve` on a free port, as a client authorised with `admin_key`; stopped after."""
+def embedded_service(data_dir: Path, admin_key: str, env: dict[str, str] | None = None
+                     ) -> Iterator[httpx.Client]:
+    """`lethe serve` on a free port, as a client authorised with `admin_key`; stopped after.
+    `env` adds `LETHE_*` settings; it must announce its URL on its first line of output."""
     port = free_port()
+    url = f"http://127.0.0.1:{port}"
     child_env = {k: v for k, v in os.environ.items() if not k.startswith("LETHE_")}
-    child_env.update(LETHE_CONCEPTWORLD_DIR=str(CONCEPTWORLD_DIR), LETHE_LOG_LEVEL="WARNING",
-                     LETHE_ADMIN_KEY=admin_key)
+    child_env.update({"LETHE_CONCEPTWORLD_DIR": str(CONCEPTWORLD_DIR),
+                      "LETHE_LOG_LEVEL": "WARNING", "LETHE_ADMIN_KEY": admin_key, **(env or {})})
     proc = subprocess.Popen(
         [sys.executable, "-c", "from lethe.cli import app; app()", "serve", "--port", str(port),
          "--data-dir", str(data_dir)], cwd=REPO_ROOT, env=child_env, start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30,
+        assert proc.stdout is not None
+        announced = proc.stdout.readline()
+        if url not in announced:
+            raise RuntimeError(f"lethe serve did not print its URL {url}: {announced!r}")
+        threading.Thread(target=proc.stdout.read, daemon=True).start()  # never let it block
+        with httpx.Client(base_url=url, timeout=30,
                           headers={"Authorization": f"Bearer {admin_key}"}) as client:
             wait_ready(client, proc)
             yield client
@@ -62,7 +71,7 @@ def embedded_service(data_dir: Path, admin_key: str) -> Iterator[httpx.Client]:
             proc.wait()
 
 
-def wait_ready(client: httpx.Client, proc: subprocess.Popen[bytes], timeout: float = 60
+def wait_ready(client: httpx.Client, proc: subprocess.Popen[str], timeout: float = 60
                ) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

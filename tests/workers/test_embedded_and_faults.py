@@ -22,9 +22,9 @@ from app.db.models import Base
 from app.db.session import reset_engine
 from app.main import create_app
 from app.settings import get_settings
-from bench.takedown import free_port
+from bench.takedown import embedded_service, free_port
 from tests.conftest import create_key_all, parse_sse
-from tests.service_env import PG, REPO, create_database, drop_database, make_conceptworld, migrate
+from tests.service_env import PG, create_database, drop_database, make_conceptworld, migrate
 
 CLAIMANT = {"name": "A", "email": "a@example.com"}
 TAKEDOWN = {"model": "conceptworld", "concept": "red tulip", "kind": "object",
@@ -48,42 +48,23 @@ def test_migrations_on_empty_postgres_match_models() -> None:
 
 
 def test_embedded_serve_completes_a_takedown(tmp_path: Path) -> None:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LETHE_")}
-    env.update(LETHE_CONCEPTWORLD_DIR=str(make_conceptworld(tmp_path)),
-               LETHE_ENGINE_MODULE="tests.stand_in_engine", LETHE_LOG_LEVEL="WARNING",
-               LETHE_ADMIN_KEY=EMBEDDED_ADMIN_KEY)
-    auth = {"Authorization": f"Bearer {EMBEDDED_ADMIN_KEY}"}
-    proc = subprocess.Popen(
-        [sys.executable, "-c", "from lethe.cli import app; app()", "serve", "--port", str(port),
-         "--data-dir", str(tmp_path / "data")], cwd=REPO, env=env, start_new_session=True,
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        assert proc.stdout is not None
-        assert base in proc.stdout.readline()
-        for _ in range(100):
-            try:
-                if httpx.get(f"{base}/readyz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
+    stand_in = {"LETHE_CONCEPTWORLD_DIR": str(make_conceptworld(tmp_path)),
+                "LETHE_ENGINE_MODULE": "tests.stand_in_engine"}
+    with embedded_service(tmp_path / "data", EMBEDDED_ADMIN_KEY, env=stand_in) as client:
+        base, auth = str(client.base_url).rstrip("/"), dict(client.headers)
         started = time.monotonic()
         assert httpx.post(f"{base}/v1/takedowns", json=TAKEDOWN).status_code == 401
-        td = httpx.post(f"{base}/v1/takedowns", json=TAKEDOWN, headers=auth).json()
+        td = client.post("/v1/takedowns", json=TAKEDOWN).json()
         # Follow the live stream while the worker writes (what `submit --follow` does): on SQLite
         # an open stream must not hold a lock that stops the worker or the stream's own reads.
-        states = follow_states(f"{base}/v1/takedowns/{td['id']}/events", auth, deadline=60)
+        states = follow_states(f"{base}/v1/takedowns/{td['id']}/events",
+                               {"Authorization": auth["authorization"]}, deadline=60)
         assert states == ["received", "queued", "running", "evaluating", "completed"]
-        td = httpx.get(f"{base}/v1/takedowns/{td['id']}", headers=auth).json()
+        td = client.get(f"/v1/takedowns/{td['id']}").json()
         assert td["state"] == "completed", td
         assert time.monotonic() - started < 60
-        versions = httpx.get(f"{base}/v1/models/conceptworld/versions", headers=auth).json()
+        versions = client.get("/v1/models/conceptworld/versions").json()
         assert [v["erased"] for v in versions] == [[], ["red tulip"]]
-    finally:
-        os.killpg(proc.pid, 15)
-        proc.wait(timeout=30)
 
 
 def test_stopping_serve_kills_a_worker_that_is_still_busy() -> None:
