@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -31,7 +34,7 @@ def test_an_unknown_precision_is_refused() -> None:
         autocast_dtype_for(CPU, "fp8")
 
 
-def test_the_service_setting_reaches_the_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_service_setting_is_validated(monkeypatch: pytest.MonkeyPatch) -> None:
     from app.settings import Settings
 
     monkeypatch.setenv("LETHE_PRECISION", "float32")
@@ -39,3 +42,27 @@ def test_the_service_setting_reaches_the_engine(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("LETHE_PRECISION", "half")
     with pytest.raises(ValueError, match="precision"):
         Settings()
+
+
+def test_the_service_setting_reaches_the_engine(monkeypatch: pytest.MonkeyPatch,
+                                                tmp_path: Path) -> None:
+    from app.settings import get_settings
+    from workers.engine import service_api
+
+    asked: list[str] = []
+
+    def fake_load(folder: Path, precision: str = "auto") -> SimpleNamespace:
+        asked.append(precision)
+        return SimpleNamespace(folder=Path(folder), unet=None)
+
+    monkeypatch.setattr(service_api, "load_model", fake_load)
+    for name in ("model", "base_unet", "version_key", "version_unet", "evaluator"):
+        monkeypatch.setattr(service_api._Loaded, name, None)
+    monkeypatch.setattr(service_api._Loaded, "parent_sets", {})
+    monkeypatch.setenv("LETHE_PRECISION", "float32")
+    get_settings.cache_clear()
+    try:
+        service_api._model(tmp_path)
+    finally:
+        get_settings.cache_clear()
+    assert asked == ["float32"]

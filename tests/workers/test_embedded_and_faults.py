@@ -51,14 +51,14 @@ def test_embedded_serve_completes_a_takedown(tmp_path: Path) -> None:
     stand_in = {"LETHE_CONCEPTWORLD_DIR": str(make_conceptworld(tmp_path)),
                 "LETHE_ENGINE_MODULE": "tests.stand_in_engine"}
     with embedded_service(tmp_path / "data", EMBEDDED_ADMIN_KEY, env=stand_in) as client:
-        base, auth = str(client.base_url).rstrip("/"), dict(client.headers)
+        base, auth = str(client.base_url).rstrip("/"), f"Bearer {EMBEDDED_ADMIN_KEY}"
         started = time.monotonic()
         assert httpx.post(f"{base}/v1/takedowns", json=TAKEDOWN).status_code == 401
         td = client.post("/v1/takedowns", json=TAKEDOWN).json()
         # Follow the live stream while the worker writes (what `submit --follow` does): on SQLite
         # an open stream must not hold a lock that stops the worker or the stream's own reads.
         states = follow_states(f"{base}/v1/takedowns/{td['id']}/events",
-                               {"Authorization": auth["authorization"]}, deadline=60)
+                               {"Authorization": auth}, deadline=60)
         assert states == ["received", "queued", "running", "evaluating", "completed"]
         td = client.get(f"/v1/takedowns/{td['id']}").json()
         assert td["state"] == "completed", td
