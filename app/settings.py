@@ -11,6 +11,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONCEPTWORLD_DIR = REPO_ROOT / "workers" / "conceptworld" / "shipped" / "model"
+# The engine's autocast choice (workers/engine/gpu.py); here so torch-free code can name it.
+Precision = Literal["auto", "float32", "bfloat16"]
 
 
 class Settings(BaseSettings):
@@ -29,7 +31,7 @@ class Settings(BaseSettings):
     worker_warm_up: bool = True
     # The engine's autocast dtype: "auto" = bf16 on CUDA and on CPUs with AMX-BF16, else float32
     # (workers/engine/gpu.py). Weights and versions stay float32 either way.
-    precision: Literal["auto", "float32", "bfloat16"] = "auto"
+    precision: Precision = "auto"
     # Builds a version's diffusers folder for export (worker side; torch).
     export_module: str = "workers.engine.export"
 

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import json
-from enum import StrEnum
 from pathlib import Path
+from typing import get_args
 
 import typer
 
+from app.settings import Precision
 from workers.conceptworld.cli import JUDGE_PATH, MODEL_DIR
 
 
-class Precision(StrEnum):  # workers.engine.gpu.PRECISIONS, without importing torch
-    auto = "auto"
-    float32 = "float32"
-    bfloat16 = "bfloat16"
+def _precision(value: str) -> str:
+    if value not in get_args(Precision):
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(get_args(Precision))}")
+    return value
 
 
 bench_app = typer.Typer(help="Benchmarks: commands that print numbers.", no_args_is_help=True)
@@ -34,8 +35,8 @@ def continual(
     per_concept: int = typer.Option(8, help="Generated images per concept per evaluation."),
     settings: str = typer.Option("", "--set", help="EraseConfig overrides: 'lr=1e-3,steps=80'."),
     reevaluate: bool = typer.Option(False, help="Evaluate steps found in --out again."),
-    precision: Precision = typer.Option(Precision.auto, help="auto: bf16 on CUDA and on AMX "
-                                        "CPUs; the autocast dtype of training and sampling."),
+    precision: str = typer.Option("auto", callback=_precision, help="auto, float32 or bfloat16 "
+                                  "(auto: bf16 on CUDA and AMX CPUs); training and sampling."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Erase a sequence step by step from the same base with each method; measure every step."""
@@ -48,7 +49,7 @@ def continual(
     result = run_benchmark(model, judge, names, concepts, out, seed=seed,
                            per_concept=per_concept, overrides=parse_overrides(settings),
                            log=lambda line: typer.echo(line, err=True), reevaluate=reevaluate,
-                           precision=precision.value)
+                           precision=precision)
     if as_json:
         typer.echo(json.dumps(result, indent=1))
     else:

@@ -6,10 +6,12 @@ CPU tests and on a GPU worker.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, get_args
 
 import torch
 from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+
+from app.settings import Precision
 
 # A diffusers UNet; typed loosely because mypy resolves diffusers' lazy top-level
 # names to their dummy placeholders, which the rest of the engine passes around.
@@ -23,10 +25,6 @@ _BYTES_PER_VALUE = 2
 _FREE_MEMORY_SHARE = 0.5  # leave room for the student, its gradients and optimizer state
 
 
-Precision = Literal["auto", "float32", "bfloat16"]
-PRECISIONS: tuple[Precision, ...] = ("auto", "float32", "bfloat16")
-
-
 def autocast_dtype_for(device: torch.device, precision: str = "auto") -> torch.dtype | None:
     """The autocast dtype the engine runs under on `device`; None means plain float32.
 
@@ -34,7 +32,7 @@ def autocast_dtype_for(device: torch.device, precision: str = "auto") -> torch.d
     CPUs with AMX-BF16 (Sapphire Rapids and later), where oneDNN runs the UNet's convolutions
     and matmuls 1.5-2.3x faster. Elsewhere on CPU bf16 is emulated and slower: float32 stays.
     """
-    if precision not in PRECISIONS:
+    if precision not in get_args(Precision):
         raise ValueError(f"precision must be auto, float32 or bfloat16, not {precision!r}")
     if precision == "float32":
         return None
