@@ -29,8 +29,8 @@ class Settings(BaseSettings):
     # A worker process loads the built-in model and its evaluation baseline when it starts,
     # so the first takedown does not pay for them.
     worker_warm_up: bool = True
-    # The engine's autocast dtype: "auto" = bf16 on CUDA and on CPUs with AMX-BF16, else float32
-    # (workers/engine/gpu.py). Weights and versions stay float32 either way.
+    # The engine's autocast dtype: "auto" = bf16 on CUDA and on CPUs with native bf16
+    # (AVX512-BF16), else float32 (workers/engine/gpu.py). Weights and versions stay float32.
     precision: Precision = "auto"
     # Builds a version's diffusers folder for export (worker side; torch).
     export_module: str = "workers.engine.export"

@@ -36,7 +36,8 @@ def continual(
     settings: str = typer.Option("", "--set", help="EraseConfig overrides: 'lr=1e-3,steps=80'."),
     reevaluate: bool = typer.Option(False, help="Evaluate steps found in --out again."),
     precision: str = typer.Option("auto", callback=_precision, help="auto, float32 or bfloat16 "
-                                  "(auto: bf16 on CUDA and AMX CPUs); training and sampling."),
+                                  "(auto: bf16 on CUDA and AVX512-BF16 CPUs); training and "
+                                  "sampling."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Erase a sequence step by step from the same base with each method; measure every step."""

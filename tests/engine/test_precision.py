@@ -20,12 +20,12 @@ def test_explicit_precision_wins_on_every_device() -> None:
     assert autocast_dtype_for(CPU, "bfloat16") is torch.bfloat16
 
 
-def test_auto_is_bf16_on_cuda_and_on_cpus_with_bf16_matrix_units(
+def test_auto_is_bf16_on_cuda_and_on_cpus_with_native_bf16(
         monkeypatch: pytest.MonkeyPatch) -> None:
     assert autocast_dtype_for(CUDA) is torch.bfloat16
-    monkeypatch.setattr(gpu, "_cpu_has_bf16_matrix_units", lambda: True)
+    monkeypatch.setattr(gpu, "_cpu_has_native_bf16", lambda: True)
     assert autocast_dtype_for(CPU) is torch.bfloat16
-    monkeypatch.setattr(gpu, "_cpu_has_bf16_matrix_units", lambda: False)
+    monkeypatch.setattr(gpu, "_cpu_has_native_bf16", lambda: False)
     assert autocast_dtype_for(CPU) is None
 
 

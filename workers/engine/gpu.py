@@ -28,24 +28,25 @@ _FREE_MEMORY_SHARE = 0.5  # leave room for the student, its gradients and optimi
 def autocast_dtype_for(device: torch.device, precision: str = "auto") -> torch.dtype | None:
     """The autocast dtype the engine runs under on `device`; None means plain float32.
 
-    "auto" picks bf16 where the hardware has bf16 matrix units: every CUDA GPU we target, and
-    CPUs with AMX-BF16 (Sapphire Rapids and later), where oneDNN runs the UNet's convolutions
-    and matmuls 1.5-2.3x faster. Elsewhere on CPU bf16 is emulated and slower: float32 stays.
+    "auto" picks bf16 where the hardware computes in bf16 natively: every CUDA GPU we target,
+    and CPUs with AVX512-BF16 dot products (AMD Zen 4 and later, Intel Cooper Lake and later,
+    including every AMX-BF16 part), where oneDNN runs the UNet's convolutions and matmuls
+    1.5-2.3x faster (EPYC Zen 4: forward + backward 0.41 -> 0.23 s; Xeon with AMX: 0.45 ->
+    0.29 s). Elsewhere on CPU bf16 is emulated and slower: float32 stays.
     """
     if precision not in get_args(Precision):
         raise ValueError(f"precision must be auto, float32 or bfloat16, not {precision!r}")
     if precision == "float32":
         return None
-    if precision == "bfloat16" or device.type == "cuda" or _cpu_has_bf16_matrix_units():
+    if precision == "bfloat16" or device.type == "cuda" or _cpu_has_native_bf16():
         return torch.bfloat16
     return None
 
 
-def _cpu_has_bf16_matrix_units() -> bool:
+def _cpu_has_native_bf16() -> bool:
     # torch exposes the check only privately; without it, assume emulated bf16 (float32 wins).
-    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
     avx512_bf16 = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
-    return bool(amx and avx512_bf16 and amx() and avx512_bf16())
+    return bool(avx512_bf16 and avx512_bf16())
 
 
 def prepare_unet(unet: UNet, device: torch.device) -> UNet:
