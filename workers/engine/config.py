@@ -28,6 +28,21 @@ class EraseConfig:
     retain_k: int = 16               # LACU's K_retain for ranking retain concepts
     global_replay_prompts: int = 30  # DFR v1's random unrelated replay, scaled to our catalog
     erasure_memory: bool = True      # beyond the paper: earlier erasures stay distilled, no relapse
+    # Measured alternatives to the defaults below, none kept (bench/results/<folder>/):
+    # - memory_targets="mapping": the memory re-applies each earlier forget prompt -> target map
+    #   (targets re-selected against everything erased since) instead of distilling the erased
+    #   prompt's own prediction; with preserve_base_share=1: related retention 0.750 at step 5,
+    #   blip back at step 6 (mapping-memory/).
+    # - preserve_base_share=1: replay (and mapped memory) targets from the base model, not the
+    #   previous version, so kept concepts do not inherit each step's drift: related 1.000,
+    #   general 1.000, quality 1.15 vs base 1.21 at step 10, but earlier erasures relapse
+    #   (replay-from-base/). Between 0 and 1: the teacher moved that share of the way.
+    # - lambda_memory_pin>0: earlier erased prompts' cross-attention K/V held to the teacher's
+    #   (workers/engine/pin.py), with preserve_base_share=1: "outlined" no longer erased at its own
+    #   step (0.25), quality 2.07 vs 1.12 at step 5 (kv-pin/).
+    memory_targets: Literal["mapping", "self"] = "self"
+    preserve_base_share: float = 0.0
+    lambda_memory_pin: float = 0.0
     # --- objective
     # Scale reference. 3.0 (tuned at guidance 3) erased as well but cost related retention
     # (0.854 vs 0.958 after 4 steps of the default sequence, bench runs of 2026-11-28).
@@ -82,9 +97,10 @@ def method_config(method: str, **overrides: object) -> EraseConfig:
         "esd": {"replay": "none", "lambda_reg": 0.0, "erasure_memory": False,
                 "lambda_preserve": 0.0, "select_targets": False,
                 "unlearn_on_target_rollouts": False},
-        # DFR (v1): a fixed context-preserving rewrite, global random replay, ℓ2, no memory.
+        # DFR (v1): a fixed context-preserving rewrite, global random replay distilled from
+        # the previous version, ℓ2, no memory.
         "dfr": {"select_targets": False, "replay": "global", "erasure_memory": False,
-                "unlearn_on_target_rollouts": False},
+                "unlearn_on_target_rollouts": False, "preserve_base_share": 0.0},
         # UCE: closed form on cross-attention K/V; preserves the replay set's embeddings.
         "uce": {"trainable": "attn2-kv", "select_targets": False, "replay": "global",
                 "erasure_memory": False},
