@@ -28,21 +28,14 @@ class EraseConfig:
     retain_k: int = 16               # LACU's K_retain for ranking retain concepts
     global_replay_prompts: int = 30  # DFR v1's random unrelated replay, scaled to our catalog
     erasure_memory: bool = True      # beyond the paper: earlier erasures stay distilled, no relapse
-    # Measured alternatives to the defaults below, none kept (bench/results/<folder>/):
-    # - memory_targets="mapping": the memory re-applies each earlier forget prompt -> target map
-    #   (targets re-selected against everything erased since) instead of distilling the erased
-    #   prompt's own prediction; with preserve_base_share=1: related retention 0.750 at step 5,
-    #   blip back at step 6 (mapping-memory/).
-    # - preserve_base_share=1: replay (and mapped memory) targets from the base model, not the
-    #   previous version, so kept concepts do not inherit each step's drift: related 1.000,
-    #   general 1.000, quality 1.15 vs base 1.21 at step 10, but earlier erasures relapse
-    #   (replay-from-base/). Between 0 and 1: the teacher moved that share of the way.
-    # - lambda_memory_pin>0: earlier erased prompts' cross-attention K/V held to the teacher's
-    #   (workers/engine/pin.py), with preserve_base_share=1: "outlined" no longer erased at its own
-    #   step (0.25), quality 2.07 vs 1.12 at step 5 (kv-pin/).
-    memory_targets: Literal["mapping", "self"] = "self"
+    # Replay targets from the teacher moved this share of the way to the base model (1: from the
+    # base). Kept concepts then inherit less of every earlier step's drift, but the pull back
+    # reaches the erased concepts through the shared K/V: at 1 related 1.000, general 1.000,
+    # quality 1.15 vs base 1.21 at step 10, and earlier erasures relapse (worst 0.5, held-out
+    # 0.75; bench/results/replay-from-base/). Measured and removed since, patches kept in
+    # bench/results/: the memory re-applying earlier mappings (mapping-memory/) and a pin on
+    # erased prompts' K/V (kv-pin/, kv-pin-concept/).
     preserve_base_share: float = 0.0
-    lambda_memory_pin: float = 0.0
     # --- objective
     # Scale reference. 3.0 (tuned at guidance 3) erased as well but cost related retention
     # (0.854 vs 0.958 after 4 steps of the default sequence, bench runs of 2026-11-28).

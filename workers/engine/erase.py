@@ -22,7 +22,6 @@ from workers.engine.config import EraseConfig
 from workers.engine.gpu import compile_unet
 from workers.engine.loading import LoadedModel
 from workers.engine.losses import esd_target, l2_pull, preserve_loss, unlearn_loss
-from workers.engine.pin import KeyValuePin, concept_onward
 from workers.engine.progress import Cancelled, ProgressEvent
 from workers.engine.replay import ReplaySet, global_replay_set, local_replay_set
 from workers.engine.rollouts import RolloutCache
@@ -49,14 +48,10 @@ class ForgetRequest:
 class StepPlan:
     mappings: list[MappingChoice]
     replay: ReplaySet
-    memory: list[MappingChoice]  # earlier erasures' prompts and what each must answer now
+    memory_prompts: list[str]
 
     def targets(self) -> dict[str, str]:
         return {m.forget_prompt: m.target for m in self.mappings}
-
-    @property
-    def memory_prompts(self) -> list[str]:
-        return [m.forget_prompt for m in self.memory]
 
 
 @dataclass
@@ -94,20 +89,8 @@ def plan_step(model: LoadedModel, unet: UNet2DConditionModel, requests: list[For
                                    seed=cfg.seed + 43)
     else:
         replay = ReplaySet({c.name: [] for c in forget}, [])
-    memory = (_memory(model, unet, erased_before, catalog, banned, cfg)
-              if cfg.erasure_memory else [])
+    memory = ([p for c in erased_before for p in c.prompts] if cfg.erasure_memory else [])
     return StepPlan(mappings, replay, memory)
-
-
-def _memory(model: LoadedModel, unet: UNet2DConditionModel, erased_before: list[CatalogConcept],
-            catalog: Catalog, banned: set[str], cfg: EraseConfig) -> list[MappingChoice]:
-    """Each earlier erased prompt with its target, selected again under the current version so
-    that no target names a concept erased since ("self": the prompt keeps its own answer)."""
-    if cfg.memory_targets == "self":
-        return [MappingChoice(p, p, 0.0, 1) for c in erased_before for p in c.prompts]
-    return [m for c in erased_before
-            for m in select_mapping_targets(model, c, list(c.prompts), catalog, banned,
-                                            k=cfg.map_k, seed=cfg.seed + 44, unet=unet)]
 
 
 def erase(model: LoadedModel, unet: UNet2DConditionModel, requests: list[ForgetRequest],
@@ -139,7 +122,6 @@ def erase(model: LoadedModel, unet: UNet2DConditionModel, requests: list[ForgetR
     if cfg.compile_student:
         compile_unet(student)
     params = mark_trainable(student, cfg.trainable)
-    pin = _memory_pin(model, student, teacher, plan, requests, erased_before, catalog, cfg)
     reference = [p.detach().clone() for p in params]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     cache = RolloutCache(model, teacher, steps=cfg.rollout_steps, guidance=cfg.rollout_guidance,
@@ -148,7 +130,7 @@ def erase(model: LoadedModel, unet: UNet2DConditionModel, requests: list[ForgetR
     clock = time.perf_counter()
     targets = [m.target for m in plan.mappings] if cfg.unlearn_on_target_rollouts else []
     cache.prepare([m.forget_prompt for m in plan.mappings] + targets + plan.replay.prompts
-                  + [p for m in plan.memory for p in (m.forget_prompt, m.target)])
+                  + plan.memory_prompts)
     seconds["rollouts"] = time.perf_counter() - clock
 
     rng = random.Random(cfg.seed)
@@ -162,12 +144,12 @@ def erase(model: LoadedModel, unet: UNet2DConditionModel, requests: list[ForgetR
         forget = [rng.choice(plan.mappings) for _ in range(cfg.batch_forget)]
         n_memory = _memory_slots(plan, cfg)
         keep = _preserve_batch(plan, n_memory, cfg, rng)
-        # where each sample's x_0 comes from: its own rollouts, or (every other mapped one) its
-        # target's, since sampling an erased prompt walks toward the target's images
+        forget_prompts = [m.forget_prompt for m in forget]
+        # where each forget sample's x_0 comes from: its own rollouts, or its target's
         sources = [m.target if cfg.unlearn_on_target_rollouts and j % 2 else m.forget_prompt
-                   for j, m in enumerate(forget + keep)]
+                   for j, m in enumerate(forget)]
 
-        x0 = cache.sample(sources, gen).to(model.device)
+        x0 = cache.sample(sources + keep, gen).to(model.device)
         t = torch.cat([torch.randint(0, cfg.t_max_unlearn + 1, (len(forget),), generator=gen),
                        torch.randint(0, num_t, (len(keep),), generator=gen)]).to(model.device)
         noise = torch.randn(x0.shape, generator=gen).to(model.device)
@@ -176,18 +158,16 @@ def erase(model: LoadedModel, unet: UNet2DConditionModel, requests: list[ForgetR
         with torch.no_grad(), autocast_for(model):
             target_eps = _reference_eps(model, teacher, x_t, t, forget, keep, n_memory, cfg)
         with autocast_for(model):
-            student_eps = predict_noise(student, x_t, t, encode_prompts(
-                model, [m.forget_prompt for m in forget + keep]))
+            student_eps = predict_noise(student, x_t, t, encode_prompts(model,
+                                                                        forget_prompts + keep))
         n = len(forget)
         terms = {"unlearn": unlearn_loss(student_eps[:n], target_eps[:n])}
         if keep and cfg.lambda_preserve > 0:
             terms["preserve"] = preserve_loss(student_eps[n:], target_eps[n:])
         if cfg.lambda_reg > 0:
             terms["l2"] = l2_pull(params, reference)
-        if pin is not None:
-            terms["memory_pin"] = pin.loss()
         weights = {"unlearn": cfg.lambda_unlearn, "preserve": cfg.lambda_preserve,
-                   "l2": cfg.lambda_reg, "memory_pin": cfg.lambda_memory_pin}
+                   "l2": cfg.lambda_reg}
         loss = sum(weights[k] * v for k, v in terms.items())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[union-attr]
@@ -204,59 +184,42 @@ def erase(model: LoadedModel, unet: UNet2DConditionModel, requests: list[ForgetR
     return student, StepReport(plan, seconds, losses, cache.generated)
 
 
-def _memory_pin(model: LoadedModel, student: UNet2DConditionModel,
-                teacher: UNet2DConditionModel, plan: StepPlan, requests: list[ForgetRequest],
-                erased_before: list[CatalogConcept], catalog: Catalog, cfg: EraseConfig
-                ) -> KeyValuePin | None:
-    """The K/V pin over earlier erased prompts, except those naming a concept erased now (their
-    keys and values must change with this step)."""
-    if cfg.lambda_memory_pin <= 0 or not plan.memory:
-        return None
-    now = {r.concept.name for r in requests}
-    prompts = [p for p in dict.fromkeys(plan.memory_prompts) if not catalog.mentions(p, now)]
-    if not prompts:
-        return None
-    held = concept_onward(model.tokenizer, prompts, erased_before)
-    return KeyValuePin(student, teacher, encode_prompts(model, prompts).hidden, held)
-
-
 def _memory_slots(plan: StepPlan, cfg: EraseConfig) -> int:
     """Preserve-batch slots for the erasure memory: a third, or all of it without replay."""
-    if cfg.lambda_preserve <= 0 or not plan.memory:
+    if cfg.lambda_preserve <= 0 or not plan.memory_prompts:
         return 0
     return cfg.batch_preserve if not plan.replay.prompts else cfg.batch_preserve // 3
 
 
 def _preserve_batch(plan: StepPlan, n_memory: int, cfg: EraseConfig, rng: random.Random
-                    ) -> list[MappingChoice]:
-    """Memory mappings first, then replay prompts (each mapped to itself)."""
-    replay = plan.replay.prompts
-    if cfg.lambda_preserve <= 0 or not (replay or plan.memory):
+                    ) -> list[str]:
+    """Memory prompts first, then replay prompts."""
+    replay, memory = plan.replay.prompts, plan.memory_prompts
+    if cfg.lambda_preserve <= 0 or not (replay or memory):
         return []
-    batch = [rng.choice(plan.memory) for _ in range(n_memory)]
-    return batch + [MappingChoice(p, p, 0.0, 1)
-                    for p in (rng.choice(replay) for _ in range(cfg.batch_preserve - n_memory))]
+    batch = [rng.choice(memory) for _ in range(n_memory)]
+    return batch + [rng.choice(replay) for _ in range(cfg.batch_preserve - n_memory)]
 
 
 def _reference_eps(model: LoadedModel, teacher: UNet2DConditionModel, x_t: torch.Tensor,
-                   t: torch.Tensor, forget: list[MappingChoice], keep: list[MappingChoice],
+                   t: torch.Tensor, forget: list[MappingChoice], keep: list[str],
                    n_memory: int, cfg: EraseConfig) -> torch.Tensor:
     """What the student must predict: the teacher on the forget targets (ESD: its negatively
-    guided prediction) and on the memory's own prompts; on replay (and mapped memory) targets
-    the teacher moved `preserve_base_share` of the way to the base model."""
+    guided prediction) and on the memory prompts; on the replay prompts the teacher moved
+    `preserve_base_share` of the way to the base model."""
     n = len(forget)
-    prompts = [m.target for m in forget + keep]
     if cfg.method == "esd":
+        prompts = [m.forget_prompt for m in forget] + [""] * n + keep
         both = predict_noise(teacher, torch.cat([x_t[:n], x_t]), torch.cat([t[:n], t]),
-                             encode_prompts(model, [m.forget_prompt for m in forget]
-                                            + [""] * n + prompts[n:]))
+                             encode_prompts(model, prompts))
         eps = torch.cat([esd_target(both[n:2 * n], both[:n], cfg.esd_eta), both[2 * n:]])
     else:
+        prompts = [m.target for m in forget] + keep
         eps = predict_noise(teacher, x_t, t, encode_prompts(model, prompts))
-    start = n + (n_memory if cfg.memory_targets == "self" else 0)
+    start = n + n_memory
     share = cfg.preserve_base_share
     if share > 0 and start < len(eps) and model.unet is not teacher:
         base = predict_noise(model.unet, x_t[start:], t[start:],
-                             encode_prompts(model, prompts[start:]))
+                             encode_prompts(model, keep[n_memory:]))
         eps = torch.cat([eps[:start], eps[start:] + share * (base - eps[start:])])
     return eps

@@ -1,0 +1,63 @@
+"""What the student must answer for the prompts it keeps: memory from the teacher, replay from
+the teacher moved a configured share of the way to the base model."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from workers.engine.conditioning import encode_prompts
+from workers.engine.config import method_config
+from workers.engine.erase import _reference_eps
+from workers.engine.loading import LoadedModel
+from workers.engine.sampling import predict_noise
+from workers.engine.targets import MappingChoice
+
+
+def _eps(model: LoadedModel, unet: object, x_t: torch.Tensor, t: torch.Tensor,
+         prompts: list[str]) -> torch.Tensor:
+    with torch.no_grad():
+        return predict_noise(unet, x_t, t, encode_prompts(model, prompts))  # type: ignore[arg-type]
+
+
+def test_replay_moves_to_the_base_by_its_share_and_the_rest_answers_like_the_teacher(
+        tiny_model: LoadedModel) -> None:
+    torch.manual_seed(0)
+    teacher = copy.deepcopy(tiny_model.unet)
+    with torch.no_grad():
+        for p in teacher.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    forget = [MappingChoice("a red star", "a red diamond", 0.0, 1)]
+    keep = ["blip", "a red circle"]  # one memory prompt (an erased concept), one replay prompt
+    x_t = torch.randn(3, 3, 8, 8)
+    t = torch.tensor([10, 500, 900])
+    prompts = ["a red diamond", *keep]
+    on_base = _eps(tiny_model, tiny_model.unet, x_t, t, prompts)
+    on_teacher = _eps(tiny_model, teacher, x_t, t, prompts)
+    assert not torch.allclose(on_base, on_teacher)
+
+    def reference(share: float) -> torch.Tensor:
+        with torch.no_grad():
+            return _reference_eps(tiny_model, teacher, x_t, t, forget, keep, 1,
+                                  method_config("lacu", preserve_base_share=share))
+
+    assert torch.allclose(reference(0.0), on_teacher, atol=1e-5)
+    for share in (0.5, 1.0):
+        moved = reference(share)
+        assert torch.allclose(moved[:2], on_teacher[:2], atol=1e-5)
+        expected = on_teacher[2:] + share * (on_base[2:] - on_teacher[2:])
+        assert torch.allclose(moved[2:], expected, atol=1e-5), share
+
+
+def test_esd_targets_keep_negative_guidance_with_replay(tiny_model: LoadedModel) -> None:
+    forget = [MappingChoice("a red star", "", 0.0, 1)]
+    x_t, t = torch.randn(2, 3, 8, 8), torch.tensor([300, 700])
+    cfg = method_config("esd", esd_eta=1.0)
+    with torch.no_grad():
+        eps = _reference_eps(tiny_model, tiny_model.unet, x_t, t, forget, ["a red circle"], 0, cfg)
+    concept = _eps(tiny_model, tiny_model.unet, x_t[:1], t[:1], ["a red star"])
+    uncond = _eps(tiny_model, tiny_model.unet, x_t[:1], t[:1], [""])
+    kept = _eps(tiny_model, tiny_model.unet, x_t[1:], t[1:], ["a red circle"])
+    assert torch.allclose(eps[:1], uncond - (concept - uncond), atol=1e-5)
+    assert torch.allclose(eps[1:], kept, atol=1e-5)
