@@ -29,6 +29,16 @@ def test_auto_is_bf16_on_cuda_and_on_cpus_with_native_bf16(
     assert autocast_dtype_for(CPU) is None
 
 
+def test_avx512_bf16_alone_counts_as_native_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    assert gpu._cpu_has_native_bf16()  # AMD Zen 4: bf16 dot products, no AMX
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    assert not gpu._cpu_has_native_bf16()
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported", raising=False)
+    assert not gpu._cpu_has_native_bf16()  # an older torch without the check: float32
+
+
 def test_an_unknown_precision_is_refused() -> None:
     with pytest.raises(ValueError, match="auto, float32 or bfloat16, not 'fp8'"):
         autocast_dtype_for(CPU, "fp8")

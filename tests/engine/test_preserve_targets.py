@@ -4,21 +4,25 @@ the teacher moved a configured share of the way to the base model."""
 from __future__ import annotations
 
 import copy
+import random
 
+import pytest
 import torch
+from diffusers import UNet2DConditionModel
 
 from workers.engine.conditioning import encode_prompts
 from workers.engine.config import method_config
-from workers.engine.erase import _reference_eps
+from workers.engine.erase import StepPlan, _memory_slots, _preserve_batch, _reference_eps
 from workers.engine.loading import LoadedModel
+from workers.engine.replay import ReplaySet
 from workers.engine.sampling import predict_noise
 from workers.engine.targets import MappingChoice
 
 
-def _eps(model: LoadedModel, unet: object, x_t: torch.Tensor, t: torch.Tensor,
+def _eps(model: LoadedModel, unet: UNet2DConditionModel, x_t: torch.Tensor, t: torch.Tensor,
          prompts: list[str]) -> torch.Tensor:
     with torch.no_grad():
-        return predict_noise(unet, x_t, t, encode_prompts(model, prompts))  # type: ignore[arg-type]
+        return predict_noise(unet, x_t, t, encode_prompts(model, prompts))
 
 
 def test_replay_moves_to_the_base_by_its_share_and_the_rest_answers_like_the_teacher(
@@ -35,7 +39,8 @@ def test_replay_moves_to_the_base_by_its_share_and_the_rest_answers_like_the_tea
     prompts = ["a red diamond", *keep]
     on_base = _eps(tiny_model, tiny_model.unet, x_t, t, prompts)
     on_teacher = _eps(tiny_model, teacher, x_t, t, prompts)
-    assert not torch.allclose(on_base, on_teacher)
+    for rows in (slice(1, 2), slice(2, 3)):  # memory and replay: the two models disagree
+        assert not torch.allclose(on_base[rows], on_teacher[rows])
 
     def reference(share: float) -> torch.Tensor:
         with torch.no_grad():
@@ -53,11 +58,34 @@ def test_replay_moves_to_the_base_by_its_share_and_the_rest_answers_like_the_tea
 def test_esd_targets_keep_negative_guidance_with_replay(tiny_model: LoadedModel) -> None:
     forget = [MappingChoice("a red star", "", 0.0, 1)]
     x_t, t = torch.randn(2, 3, 8, 8), torch.tensor([300, 700])
-    cfg = method_config("esd", esd_eta=1.0)
+    cfg = method_config("esd", esd_eta=0.5)
     with torch.no_grad():
         eps = _reference_eps(tiny_model, tiny_model.unet, x_t, t, forget, ["a red circle"], 0, cfg)
     concept = _eps(tiny_model, tiny_model.unet, x_t[:1], t[:1], ["a red star"])
     uncond = _eps(tiny_model, tiny_model.unet, x_t[:1], t[:1], [""])
     kept = _eps(tiny_model, tiny_model.unet, x_t[1:], t[1:], ["a red circle"])
-    assert torch.allclose(eps[:1], uncond - (concept - uncond), atol=1e-5)
+    assert not torch.allclose(concept, uncond)
+    assert torch.allclose(eps[:1], uncond - 0.5 * (concept - uncond), atol=1e-5)
     assert torch.allclose(eps[1:], kept, atol=1e-5)
+
+
+@pytest.mark.parametrize(("memory", "replay", "lambda_preserve", "slots"), [
+    (["blip"], ["a red circle"], 2.0, 8),   # a third of the 24 preserve slots
+    (["blip"], [], 2.0, 24),                # no replay: all of them
+    ([], ["a red circle"], 2.0, 0),
+    (["blip"], ["a red circle"], 0.0, 0),   # nothing preserved at all
+])
+def test_memory_gets_a_third_of_the_preserve_batch(memory: list[str], replay: list[str],
+                                                    lambda_preserve: float, slots: int) -> None:
+    plan = StepPlan([], ReplaySet({}, replay), memory)
+    cfg = method_config("lacu", lambda_preserve=lambda_preserve)
+    assert _memory_slots(plan, cfg) == slots
+    keep = _preserve_batch(plan, slots, cfg, random.Random(0))
+    assert keep[:slots] == memory * slots
+    assert set(keep[slots:]) <= set(replay)
+    assert len(keep) == (cfg.batch_preserve if lambda_preserve > 0 else 0)
+
+
+def test_a_share_outside_zero_to_one_is_refused() -> None:
+    with pytest.raises(ValueError, match="within \\[0, 1\\], not 1.5"):
+        method_config("lacu", preserve_base_share=1.5)

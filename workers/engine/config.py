@@ -28,13 +28,10 @@ class EraseConfig:
     retain_k: int = 16               # LACU's K_retain for ranking retain concepts
     global_replay_prompts: int = 30  # DFR v1's random unrelated replay, scaled to our catalog
     erasure_memory: bool = True      # beyond the paper: earlier erasures stay distilled, no relapse
-    # Replay targets from the teacher moved this share of the way to the base model (1: from the
-    # base). Kept concepts then inherit less of every earlier step's drift, but the pull back
-    # reaches the erased concepts through the shared K/V: at 1 related 1.000, general 1.000,
-    # quality 1.15 vs base 1.21 at step 10, and earlier erasures relapse (worst 0.5, held-out
-    # 0.75; bench/results/replay-from-base/). Measured and removed since, patches kept in
-    # bench/results/: the memory re-applying earlier mappings (mapping-memory/) and a pin on
-    # erased prompts' K/V (kv-pin/, kv-pin-concept/).
+    # Replay targets: the teacher moved this share of the way to the base model. 0, because the
+    # pull back to the base reaches the erased concepts through the shared K/V: at 1 retention
+    # and quality meet the step-10 bar but earlier erasures relapse (worst forget 0.5, held-out
+    # 0.75: bench/results/replay-from-base/); at 0.5 zorbo is back at step 5 (replay-half-base/).
     preserve_base_share: float = 0.0
     # --- objective
     # Scale reference. 3.0 (tuned at guidance 3) erased as well but cost related retention
@@ -71,6 +68,11 @@ class EraseConfig:
     uce_preserve_scale: float = 1.0  # UCE λ on preserved embeddings
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.preserve_base_share <= 1.0:
+            raise ValueError(f"preserve_base_share must be within [0, 1], not "
+                             f"{self.preserve_base_share}")
+
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
 
@@ -90,8 +92,8 @@ def method_config(method: str, **overrides: object) -> EraseConfig:
         "esd": {"replay": "none", "lambda_reg": 0.0, "erasure_memory": False,
                 "lambda_preserve": 0.0, "select_targets": False,
                 "unlearn_on_target_rollouts": False},
-        # DFR (v1): a fixed context-preserving rewrite, global random replay distilled from
-        # the previous version, ℓ2, no memory.
+        # DFR (v1): a fixed context-preserving rewrite, global random replay, ℓ2, no memory;
+        # replay distilled from the previous version whatever LACU's default share.
         "dfr": {"select_targets": False, "replay": "global", "erasure_memory": False,
                 "unlearn_on_target_rollouts": False, "preserve_base_share": 0.0},
         # UCE: closed form on cross-attention K/V; preserves the replay set's embeddings.

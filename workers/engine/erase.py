@@ -137,12 +137,12 @@ def erase(model: LoadedModel, unet: UNet2DConditionModel, requests: list[ForgetR
     gen = torch.Generator().manual_seed(cfg.seed)
     num_t = model.scheduler.config.num_train_timesteps
     losses: dict[str, float] = {}
+    n_memory = _memory_slots(plan, cfg)
     clock = time.perf_counter()
     for step in range(cfg.steps):
         if stop():
             raise Cancelled(f"stopped at training step {step} of {cfg.steps}")
         forget = [rng.choice(plan.mappings) for _ in range(cfg.batch_forget)]
-        n_memory = _memory_slots(plan, cfg)
         keep = _preserve_batch(plan, n_memory, cfg, rng)
         forget_prompts = [m.forget_prompt for m in forget]
         # where each forget sample's x_0 comes from: its own rollouts, or its target's
@@ -193,7 +193,7 @@ def _memory_slots(plan: StepPlan, cfg: EraseConfig) -> int:
 
 def _preserve_batch(plan: StepPlan, n_memory: int, cfg: EraseConfig, rng: random.Random
                     ) -> list[str]:
-    """Memory prompts first, then replay prompts."""
+    """`n_memory` memory prompts first: `_reference_eps` treats `keep[n_memory:]` as replay."""
     replay, memory = plan.replay.prompts, plan.memory_prompts
     if cfg.lambda_preserve <= 0 or not (replay or memory):
         return []
@@ -204,15 +204,16 @@ def _preserve_batch(plan: StepPlan, n_memory: int, cfg: EraseConfig, rng: random
 def _reference_eps(model: LoadedModel, teacher: UNet2DConditionModel, x_t: torch.Tensor,
                    t: torch.Tensor, forget: list[MappingChoice], keep: list[str],
                    n_memory: int, cfg: EraseConfig) -> torch.Tensor:
-    """What the student must predict: the teacher on the forget targets (ESD: its negatively
-    guided prediction) and on the memory prompts; on the replay prompts the teacher moved
-    `preserve_base_share` of the way to the base model."""
+    """What the student must predict: ε_T on the forget targets (ESD: its negatively guided
+    prediction) and on the memory prompts; on the replay prompts ε_T + s·(ε_base − ε_T),
+    s = `preserve_base_share`."""
     n = len(forget)
     if cfg.method == "esd":
         prompts = [m.forget_prompt for m in forget] + [""] * n + keep
-        both = predict_noise(teacher, torch.cat([x_t[:n], x_t]), torch.cat([t[:n], t]),
-                             encode_prompts(model, prompts))
-        eps = torch.cat([esd_target(both[n:2 * n], both[:n], cfg.esd_eta), both[2 * n:]])
+        teacher_eps = predict_noise(teacher, torch.cat([x_t[:n], x_t]), torch.cat([t[:n], t]),
+                                    encode_prompts(model, prompts))
+        eps = torch.cat([esd_target(teacher_eps[n:2 * n], teacher_eps[:n], cfg.esd_eta),
+                         teacher_eps[2 * n:]])
     else:
         prompts = [m.target for m in forget] + keep
         eps = predict_noise(teacher, x_t, t, encode_prompts(model, prompts))

@@ -29,10 +29,10 @@ def autocast_dtype_for(device: torch.device, precision: str = "auto") -> torch.d
     """The autocast dtype the engine runs under on `device`; None means plain float32.
 
     "auto" picks bf16 where the hardware computes in bf16 natively: every CUDA GPU we target,
-    and CPUs with AVX512-BF16 dot products (AMD Zen 4 and later, Intel Cooper Lake and later,
-    including every AMX-BF16 part), where oneDNN runs the UNet's convolutions and matmuls
-    1.5-2.3x faster (EPYC Zen 4: forward + backward 0.41 -> 0.23 s; Xeon with AMX: 0.45 ->
-    0.29 s). Elsewhere on CPU bf16 is emulated and slower: float32 stays.
+    and CPUs with AVX512-BF16 dot products (AMD Zen 4 and later; Intel Cooper Lake, and
+    Sapphire Rapids onwards: every AMX-BF16 part), where oneDNN runs the UNet's convolutions
+    and matmuls 1.5-2.3x faster (EPYC Zen 4: forward + backward 0.41 -> 0.23 s; Xeon with AMX:
+    0.45 -> 0.29 s). Elsewhere on CPU bf16 is emulated and slower: float32 stays.
     """
     if precision not in get_args(Precision):
         raise ValueError(f"precision must be auto, float32 or bfloat16, not {precision!r}")
