@@ -6,7 +6,12 @@ from workers.engine.concepts import load_catalog
 from workers.engine.distance import score_distance
 from workers.engine.loading import LoadedModel
 from workers.engine.replay import local_replay_set
-from workers.engine.targets import candidate_rewrites, select_mapping_targets
+from workers.engine.targets import (
+    candidate_rewrites,
+    catalog_frames,
+    frame_variants,
+    select_mapping_targets,
+)
 
 
 def test_distance_is_zero_for_identical_prompts(tiny_model: LoadedModel) -> None:
@@ -114,3 +119,36 @@ def test_context_variants_never_drop_the_concept_inside_a_composite(tiny_folder)
         prompts = list(concept.prompts) + ["a solid yellow star", "a striped blue square"]
         for v in context_variants(prompts, concept, catalog, {name}, per_prompt=50, seed=0):
             assert catalog.mentions(v, {name}), (name, v)
+
+
+def test_frames_wrap_whole_phrases_and_name_no_concept(tiny_folder) -> None:  # type: ignore[no-untyped-def]
+    catalog = load_catalog(tiny_folder)
+    frames = catalog_frames(catalog)
+    assert "a picture of {x}" in frames and "{x} on a dark background" in frames
+    # "a picture of a {x}" frames a noun, "a red {x}" names a concept: neither wraps a phrase
+    assert "a picture of a {x}" not in frames and "a red {x}" not in frames
+    assert all(f.count("{x}") == 1 for f in frames)
+
+
+def test_frame_variants_wrap_only_unframed_prompts(tiny_folder) -> None:  # type: ignore[no-untyped-def]
+    catalog = load_catalog(tiny_folder)
+    prompts = ["a red star", "a picture of zorbo", "zorbo"]
+    variants = frame_variants(prompts, catalog, per_prompt=1, seed=0)
+    # one each for "a red star" and "zorbo"; "a picture of zorbo" is framed already
+    assert len(variants) == 2 and not set(variants) & set(prompts)
+    assert "a red star" in variants[0] and "zorbo" in variants[1]
+    assert not any(v.count("zorbo") > 1 or "picture of zorbo" in v for v in variants)
+    assert frame_variants(prompts, catalog, per_prompt=0, seed=0) == []
+    assert frame_variants(["a red star"], catalog, per_prompt=1, seed=3) == \
+        frame_variants(["a red star"], catalog, per_prompt=1, seed=3)
+
+
+def test_replay_groups_hold_each_chosen_concepts_prompts(tiny_model: LoadedModel,
+                                                         tiny_folder) -> None:  # type: ignore[no-untyped-def]
+    catalog = load_catalog(tiny_folder)
+    banned = {"star"}
+    replay = local_replay_set(tiny_model, [catalog["star"]], catalog, banned, top_k=4, k=4,
+                              seed=0)
+    assert replay.groups[0] == [""]
+    assert sorted(p for g in replay.groups for p in g) == sorted(replay.prompts)
+    assert len(replay.groups) <= 1 + 4

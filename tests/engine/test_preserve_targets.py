@@ -89,3 +89,20 @@ def test_memory_gets_a_third_of_the_preserve_batch(memory: list[str], replay: li
 def test_a_share_outside_zero_to_one_is_refused() -> None:
     with pytest.raises(ValueError, match="within \\[0, 1\\], not 1.5"):
         method_config("lacu", preserve_base_share=1.5)
+
+
+def test_concept_sampling_fills_replay_slots_per_concept_not_per_prompt() -> None:
+    groups = [[""], ["a solid orange circle"], [f"a red shape {i}" for i in range(30)]]
+    plan = StepPlan([], ReplaySet({}, [p for g in groups for p in g], groups), [])
+    draws: dict[str, list[str]] = {}
+    for sampling in ("prompt", "concept"):
+        cfg = method_config("lacu", replay_sampling=sampling, batch_preserve=600)
+        draws[sampling] = _preserve_batch(plan, 0, cfg, random.Random(0))
+    # a concept with one prompt gets a third of the slots, not one in 32
+    assert draws["concept"].count("a solid orange circle") > 150
+    assert draws["prompt"].count("a solid orange circle") < 50
+
+
+def test_an_unknown_replay_sampling_is_refused() -> None:
+    with pytest.raises(ValueError, match="replay_sampling"):
+        method_config("lacu", replay_sampling="concepts")

@@ -22,10 +22,16 @@ class EraseConfig:
     # ("a red star" -> "a green star"), so the erasure holds in contexts the request did not
     # write (held-out templates pair the concept with other colours and styles).
     context_variants: int = 1
+    # Each request prompt also wrapped in one other wording the catalog uses ("a drawing of
+    # {x}"), for phrasings the request did not write.
+    frame_variants: int = 0
     # --- locality-aware replay
     replay: Literal["local", "global", "none"] = "local"
     replay_top_k: int = 8            # nearest retain concepts replayed (LACU: 10 of 50)
     retain_k: int = 16               # LACU's K_retain for ranking retain concepts
+    # How a replay slot is filled: a prompt drawn from all replayed prompts, or a replayed
+    # concept drawn first and then one of its prompts.
+    replay_sampling: Literal["prompt", "concept"] = "prompt"
     global_replay_prompts: int = 30  # DFR v1's random unrelated replay, scaled to our catalog
     erasure_memory: bool = True      # beyond the paper: earlier erasures stay distilled, no relapse
     # Replay targets: the teacher moved this share of the way to the base model. 0, because the
@@ -69,6 +75,9 @@ class EraseConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.replay_sampling not in ("prompt", "concept"):
+            raise ValueError(f"replay_sampling must be 'prompt' or 'concept', not "
+                             f"{self.replay_sampling!r}")
         if not 0.0 <= self.preserve_base_share <= 1.0:
             raise ValueError(f"preserve_base_share must be within [0, 1], not "
                              f"{self.preserve_base_share}")

@@ -30,6 +30,7 @@ from workers.engine.targets import (
     MappingChoice,
     context_variants,
     fixed_rewrite,
+    frame_variants,
     select_mapping_targets,
 )
 from workers.engine.trainable import mark_trainable
@@ -71,6 +72,8 @@ def plan_step(model: LoadedModel, unet: UNet2DConditionModel, requests: list[For
         prompts = list(r.prompts) + context_variants(list(r.prompts), r.concept, catalog, banned,
                                                      per_prompt=cfg.context_variants,
                                                      seed=cfg.seed + 41)
+        prompts += frame_variants(list(r.prompts), catalog, per_prompt=cfg.frame_variants,
+                                  seed=cfg.seed + 44)
         if cfg.select_targets:
             mappings += select_mapping_targets(model, r.concept, prompts, catalog, banned,
                                                k=cfg.map_k, seed=cfg.seed + 42, unet=unet)
@@ -198,7 +201,10 @@ def _preserve_batch(plan: StepPlan, n_memory: int, cfg: EraseConfig, rng: random
     if cfg.lambda_preserve <= 0 or not (replay or memory):
         return []
     batch = [rng.choice(memory) for _ in range(n_memory)]
-    return batch + [rng.choice(replay) for _ in range(cfg.batch_preserve - n_memory)]
+    n_replay = cfg.batch_preserve - n_memory
+    if cfg.replay_sampling == "concept" and plan.replay.groups:
+        return batch + [rng.choice(rng.choice(plan.replay.groups)) for _ in range(n_replay)]
+    return batch + [rng.choice(replay) for _ in range(n_replay)]
 
 
 def _reference_eps(model: LoadedModel, teacher: UNet2DConditionModel, x_t: torch.Tensor,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from diffusers import UNet2DConditionModel
 
@@ -20,6 +20,9 @@ UNCONDITIONAL = ""
 class ReplaySet:
     neighbours: dict[str, list[str]]   # forget concept -> retain concepts chosen for it
     prompts: list[str]
+    # The prompts again, one group per replayed concept (the unconditional prompt its own), so
+    # a concept with few prompts (a composite has 2, a colour 6) is replayed as often as any.
+    groups: list[list[str]] = field(default_factory=list)
 
 
 def retain_pool(catalog: Catalog, banned: set[str], extra: list[CatalogConcept]
@@ -57,7 +60,10 @@ def local_replay_set(model: LoadedModel, forget: list[CatalogConcept], catalog: 
         neighbours[concept.name] = [c.name for c in ranked]
         chosen += ranked
     chosen = list({c.name: c for c in chosen}.values())
-    return ReplaySet(neighbours, _allowed_prompts(chosen, catalog, banned))
+    groups = [[UNCONDITIONAL]] + [g for c in chosen
+                                  if (g := [p for p in _allowed_prompts([c], catalog, banned)
+                                            if p != UNCONDITIONAL])]
+    return ReplaySet(neighbours, _allowed_prompts(chosen, catalog, banned), groups)
 
 
 def global_replay_set(forget: list[CatalogConcept], catalog: Catalog, banned: set[str], *,
@@ -67,4 +73,4 @@ def global_replay_set(forget: list[CatalogConcept], catalog: Catalog, banned: se
     prompts = _allowed_prompts(pool, catalog, banned)
     rng = random.Random(seed)
     picked = [UNCONDITIONAL] + rng.sample(prompts[1:], min(n_prompts, len(prompts) - 1))
-    return ReplaySet({c.name: [] for c in forget}, picked)
+    return ReplaySet({c.name: [] for c in forget}, picked, [[p] for p in picked])

@@ -160,3 +160,44 @@ def fixed_rewrite(prompt: str, concept: CatalogConcept, catalog: Catalog, banned
             if any(form in c for form in other.surface_forms):
                 return c
     return cands[0] if cands else ""
+
+
+def catalog_frames(catalog: Catalog) -> list[str]:
+    """Wordings that wrap a whole concept phrase in the catalog's prompts ("a picture of {x}",
+    "{x} on a dark background"): a prompt with one concept's surface form made a slot, kept
+    where the rest names no catalog concept and the slot does not follow an article (in
+    "a picture of a {x}" the slot is a noun, not a phrase)."""
+    frames: list[str] = []
+    for concept in catalog.concepts.values():
+        for prompt in concept.prompts:
+            for form in concept.surface_forms:
+                if not find_phrase(prompt, form):
+                    continue
+                frame = replace_phrase(prompt, form, "{x}")
+                before, _, after = frame.partition("{x}")
+                words = before.split()
+                if (frame.count("{x}") == 1 and (before.strip() or after.strip())
+                        and not (words and words[-1].lower() in _ARTICLES)
+                        and not catalog.mentions(f"{before} {after}", set(catalog.names()))):
+                    frames.append(frame)
+    return list(dict.fromkeys(frames))
+
+
+_ARTICLES = ("a", "an", "the")
+
+
+def frame_variants(prompts: list[str], catalog: Catalog, *, per_prompt: int, seed: int
+                   ) -> list[str]:
+    """More forget prompts: request prompts not framed already, wrapped in another wording the
+    catalog uses ("a red star" -> "a drawing of a red star"), so the erasure holds in phrasings
+    the request did not write (held-out templates)."""
+    rng = random.Random(seed)
+    frames = catalog_frames(catalog)
+    words = [" ".join(f.replace("{x}", " ").split()) for f in frames]
+    out: list[str] = []
+    for prompt in prompts:
+        if any(find_phrase(prompt, w) for w in words):
+            continue
+        fresh = [v for f in frames if (v := f.replace("{x}", prompt)) not in prompts + out]
+        out += rng.sample(fresh, min(per_prompt, len(fresh)))
+    return out
