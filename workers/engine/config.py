@@ -47,6 +47,9 @@ class EraseConfig:
     # Light ℓ2 pull to θ_prev (sum-reduced). The concept world's ε-losses are ~1e-4, so the pull
     # must sit well below that or it cancels the unlearning (1e-3 left half the images unerased).
     lambda_reg: float = 1e-5
+    # Relative change of the keys and values every kept catalog prompt and every earlier erased
+    # one reads (hold.py); 0 = off.
+    lambda_hold: float = 0.0
     # Cross-attention K/V: the only weights that see the text tokens alone, so an edit there moves
     # the erased prompt's keys/values and little else (q/out act on every prompt's features).
     trainable: TrainableGroup = "attn2-kv"

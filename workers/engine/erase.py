@@ -20,10 +20,11 @@ from workers.engine.concepts import Catalog, CatalogConcept
 from workers.engine.conditioning import encode_prompts
 from workers.engine.config import EraseConfig
 from workers.engine.gpu import compile_unet
+from workers.engine.hold import KVHold
 from workers.engine.loading import LoadedModel
 from workers.engine.losses import esd_target, l2_pull, preserve_loss, unlearn_loss
 from workers.engine.progress import Cancelled, ProgressEvent
-from workers.engine.replay import ReplaySet, global_replay_set, local_replay_set
+from workers.engine.replay import ReplaySet, global_replay_set, local_replay_set, retained_prompts
 from workers.engine.rollouts import RolloutCache
 from workers.engine.sampling import autocast_for, predict_noise
 from workers.engine.targets import (
@@ -50,6 +51,7 @@ class StepPlan:
     mappings: list[MappingChoice]
     replay: ReplaySet
     memory_prompts: list[str]
+    hold_prompts: list[str] = field(default_factory=list)  # K/V held (cfg.lambda_hold)
 
     def targets(self) -> dict[str, str]:
         return {m.forget_prompt: m.target for m in self.mappings}
@@ -93,7 +95,14 @@ def plan_step(model: LoadedModel, unet: UNet2DConditionModel, requests: list[For
     else:
         replay = ReplaySet({c.name: [] for c in forget}, [])
     memory = ([p for c in erased_before for p in c.prompts] if cfg.erasure_memory else [])
-    return StepPlan(mappings, replay, memory)
+    hold: list[str] = []
+    if cfg.lambda_hold > 0:
+        # every kept catalog prompt, and every earlier erased one that does not name a concept
+        # erased now ("a purple star drawn as an outline" holds outlined, but also purple)
+        now = {c.name for c in forget}
+        hold = retained_prompts(catalog, banned, protect) + [
+            p for c in erased_before for p in c.prompts if not catalog.mentions(p, now)]
+    return StepPlan(mappings, replay, memory, hold)
 
 
 def erase(model: LoadedModel, unet: UNet2DConditionModel, requests: list[ForgetRequest],
@@ -126,6 +135,7 @@ def erase(model: LoadedModel, unet: UNet2DConditionModel, requests: list[ForgetR
         compile_unet(student)
     params = mark_trainable(student, cfg.trainable)
     reference = [p.detach().clone() for p in params]
+    hold = KVHold.build(model, student, plan.hold_prompts) if cfg.lambda_hold > 0 else None
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     cache = RolloutCache(model, teacher, steps=cfg.rollout_steps, guidance=cfg.rollout_guidance,
                          per_prompt=cfg.rollouts_per_prompt, seed=cfg.seed,
@@ -169,8 +179,10 @@ def erase(model: LoadedModel, unet: UNet2DConditionModel, requests: list[ForgetR
             terms["preserve"] = preserve_loss(student_eps[n:], target_eps[n:])
         if cfg.lambda_reg > 0:
             terms["l2"] = l2_pull(params, reference)
+        if hold is not None:
+            terms["hold"] = hold.loss()
         weights = {"unlearn": cfg.lambda_unlearn, "preserve": cfg.lambda_preserve,
-                   "l2": cfg.lambda_reg}
+                   "l2": cfg.lambda_reg, "hold": cfg.lambda_hold}
         loss = sum(weights[k] * v for k, v in terms.items())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[union-attr]

@@ -32,6 +32,12 @@ def retain_pool(catalog: Catalog, banned: set[str], extra: list[CatalogConcept]
     return pool + [c for c in extra if c.name not in catalog and c.name not in banned]
 
 
+def retained_prompts(catalog: Catalog, banned: set[str], extra: list[CatalogConcept]
+                     ) -> list[str]:
+    """Every prompt of every concept that must survive, the unconditional one first."""
+    return _allowed_prompts(retain_pool(catalog, banned, extra), catalog, banned)
+
+
 def _allowed_prompts(concepts: list[CatalogConcept], catalog: Catalog, banned: set[str]
                      ) -> list[str]:
     prompts = [p for c in concepts for p in c.prompts if not catalog.mentions(p, banned)]

@@ -1,0 +1,83 @@
+"""The K/V hold: the relative change of the keys and values held prompts read."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+
+from workers.engine.concepts import load_catalog
+from workers.engine.conditioning import encode_prompts
+from workers.engine.config import method_config
+from workers.engine.erase import ForgetRequest, erase, plan_step
+from workers.engine.hold import KVHold, kv_weights
+from workers.engine.loading import LoadedModel
+from workers.engine.trainable import mark_trainable
+
+HELD = ["a red circle", "a solid blue square", "zorbo", ""]
+
+
+def _student(model: LoadedModel) -> torch.nn.Module:
+    student = copy.deepcopy(model.unet)
+    mark_trainable(student, "attn2-kv")
+    return student
+
+
+def test_hold_is_zero_at_initialisation(tiny_model: LoadedModel) -> None:
+    hold = KVHold.build(tiny_model, _student(tiny_model), HELD)
+    assert float(hold.loss().detach()) == 0.0
+
+
+def test_hold_is_the_relative_change_of_the_held_keys_and_values(tiny_model: LoadedModel
+                                                                  ) -> None:
+    student = _student(tiny_model)
+    hold = KVHold.build(tiny_model, student, HELD)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in hold.weights:
+            p.add_(0.01 * torch.randn_like(p))
+    states = encode_prompts(tiny_model, HELD).hidden.reshape(-1, hold.moment.shape[0])
+    changed = sum(float(((w.detach() - ref) @ states.T).pow(2).sum())
+                  for w, ref in zip(hold.weights, hold.teacher, strict=True))
+    before = sum(float((ref @ states.T).pow(2).sum()) for ref in hold.teacher)
+    assert abs(float(hold.loss().detach()) - changed / before) < 1e-4 * changed / before
+
+
+def test_a_change_the_held_states_do_not_read_costs_nothing(tiny_model: LoadedModel) -> None:
+    student = _student(tiny_model)
+    hold = KVHold.build(tiny_model, student, ["zorbo"])
+    values, vectors = torch.linalg.eigh(hold.moment.double())
+    unread, read = vectors[:, 0].float(), vectors[:, -1].float()
+    costs = []
+    for direction in (unread, read):
+        for p, ref in zip(hold.weights, hold.teacher, strict=True):
+            p.data = ref + torch.outer(torch.ones(p.shape[0]), direction)
+        costs.append(float(hold.loss().detach()))
+    assert costs[0] < 1e-3 * costs[1]
+    assert len(hold.weights) == len(kv_weights(student)) > 0
+
+
+def test_hold_prompts_keep_every_retained_concept_and_earlier_erasures(
+        tiny_model: LoadedModel, tiny_folder: Path) -> None:
+    catalog = load_catalog(tiny_folder)
+    request = ForgetRequest(catalog["purple"], catalog["purple"].prompts[:2])
+    cfg = method_config("lacu", lambda_hold=1.0, map_k=2, retain_k=2)
+    plan = plan_step(tiny_model, tiny_model.unet, [request], [catalog["outlined"]], catalog, cfg)
+    assert "" in plan.hold_prompts and "a red circle" in plan.hold_prompts
+    outlined = [p for p in catalog["outlined"].prompts if "purple" not in p]
+    assert set(outlined) <= set(plan.hold_prompts)
+    assert not any("purple" in p for p in plan.hold_prompts)
+    off = plan_step(tiny_model, tiny_model.unet, [request], [], catalog,
+                    method_config("lacu", map_k=2, retain_k=2))
+    assert off.hold_prompts == []
+
+
+def test_an_erasure_with_the_hold_reports_its_term(tiny_model: LoadedModel,
+                                                    tiny_folder: Path) -> None:
+    catalog = load_catalog(tiny_folder)
+    request = ForgetRequest(catalog["zorbo"], catalog["zorbo"].prompts[:2])
+    cfg = method_config("lacu", lambda_hold=1.0, steps=2, batch_forget=2, batch_preserve=2,
+                        rollout_steps=2, map_k=2, retain_k=2, rollouts_per_prompt=1)
+    _, report = erase(tiny_model, tiny_model.unet, [request], [], catalog, cfg)
+    assert report.final_losses["hold"] > 0
