@@ -23,15 +23,17 @@ class EraseConfig:
     # write (held-out templates pair the concept with other colours and styles).
     context_variants: int = 1
     # Each request prompt also wrapped in one other wording the catalog uses ("a drawing of
-    # {x}"), for phrasings the request did not write.
-    frame_variants: int = 0
+    # {x}"), for phrasings the request did not write. With per-concept replay: held-out forget
+    # accuracy 0 / 0.125 at steps 5–7 against 0.125–0.25 (bench/results/concept-replay-frames/).
+    frame_variants: int = 1
     # --- locality-aware replay
     replay: Literal["local", "global", "none"] = "local"
     replay_top_k: int = 8            # nearest retain concepts replayed (LACU: 10 of 50)
     retain_k: int = 16               # LACU's K_retain for ranking retain concepts
-    # How a replay slot is filled: a prompt drawn from all replayed prompts, or a replayed
-    # concept drawn first and then one of its prompts.
-    replay_sampling: Literal["prompt", "concept"] = "prompt"
+    # How a replay slot is filled: a replayed concept drawn first, then one of its prompts. Drawn
+    # per prompt, a composite (2 prompts among ~45) got under one slot a batch and its erased
+    # neighbour took it (related retention 0.847–0.875 at step 8, 0.958 per concept).
+    replay_sampling: Literal["prompt", "concept"] = "concept"
     global_replay_prompts: int = 30  # DFR v1's random unrelated replay, scaled to our catalog
     erasure_memory: bool = True      # beyond the paper: earlier erasures stay distilled, no relapse
     # Replay targets: the teacher moved this share of the way to the base model. 0, because the
@@ -107,7 +109,8 @@ def method_config(method: str, **overrides: object) -> EraseConfig:
         # DFR (v1): a fixed context-preserving rewrite, global random replay, ℓ2, no memory;
         # replay distilled from the previous version whatever LACU's default share.
         "dfr": {"select_targets": False, "replay": "global", "erasure_memory": False,
-                "unlearn_on_target_rollouts": False, "preserve_base_share": 0.0},
+                "unlearn_on_target_rollouts": False, "preserve_base_share": 0.0,
+                "replay_sampling": "prompt"},
         # UCE: closed form on cross-attention K/V; preserves the replay set's embeddings.
         "uce": {"trainable": "attn2-kv", "select_targets": False, "replay": "global",
                 "erasure_memory": False},
