@@ -7,6 +7,7 @@ from workers.engine.distance import score_distance
 from workers.engine.loading import LoadedModel
 from workers.engine.replay import local_replay_set
 from workers.engine.targets import (
+    _framed_by,
     candidate_rewrites,
     catalog_frames,
     frame_variants,
@@ -150,5 +151,16 @@ def test_replay_groups_hold_each_chosen_concepts_prompts(tiny_model: LoadedModel
     replay = local_replay_set(tiny_model, [catalog["star"]], catalog, banned, top_k=4, k=4,
                               seed=0)
     assert replay.groups[0] == [""]
-    assert sorted(p for g in replay.groups for p in g) == sorted(replay.prompts)
-    assert len(replay.groups) <= 1 + 4
+    assert {p for g in replay.groups for p in g} == set(replay.prompts)
+    chosen = replay.neighbours["star"]
+    assert len(replay.groups) == 1 + len(chosen)
+    for group, name in zip(replay.groups[1:], chosen, strict=True):
+        assert set(group) <= set(catalog[name].prompts)
+
+
+def test_a_prompt_framed_on_both_sides_is_not_framed_again() -> None:
+    assert _framed_by("a picture of a red star on a dark background",
+                      "a picture of {x} on a dark background")
+    assert _framed_by("a red star on a dark background", "{x} on a dark background")
+    assert not _framed_by("a red star", "a picture of {x} on a dark background")
+    assert not _framed_by("a picture of a red star", "a picture of {x} on a dark background")

@@ -73,11 +73,19 @@ def test_hold_prompts_keep_every_retained_concept_and_earlier_erasures(
     assert off.hold_prompts == []
 
 
-def test_an_erasure_with_the_hold_reports_its_term(tiny_model: LoadedModel,
-                                                    tiny_folder: Path) -> None:
+def test_the_hold_keeps_the_held_keys_and_values_closer_to_the_teacher(
+        tiny_model: LoadedModel, tiny_folder: Path) -> None:
     catalog = load_catalog(tiny_folder)
     request = ForgetRequest(catalog["zorbo"], catalog["zorbo"].prompts[:2])
-    cfg = method_config("lacu", lambda_hold=1.0, steps=2, batch_forget=2, batch_preserve=2,
-                        rollout_steps=2, map_k=2, retain_k=2, rollouts_per_prompt=1)
-    _, report = erase(tiny_model, tiny_model.unet, [request], [], catalog, cfg)
-    assert report.final_losses["hold"] > 0
+    fast = {"steps": 6, "batch_forget": 2, "batch_preserve": 2, "rollout_steps": 2, "map_k": 2,
+            "retain_k": 2, "rollouts_per_prompt": 1, "lr": 1e-2}
+    changes = []
+    for lam in (0.0, 1e3):
+        cfg = method_config("lacu", lambda_hold=lam, **fast)
+        student, report = erase(tiny_model, tiny_model.unet, [request], [], catalog, cfg)
+        hold = KVHold.build(tiny_model, _student(tiny_model), HELD)
+        hold.weights = [p for _, p in kv_weights(student.requires_grad_(True))]
+        changes.append(float(hold.loss().detach()))
+        assert ("hold" in report.final_losses) == (lam > 0)
+    assert changes[1] < 0.5 * changes[0], changes
+    assert changes[0] > 0

@@ -22,9 +22,10 @@ class EraseConfig:
     # ("a red star" -> "a green star"), so the erasure holds in contexts the request did not
     # write (held-out templates pair the concept with other colours and styles).
     context_variants: int = 1
-    # Each request prompt also wrapped in one other wording the catalog uses ("a drawing of
-    # {x}"), for phrasings the request did not write. With per-concept replay: held-out forget
-    # accuracy 0 / 0.125 at steps 5–7 against 0.125–0.25 (bench/results/concept-replay-frames/).
+    # Every method: each request prompt also wrapped in one other wording the catalog uses
+    # ("a drawing of {x}"), for phrasings the request did not write. With per-concept replay:
+    # held-out forget accuracy 0 / 0.125 at steps 5–7 against 0.125–0.25
+    # (bench/results/concept-replay-frames/).
     frame_variants: int = 1
     # --- locality-aware replay
     replay: Literal["local", "global", "none"] = "local"

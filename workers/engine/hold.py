@@ -21,11 +21,13 @@ from torch import nn
 
 from workers.engine.conditioning import encode_prompts
 from workers.engine.loading import LoadedModel
+from workers.engine.sampling import autocast_for
 
 
 def state_second_moment(model: LoadedModel, prompts: list[str]) -> torch.Tensor:
     """C = mean h hᵀ over every token position (padding included: cross-attention reads it)."""
-    hidden = encode_prompts(model, prompts).hidden.float()
+    with autocast_for(model):  # as every other encoding, so the prompt cache holds one kind
+        hidden = encode_prompts(model, prompts).hidden.float()
     states = hidden.reshape(-1, hidden.shape[-1])
     return states.T @ states / len(states)
 

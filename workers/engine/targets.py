@@ -183,7 +183,8 @@ def catalog_frames(catalog: Catalog) -> list[str]:
     return list(dict.fromkeys(frames))
 
 
-_ARTICLES = ("a", "an", "the")
+# words after which a slot is a noun, not a whole phrase ("one {x} in the middle")
+_ARTICLES = ("a", "an", "the", "one", "two", "some", "my", "this", "that", "every", "each")
 
 
 def frame_variants(prompts: list[str], catalog: Catalog, *, per_prompt: int, seed: int
@@ -193,11 +194,17 @@ def frame_variants(prompts: list[str], catalog: Catalog, *, per_prompt: int, see
     the request did not write (held-out templates)."""
     rng = random.Random(seed)
     frames = catalog_frames(catalog)
-    words = [" ".join(f.replace("{x}", " ").split()) for f in frames]
     out: list[str] = []
     for prompt in prompts:
-        if any(find_phrase(prompt, w) for w in words):
+        if any(_framed_by(prompt, f) for f in frames):
             continue
         fresh = [v for f in frames if (v := f.replace("{x}", prompt)) not in prompts + out]
         out += rng.sample(fresh, min(per_prompt, len(fresh)))
     return out
+
+
+def _framed_by(prompt: str, frame: str) -> bool:
+    before, _, after = (part.strip().lower() for part in frame.partition("{x}"))
+    text = prompt.strip().lower()
+    return (text.startswith(before + " ") or not before) and \
+        (text.endswith(" " + after) or not after)
