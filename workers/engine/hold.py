@@ -22,6 +22,7 @@ from torch import nn
 from workers.engine.conditioning import encode_prompts
 from workers.engine.loading import LoadedModel
 from workers.engine.sampling import autocast_for
+from workers.engine.trainable import trainable_names
 
 
 def state_second_moment(model: LoadedModel, prompts: list[str]) -> torch.Tensor:
@@ -34,8 +35,8 @@ def state_second_moment(model: LoadedModel, prompts: list[str]) -> torch.Tensor:
 
 def kv_weights(unet: nn.Module) -> list[tuple[str, nn.Parameter]]:
     """The trainable cross-attention key and value projections."""
-    return [(n, p) for n, p in unet.named_parameters()
-            if p.requires_grad and (".attn2.to_k." in n or ".attn2.to_v." in n)]
+    kv = set(trainable_names(unet, "attn2-kv"))
+    return [(n, p) for n, p in unet.named_parameters() if p.requires_grad and n in kv]
 
 
 @dataclass

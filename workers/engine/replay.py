@@ -67,16 +67,15 @@ def local_replay_set(model: LoadedModel, forget: list[CatalogConcept], catalog: 
         chosen += ranked
     chosen = list({c.name: c for c in chosen}.values())
     groups = [[UNCONDITIONAL]] + [g for c in chosen
-                                  if (g := [p for p in _allowed_prompts([c], catalog, banned)
-                                            if p != UNCONDITIONAL])]
-    return ReplaySet(neighbours, _allowed_prompts(chosen, catalog, banned), groups)
+                                  if (g := _allowed_prompts([c], catalog, banned)[1:])]
+    prompts = list(dict.fromkeys(p for g in groups for p in g))
+    return ReplaySet(neighbours, prompts, groups)
 
 
 def global_replay_set(forget: list[CatalogConcept], catalog: Catalog, banned: set[str], *,
                       n_prompts: int, seed: int) -> ReplaySet:
     """DFR v1's replay: random retain prompts from the whole catalog, no model scoring."""
-    pool = retain_pool(catalog, banned, [])
-    prompts = _allowed_prompts(pool, catalog, banned)
+    prompts = retained_prompts(catalog, banned, [])
     rng = random.Random(seed)
     picked = [UNCONDITIONAL] + rng.sample(prompts[1:], min(n_prompts, len(prompts) - 1))
     return ReplaySet({c.name: [] for c in forget}, picked, [[p] for p in picked])
