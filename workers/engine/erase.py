@@ -20,7 +20,7 @@ from workers.engine.concepts import Catalog, CatalogConcept
 from workers.engine.conditioning import encode_prompts
 from workers.engine.config import EraseConfig
 from workers.engine.gpu import compile_unet
-from workers.engine.hold import KVHold
+from workers.engine.hold import KVHold, consolidate_kv
 from workers.engine.loading import LoadedModel
 from workers.engine.losses import esd_target, l2_pull, preserve_loss, unlearn_loss
 from workers.engine.progress import Cancelled, ProgressEvent
@@ -51,7 +51,7 @@ class StepPlan:
     mappings: list[MappingChoice]
     replay: ReplaySet
     memory_prompts: list[str]
-    hold_prompts: list[str] = field(default_factory=list)  # K/V held (cfg.lambda_hold)
+    hold_prompts: list[str] = field(default_factory=list)  # K/V held (lambda_hold, consolidate)
 
     def targets(self) -> dict[str, str]:
         return {m.forget_prompt: m.target for m in self.mappings}
@@ -96,7 +96,7 @@ def plan_step(model: LoadedModel, unet: UNet2DConditionModel, requests: list[For
         replay = ReplaySet({c.name: [] for c in forget}, [])
     memory = ([p for c in erased_before for p in c.prompts] if cfg.erasure_memory else [])
     hold: list[str] = []
-    if cfg.lambda_hold > 0:
+    if cfg.lambda_hold > 0 or cfg.consolidate > 0:
         # every kept catalog prompt, and every earlier erased one that does not name a concept
         # erased now ("a purple star drawn as an outline" holds outlined, but also purple)
         now = {c.name for c in forget}
@@ -195,6 +195,11 @@ def erase(model: LoadedModel, unet: UNet2DConditionModel, requests: list[ForgetR
         if step % 5 == 0 or step + 1 == cfg.steps:
             emit(ProgressEvent("training", step + 1, cfg.steps, losses, eta))
     seconds["training"] = time.perf_counter() - clock
+    if cfg.consolidate > 0:
+        clock = time.perf_counter()
+        consolidate_kv(model, teacher, student, plan.hold_prompts,
+                       [m.forget_prompt for m in plan.mappings], cfg.consolidate)
+        seconds["consolidating"] = time.perf_counter() - clock
     student.eval().requires_grad_(False)
     return student, StepReport(plan, seconds, losses, cache.generated)
 

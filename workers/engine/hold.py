@@ -19,17 +19,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from workers.engine.conditioning import encode_prompts
+from workers.engine.kv_solve import Reading, solve_kv, token_states
 from workers.engine.loading import LoadedModel
-from workers.engine.sampling import autocast_for
 from workers.engine.trainable import trainable_names
 
 
 def state_second_moment(model: LoadedModel, prompts: list[str]) -> torch.Tensor:
-    """C = mean h hᵀ over every token position (padding included: cross-attention reads it)."""
-    with autocast_for(model):  # as every other encoding, so the prompt cache holds one kind
-        hidden = encode_prompts(model, prompts).hidden.float()
-    states = hidden.reshape(-1, hidden.shape[-1])
+    """C = mean h hᵀ over every token position of the prompts."""
+    states = token_states(model, prompts).float()
     return states.T @ states / len(states)
 
 
@@ -62,3 +59,24 @@ class KVHold:
             delta = w - ref
             total = total + ((delta @ self.moment) * delta).sum()
         return total / self.scale
+
+
+def consolidate_kv(model: LoadedModel, teacher: nn.Module, student: nn.Module,
+                   keep_prompts: list[str], forget_prompts: list[str], weight: float) -> None:
+    """End of a step: re-solve the student's K/V (in place) so the kept prompts read the
+    teacher's keys and values and the forget prompts the student's, in least squares:
+
+        W = (w·W_T C_k + W_S C_f + μ W_S)(w·C_k + C_f + μ I)⁻¹
+
+    C_k, C_f = mean h hᵀ over the kept and the forget prompts' tokens, μ a ridge toward the
+    trained student (10⁻⁴ of the mean eigenvalue). Where the two sets read different
+    directions of the text space both readings hold; where they share one, `weight` decides.
+    Training moves the weights in every direction (AdamW scales each weight's step alike); this
+    keeps of it what the erasure needs. Exact where K/V are all that trained (`attn2-kv`);
+    with more trainable, the other weights stay as trained."""
+    keep, forget = token_states(model, keep_prompts), token_states(model, forget_prompts)
+    keep, forget = keep / max(len(keep), 1) ** 0.5, forget / max(len(forget), 1) ** 0.5
+    width = keep.shape[1]
+    ridge = 1e-4 * float(weight * keep.pow(2).sum() + forget.pow(2).sum()) / width
+    solve_kv(student, [Reading(teacher, keep, keep, weight), Reading(student, forget, forget)],
+             ridge, student)

@@ -1,0 +1,101 @@
+"""Closed-form K/V edits: the least-squares solve and the consolidation that ends a LACU step."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from workers.engine.concepts import load_catalog
+from workers.engine.config import EraseConfig, method_config
+from workers.engine.erase import ForgetRequest, erase
+from workers.engine.hold import consolidate_kv
+from workers.engine.kv_solve import Reading, kv_projections, solve_kv, token_states
+from workers.engine.loading import LoadedModel
+
+KEPT = ["a red circle", "a solid blue square", "zorbo", ""]
+FORGET = ["blip", "a picture of blip"]
+
+
+def _attention(seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    block = nn.Module()
+    block.attn2 = nn.Module()
+    block.attn2.to_k = nn.Linear(4, 3, bias=False)
+    block.attn2.to_v = nn.Linear(4, 5, bias=False)
+    return block
+
+
+def _reading_change(model: LoadedModel, unet: nn.Module, reference: nn.Module,
+                    prompts: list[str]) -> float:
+    """Relative change of the keys and values `prompts` read in `unet` against `reference`."""
+    states = token_states(model, prompts)
+    ref = kv_projections(reference)
+    changed = total = 0.0
+    for name, module in kv_projections(unet).items():
+        w, w_ref = module.weight.detach().double(), ref[name].weight.detach().double()
+        changed += float(((w - w_ref) @ states.T).pow(2).sum())
+        total += float((w_ref @ states.T).pow(2).sum())
+    return changed / total
+
+
+def test_each_set_of_states_reads_its_own_source_where_the_sets_do_not_overlap() -> None:
+    teacher, student, edited = _attention(0), _attention(1), _attention(2)
+    eye = torch.eye(4, dtype=torch.float64)
+    kept, forget = eye[:2], eye[2:]
+    solve_kv(edited, [Reading(teacher, kept, kept), Reading(student, forget, forget)], 1e-9,
+             student)
+    for name, module in kv_projections(edited).items():
+        w = module.weight.detach().double()
+        w_t = kv_projections(teacher)[name].weight.detach().double()
+        w_s = kv_projections(student)[name].weight.detach().double()
+        assert torch.allclose(w @ kept.T, w_t @ kept.T, atol=1e-6)
+        assert torch.allclose(w @ forget.T, w_s @ forget.T, atol=1e-6)
+
+
+def test_consolidating_a_student_equal_to_its_teacher_changes_nothing(
+        tiny_model: LoadedModel) -> None:
+    student = copy.deepcopy(tiny_model.unet)
+    consolidate_kv(tiny_model, tiny_model.unet, student, KEPT, FORGET, 1.0)
+    assert _reading_change(tiny_model, student, tiny_model.unet, KEPT + FORGET) < 1e-10
+
+
+def test_consolidation_brings_kept_readings_back_and_keeps_the_forget_ones(
+        tiny_model: LoadedModel) -> None:
+    student = copy.deepcopy(tiny_model.unet)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for module in kv_projections(student).values():
+            module.weight.add_(0.05 * torch.randn_like(module.weight))
+    consolidated = copy.deepcopy(student)
+    consolidate_kv(tiny_model, tiny_model.unet, consolidated, KEPT, FORGET, 1.0)
+    kept_before = _reading_change(tiny_model, student, tiny_model.unet, KEPT)
+    kept_after = _reading_change(tiny_model, consolidated, tiny_model.unet, KEPT)
+    forget_teacher = _reading_change(tiny_model, tiny_model.unet, student, FORGET)
+    forget_after = _reading_change(tiny_model, consolidated, student, FORGET)
+    assert kept_after < 0.2 * kept_before, (kept_before, kept_after)
+    assert forget_after < 0.5 * forget_teacher, (forget_teacher, forget_after)
+
+
+def test_a_step_ends_consolidated_when_asked(tiny_model: LoadedModel, tiny_folder: Path
+                                             ) -> None:
+    catalog = load_catalog(tiny_folder)
+    request = ForgetRequest(catalog["zorbo"], catalog["zorbo"].prompts[:2])
+    fast = {"steps": 6, "batch_forget": 2, "batch_preserve": 2, "rollout_steps": 2, "map_k": 2,
+            "retain_k": 2, "rollouts_per_prompt": 1, "lr": 1e-2}
+    changes = []
+    for weight in (0.0, 1.0):
+        student, report = erase(tiny_model, tiny_model.unet, [request], [], catalog,
+                                method_config("lacu", consolidate=weight, **fast))
+        assert ("consolidating" in report.seconds) == (weight > 0)
+        kept = [p for p in KEPT if p != "zorbo"]
+        changes.append(_reading_change(tiny_model, student, tiny_model.unet, kept))
+    assert 0 < changes[1] < 0.5 * changes[0], changes
+
+
+def test_a_negative_consolidation_weight_is_refused() -> None:
+    with pytest.raises(ValueError, match="≥ 0"):
+        EraseConfig(consolidate=-1.0)

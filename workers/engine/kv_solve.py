@@ -1,0 +1,69 @@
+"""Closed-form edits of cross-attention keys and values.
+
+A K/V projection W (out × width) reads nothing but the text states, so asking chosen states to
+read given keys and values is linear least squares in W:
+
+    W = argmin Σ_j s_j ‖W B_jᵀ − W_j A_jᵀ‖² + μ ‖W − W_μ‖²
+      = (Σ_j s_j W_j A_jᵀ B_j + μ W_μ)(Σ_j s_j B_jᵀ B_j + μ I)⁻¹
+
+one term j per `Reading`: the states B_j (rows) shall read through W what W_j reads at the paired
+rows A_j. UCE is one such solve; so is the consolidation that ends a LACU step (`hold.py`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from workers.engine.conditioning import encode_prompts
+from workers.engine.loading import LoadedModel
+from workers.engine.sampling import autocast_for
+
+
+@dataclass(frozen=True)
+class Reading:
+    """`states` shall read, through the edited weights, what `source`'s weights read at `like`
+    (row by row; `like` is `states` when the reading is to be kept)."""
+
+    source: nn.Module
+    states: torch.Tensor  # (n, width) float64
+    like: torch.Tensor    # (n, width) float64
+    weight: float = 1.0
+
+
+def token_states(model: LoadedModel, prompts: list[str]) -> torch.Tensor:
+    """(tokens, width) float64 on the CPU: every position of every prompt's text states, padding
+    included (cross-attention reads it)."""
+    if not prompts:
+        return torch.zeros(0, model.unet.config.cross_attention_dim, dtype=torch.float64)
+    with autocast_for(model):  # as every other encoding, so the prompt cache holds one kind
+        hidden = encode_prompts(model, prompts).hidden
+    return hidden.reshape(-1, hidden.shape[-1]).double().cpu()
+
+
+def kv_projections(unet: nn.Module) -> dict[str, nn.Linear]:
+    """Every cross-attention key and value projection, by module name."""
+    return {name: module for name, module in unet.named_modules()
+            if isinstance(module, nn.Linear)
+            and (name.endswith("attn2.to_k") or name.endswith("attn2.to_v"))}
+
+
+@torch.no_grad()
+def solve_kv(edited: nn.Module, readings: list[Reading], ridge: float,
+             ridge_source: nn.Module) -> None:
+    """Set every K/V projection of `edited` to the least-squares solution (in place); `ridge`
+    (μ) pulls each toward `ridge_source`'s weights and keeps the solve well-posed."""
+    sources = {id(r.source): kv_projections(r.source) for r in readings}
+    anchors = kv_projections(ridge_source)
+    for name, module in kv_projections(edited).items():
+        width = module.weight.shape[1]
+        lhs = ridge * torch.eye(width, dtype=torch.float64)
+        rhs = ridge * anchors[name].weight.detach().double().cpu()
+        for r in readings:
+            w = sources[id(r.source)][name].weight.detach().double().cpu()
+            rhs = rhs + r.weight * (w @ r.like.T) @ r.states
+            lhs = lhs + r.weight * r.states.T @ r.states
+        solved = torch.linalg.solve(lhs, rhs, left=False)
+        module.weight.copy_(solved.to(module.weight.dtype))
