@@ -69,7 +69,7 @@ def test_hold_prompts_keep_every_retained_concept_and_earlier_erasures(
     assert set(outlined) <= set(plan.hold_prompts)
     assert not any("purple" in p for p in plan.hold_prompts)
     off = plan_step(tiny_model, tiny_model.unet, [request], [], catalog,
-                    method_config("lacu", map_k=2, retain_k=2))
+                    method_config("lacu", map_k=2, retain_k=2, consolidate=0.0))
     assert off.hold_prompts == []
 
 

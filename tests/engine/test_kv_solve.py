@@ -56,6 +56,32 @@ def test_each_set_of_states_reads_its_own_source_where_the_sets_do_not_overlap()
         assert torch.allclose(w @ forget.T, w_s @ forget.T, atol=1e-6)
 
 
+def test_the_solve_is_the_least_squares_formula() -> None:
+    first, second, anchor, edited = _attention(0), _attention(1), _attention(2), _attention(3)
+    gen = torch.Generator().manual_seed(0)
+    a1, b1, a2, b2 = (torch.randn(6, 4, generator=gen, dtype=torch.float64) for _ in range(4))
+    readings = [Reading(first, b1, a1, 0.5), Reading(second, b2, a2, 2.0)]
+    solve_kv(edited, readings, 0.3, anchor)
+    for name, module in kv_projections(edited).items():
+        w1, w2, w0 = (kv_projections(m)[name].weight.detach().double()
+                      for m in (first, second, anchor))
+        rhs = 0.5 * w1 @ a1.T @ b1 + 2.0 * w2 @ a2.T @ b2 + 0.3 * w0
+        lhs = 0.5 * b1.T @ b1 + 2.0 * b2.T @ b2 + 0.3 * torch.eye(4, dtype=torch.float64)
+        expected = rhs @ torch.linalg.inv(lhs)
+        assert torch.allclose(module.weight.detach().double(), expected, atol=1e-5)
+
+
+def test_consolidating_with_nothing_to_hold_changes_nothing(tiny_model: LoadedModel) -> None:
+    student = copy.deepcopy(tiny_model.unet)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for module in kv_projections(student).values():
+            module.weight.add_(torch.randn_like(module.weight))
+    before = {n: p.clone() for n, p in student.named_parameters()}
+    consolidate_kv(tiny_model, tiny_model.unet, student, [], [], 1.0)
+    assert all(torch.equal(p, before[n]) for n, p in student.named_parameters())
+
+
 def test_consolidating_a_student_equal_to_its_teacher_changes_nothing(
         tiny_model: LoadedModel) -> None:
     student = copy.deepcopy(tiny_model.unet)

@@ -25,9 +25,10 @@ from workers.engine.trainable import trainable_names
 
 
 def state_second_moment(model: LoadedModel, prompts: list[str]) -> torch.Tensor:
-    """C = mean h hᵀ over every token position of the prompts."""
+    """C = mean h hᵀ over every token position of the prompts (padding included: cross-attention
+    reads it); zero for no prompts."""
     states = token_states(model, prompts).float()
-    return states.T @ states / len(states)
+    return states.T @ states / max(len(states), 1)
 
 
 def kv_weights(unet: nn.Module) -> list[tuple[str, nn.Parameter]]:
@@ -78,5 +79,7 @@ def consolidate_kv(model: LoadedModel, teacher: nn.Module, student: nn.Module,
     keep, forget = keep / max(len(keep), 1) ** 0.5, forget / max(len(forget), 1) ** 0.5
     width = keep.shape[1]
     ridge = 1e-4 * float(weight * keep.pow(2).sum() + forget.pow(2).sum()) / width
+    if ridge == 0:  # no states to hold (SDXL zeroes the unconditional prompt's)
+        return
     solve_kv(student, [Reading(teacher, keep, keep, weight), Reading(student, forget, forget)],
              ridge, student)

@@ -24,12 +24,12 @@ from workers.engine.sampling import autocast_for
 
 @dataclass(frozen=True)
 class Reading:
-    """`states` shall read, through the edited weights, what `source`'s weights read at `like`
-    (row by row; `like` is `states` when the reading is to be kept)."""
+    """`states` shall read, through the edited weights, what `source`'s weights read at
+    `source_states` (row by row; the same as `states` when a reading is to be kept)."""
 
     source: nn.Module
-    states: torch.Tensor  # (n, width) float64
-    like: torch.Tensor    # (n, width) float64
+    states: torch.Tensor  # (n, width)
+    source_states: torch.Tensor  # (n, width)
     weight: float = 1.0
 
 
@@ -54,16 +54,21 @@ def kv_projections(unet: nn.Module) -> dict[str, nn.Linear]:
 def solve_kv(edited: nn.Module, readings: list[Reading], ridge: float,
              ridge_source: nn.Module) -> None:
     """Set every K/V projection of `edited` to the least-squares solution (in place); `ridge`
-    (μ) pulls each toward `ridge_source`'s weights and keeps the solve well-posed."""
+    (μ > 0) pulls each toward `ridge_source`'s weights and keeps the solve well-posed."""
     sources = {id(r.source): kv_projections(r.source) for r in readings}
     anchors = kv_projections(ridge_source)
-    for name, module in kv_projections(edited).items():
-        width = module.weight.shape[1]
-        lhs = ridge * torch.eye(width, dtype=torch.float64)
+    targets = kv_projections(edited)
+    if not targets:
+        return
+    width = next(iter(targets.values())).weight.shape[1]
+    lhs = ridge * torch.eye(width, dtype=torch.float64)
+    cross = []  # A_jᵀ B_j, the same for every projection
+    for r in readings:
+        states, read_at = r.states.double().cpu(), r.source_states.double().cpu()
+        lhs = lhs + r.weight * states.T @ states
+        cross.append(r.weight * read_at.T @ states)
+    for name, module in targets.items():
         rhs = ridge * anchors[name].weight.detach().double().cpu()
-        for r in readings:
-            w = sources[id(r.source)][name].weight.detach().double().cpu()
-            rhs = rhs + r.weight * (w @ r.like.T) @ r.states
-            lhs = lhs + r.weight * r.states.T @ r.states
-        solved = torch.linalg.solve(lhs, rhs, left=False)
-        module.weight.copy_(solved.to(module.weight.dtype))
+        for r, a_b in zip(readings, cross, strict=True):
+            rhs = rhs + sources[id(r.source)][name].weight.detach().double().cpu() @ a_b
+        module.weight.copy_(torch.linalg.solve(lhs, rhs, left=False))
