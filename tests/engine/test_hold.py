@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from tests.engine.conftest import FAST_STEP
 from workers.engine.concepts import load_catalog
 from workers.engine.conditioning import encode_prompts
 from workers.engine.config import method_config
@@ -77,11 +78,9 @@ def test_the_hold_keeps_the_held_keys_and_values_closer_to_the_teacher(
         tiny_model: LoadedModel, tiny_folder: Path) -> None:
     catalog = load_catalog(tiny_folder)
     request = ForgetRequest(catalog["zorbo"], catalog["zorbo"].prompts[:2])
-    fast = {"steps": 6, "batch_forget": 2, "batch_preserve": 2, "rollout_steps": 2, "map_k": 2,
-            "retain_k": 2, "rollouts_per_prompt": 1, "lr": 1e-2}
     changes = []
     for lam in (0.0, 1e3):
-        cfg = method_config("lacu", lambda_hold=lam, **fast)
+        cfg = method_config("lacu", lambda_hold=lam, **FAST_STEP)
         student, report = erase(tiny_model, tiny_model.unet, [request], [], catalog, cfg)
         hold = KVHold.build(tiny_model, _student(tiny_model), HELD)
         hold.weights = [p for _, p in kv_weights(student.requires_grad_(True))]

@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from tests.engine.conftest import FAST_STEP
 from workers.engine.concepts import load_catalog
 from workers.engine.config import EraseConfig, method_config
 from workers.engine.erase import ForgetRequest, erase
@@ -110,12 +111,10 @@ def test_a_step_ends_consolidated_when_asked(tiny_model: LoadedModel, tiny_folde
                                              ) -> None:
     catalog = load_catalog(tiny_folder)
     request = ForgetRequest(catalog["zorbo"], catalog["zorbo"].prompts[:2])
-    fast = {"steps": 6, "batch_forget": 2, "batch_preserve": 2, "rollout_steps": 2, "map_k": 2,
-            "retain_k": 2, "rollouts_per_prompt": 1, "lr": 1e-2}
     changes = []
     for weight in (0.0, 1.0):
         student, report = erase(tiny_model, tiny_model.unet, [request], [], catalog,
-                                method_config("lacu", consolidate=weight, **fast))
+                                method_config("lacu", consolidate=weight, **FAST_STEP))
         assert ("consolidating" in report.seconds) == (weight > 0)
         kept = [p for p in KEPT if p != "zorbo"]
         changes.append(_reading_change(tiny_model, student, tiny_model.unet, kept))
