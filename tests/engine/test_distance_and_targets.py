@@ -95,6 +95,24 @@ def test_composite_candidates_change_one_part_at_a_time(tiny_folder) -> None:  #
     assert all(not catalog.mentions(c, banned) for c in cands)
 
 
+def test_an_erased_concept_named_beside_may_become_any_allowed_one(tiny_folder) -> None:  # type: ignore[no-untyped-def]
+    # "a yellow star with stripes" once star is erased: the star becomes each allowed shape in
+    # turn, so the distance can pick the one star itself was mapped to, not the catalog's first
+    catalog = load_catalog(tiny_folder)
+    banned = {"star", "diamond", "yellow"}
+    cands = candidate_rewrites("a yellow star with stripes", catalog["yellow"], catalog, banned)
+    shapes = {s.name for s in catalog.of_kind("shape")} - {"star", "diamond"}
+    for shape in shapes:
+        assert f"a red {shape} with stripes" in cands
+    assert all(not catalog.mentions(c, banned) for c in cands)
+    assert len(cands) == len(set(cands))
+    # the fixed (model-free) rewrite still takes the first substitute only
+    first = candidate_rewrites("a yellow star with stripes", catalog["yellow"], catalog, banned,
+                               every_substitute=False)
+    assert first and all(c.endswith("circle with stripes") for c in first)
+    assert set(first) < set(cands)
+
+
 def test_context_variants_keep_the_concept_and_avoid_banned_ones(tiny_folder) -> None:  # type: ignore[no-untyped-def]
     from workers.engine.targets import context_variants
 

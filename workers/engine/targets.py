@@ -21,10 +21,11 @@ class MappingChoice:
 
 
 def candidate_rewrites(prompt: str, concept: CatalogConcept, catalog: Catalog,
-                       banned: set[str]) -> list[str]:
+                       banned: set[str], *, every_substitute: bool = True) -> list[str]:
     """Rewrites of `prompt`: the concept replaced by each same-kind catalog concept, by the
     kind's generic word, and removed (the last two only where unnamed slots are not sampled
-    freely). None may mention a banned (erased or being-erased) concept.
+    freely). None may mention a banned (erased or being-erased) concept; an erased one the
+    prompt names besides is rewritten too (see `_scrub`).
     """
     forms = [f for f in concept.surface_forms if f.lower() in prompt.lower()]
     if not forms:
@@ -45,7 +46,7 @@ def candidate_rewrites(prompt: str, concept: CatalogConcept, catalog: Catalog,
             out.append(replace_phrase(prompt, form, generic))
         out.append(replace_phrase(prompt, form, ""))
     out += _part_swaps(prompt, concept, catalog)
-    allowed = _allowed(prompt, out, catalog, banned, concept)
+    allowed = _allowed(prompt, out, catalog, banned, concept, every_substitute)
     if allowed:
         return allowed
     # Every same-kind concept is erased or contains an erased one (e.g. the last character):
@@ -53,7 +54,7 @@ def candidate_rewrites(prompt: str, concept: CatalogConcept, catalog: Catalog,
     related = [catalog.concepts[n] for n in concept.related if n in catalog.concepts]
     fallback = [replace_phrase(prompt, form, other.surface_forms[0])
                 for form in forms for other in related]
-    return _allowed(prompt, fallback, catalog, banned, concept)
+    return _allowed(prompt, fallback, catalog, banned, concept, every_substitute)
 
 
 def _part_swaps(prompt: str, concept: CatalogConcept, catalog: Catalog) -> list[str]:
@@ -77,28 +78,42 @@ def _part_swaps(prompt: str, concept: CatalogConcept, catalog: Catalog) -> list[
 
 
 def _allowed(prompt: str, rewrites: list[str], catalog: Catalog, banned: set[str],
-             concept: CatalogConcept) -> list[str]:
-    scrubbed = [_scrub(c, catalog, banned - {concept.name}) for c in rewrites]
+             concept: CatalogConcept, every_substitute: bool) -> list[str]:
+    scrubbed = [v for c in rewrites
+                for v in _scrub(c, catalog, banned - {concept.name}, every_substitute)]
     unique = [c for c in dict.fromkeys(scrubbed) if c != prompt]
     return [c for c in unique if not catalog.mentions(c, banned)]
 
 
-def _scrub(prompt: str, catalog: Catalog, banned: set[str]) -> str:
-    """Rewrite other banned concepts a candidate still names (e.g. "circle" in a rewrite of
-    "a red circle" when both are erased): by the first allowed concept of the same kind where
-    unnamed slots are sampled freely, else by the kind's generic word, else drop them."""
+def _scrub(prompt: str, catalog: Catalog, banned: set[str], every_substitute: bool) -> list[str]:
+    """Rewrite other banned concepts a candidate still names (e.g. "star" in a rewrite of "a
+    yellow star" when both are erased): by each allowed concept of the same kind where unnamed
+    slots are sampled freely (only the first unless `every_substitute`), else by the kind's
+    generic word, else drop them. Every substitute lets the distance pick the one the earlier
+    erasure itself mapped to; the first alone pulled "a yellow star" toward circles."""
+    variants = [prompt]
     for other in catalog.concepts.values():
         if not catalog.touches(other.name, banned):
             continue
-        substitutes = [catalog.generic_words.get(other.kind, "")]
+        options: list[tuple[str, ...]] = [(catalog.generic_words.get(other.kind, ""),)]
         if catalog.open_slots:
-            allowed = [c for c in catalog.of_kind(other.kind)
+            allowed = [c.surface_forms for c in catalog.of_kind(other.kind)
                        if not catalog.touches(c.name, banned)]
-            substitutes = list(allowed[0].surface_forms) if allowed else substitutes
-        for slot, form in enumerate(other.surface_forms):
-            # same slot, same phrasing: "drawn as an outline" becomes "filled in", not "solid"
-            prompt = replace_phrase(prompt, form, substitutes[min(slot, len(substitutes) - 1)])
-    return prompt
+            options = allowed or options
+        options = options if every_substitute else options[:1]
+        rewritten: list[str] = []
+        for variant in variants:
+            if not any(find_phrase(variant, form) for form in other.surface_forms):
+                rewritten.append(variant)
+                continue
+            for substitutes in options:
+                out = variant
+                for slot, form in enumerate(other.surface_forms):
+                    # same slot, same phrasing: "drawn as an outline" becomes "filled in"
+                    out = replace_phrase(out, form, substitutes[min(slot, len(substitutes) - 1)])
+                rewritten.append(out)
+        variants = rewritten
+    return variants
 
 
 def select_mapping_targets(model: LoadedModel, concept: CatalogConcept, prompts: list[str],
@@ -151,7 +166,7 @@ def context_variants(prompts: list[str], concept: CatalogConcept, catalog: Catal
 def fixed_rewrite(prompt: str, concept: CatalogConcept, catalog: Catalog, banned: set[str]) -> str:
     """DFR's context-preserving map chosen without the model: the first allowed rewrite, favouring
     the concept's first related same-kind concept, else the generic word, else removal."""
-    cands = candidate_rewrites(prompt, concept, catalog, banned)
+    cands = candidate_rewrites(prompt, concept, catalog, banned, every_substitute=False)
     for name in concept.related:
         other = catalog.concepts.get(name)
         if other is None or other.kind != concept.kind:
