@@ -8,6 +8,7 @@ import torch
 from workers.engine.concepts import load_catalog
 from workers.engine.config import method_config
 from workers.engine.erase import ForgetRequest, erase
+from workers.engine.kv_solve import kv_projections
 from workers.engine.loading import LoadedModel
 from workers.engine.losses import l2_pull
 from workers.engine.methods.uce import closed_form_edit
@@ -49,6 +50,8 @@ def test_trainable_groups_nest(tiny_model: LoadedModel) -> None:
     attn2 = set(trainable_names(tiny_model.unet, "attn2"))
     kv = set(trainable_names(tiny_model.unet, "attn2-kv"))
     assert kv < attn2 < full and kv
+    # the K/V group trains exactly the projections the closed-form solves rewrite
+    assert {n.rsplit(".", 1)[0] for n in kv} == set(kv_projections(tiny_model.unet))
 
 
 def test_uce_with_empty_erase_set_returns_weights_unchanged(tiny_model: LoadedModel) -> None:

@@ -20,6 +20,7 @@ from torch import nn
 from workers.engine.conditioning import encode_prompts
 from workers.engine.loading import LoadedModel
 from workers.engine.sampling import autocast_for
+from workers.engine.trainable import is_kv_projection
 
 
 @dataclass(frozen=True)
@@ -46,8 +47,7 @@ def token_states(model: LoadedModel, prompts: list[str]) -> torch.Tensor:
 def kv_projections(unet: nn.Module) -> dict[str, nn.Linear]:
     """Every cross-attention key and value projection, by module name."""
     return {name: module for name, module in unet.named_modules()
-            if isinstance(module, nn.Linear)
-            and (name.endswith("attn2.to_k") or name.endswith("attn2.to_v"))}
+            if isinstance(module, nn.Linear) and is_kv_projection(name)}
 
 
 @torch.no_grad()

@@ -7,6 +7,11 @@ from torch import nn
 from workers.engine.config import TrainableGroup
 
 
+def is_kv_projection(module_name: str) -> bool:
+    """A cross-attention key or value projection: the only weights that read the text alone."""
+    return module_name.endswith(("attn2.to_k", "attn2.to_v"))
+
+
 def trainable_names(unet: nn.Module, group: TrainableGroup) -> list[str]:
     """`full`: every parameter; `attn2`: cross-attention (q, k, v, out); `attn2-kv`: its k and v."""
     names = [n for n, _ in unet.named_parameters()]
@@ -15,7 +20,7 @@ def trainable_names(unet: nn.Module, group: TrainableGroup) -> list[str]:
     if group == "attn2":
         return [n for n in names if ".attn2." in n]
     if group == "attn2-kv":
-        return [n for n in names if ".attn2.to_k." in n or ".attn2.to_v." in n]
+        return [n for n in names if is_kv_projection(n.rsplit(".", 1)[0])]
     raise ValueError(f"unknown trainable group {group!r}")
 
 
