@@ -57,8 +57,8 @@ def parse_overrides(text: str) -> dict[str, object]:
             out[key] = value.lower() in ("1", "true", "yes")
         elif isinstance(default, int):
             out[key] = int(value)
-        elif isinstance(default, float):
-            out[key] = float(value)
+        elif isinstance(default, float) or default is None:  # the None ones are optional floats
+            out[key] = None if value.lower() == "none" else float(value)
         else:
             out[key] = value
     return out

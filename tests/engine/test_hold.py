@@ -67,11 +67,12 @@ def test_hold_prompts_keep_every_retained_concept_and_earlier_erasures(
     plan = plan_step(tiny_model, tiny_model.unet, [request], [catalog["outlined"]], catalog, cfg)
     assert "" in plan.hold_prompts and "a red circle" in plan.hold_prompts
     outlined = [p for p in catalog["outlined"].prompts if "purple" not in p]
-    assert set(outlined) <= set(plan.hold_prompts)
-    assert not any("purple" in p for p in plan.hold_prompts)
+    assert set(outlined) <= set(plan.held_erasures)
+    assert not set(outlined) & set(plan.hold_prompts)
+    assert not any("purple" in p for p in plan.hold_prompts + plan.held_erasures)
     off = plan_step(tiny_model, tiny_model.unet, [request], [], catalog,
                     method_config("lacu", map_k=2, retain_k=2, consolidate=0.0))
-    assert off.hold_prompts == []
+    assert off.hold_prompts == off.held_erasures == []
 
 
 def test_the_hold_keeps_the_held_keys_and_values_closer_to_the_teacher(

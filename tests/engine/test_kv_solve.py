@@ -13,7 +13,7 @@ from tests.engine.conftest import FAST_STEP
 from workers.engine.concepts import load_catalog
 from workers.engine.config import EraseConfig, method_config
 from workers.engine.erase import ForgetRequest, erase
-from workers.engine.hold import consolidate_kv
+from workers.engine.hold import Held, consolidate_kv
 from workers.engine.kv_solve import Reading, kv_projections, solve_kv, token_states
 from workers.engine.loading import LoadedModel
 
@@ -79,14 +79,14 @@ def test_consolidating_with_nothing_to_hold_changes_nothing(tiny_model: LoadedMo
         for module in kv_projections(student).values():
             module.weight.add_(torch.randn_like(module.weight))
     before = {n: p.clone() for n, p in student.named_parameters()}
-    consolidate_kv(tiny_model, tiny_model.unet, student, [], [], 1.0)
+    consolidate_kv(tiny_model, student, [Held(tiny_model.unet, [], 1.0)], [])
     assert all(torch.equal(p, before[n]) for n, p in student.named_parameters())
 
 
 def test_consolidating_a_student_equal_to_its_teacher_changes_nothing(
         tiny_model: LoadedModel) -> None:
     student = copy.deepcopy(tiny_model.unet)
-    consolidate_kv(tiny_model, tiny_model.unet, student, KEPT, FORGET, 1.0)
+    consolidate_kv(tiny_model, student, [Held(tiny_model.unet, KEPT, 1.0)], FORGET)
     assert _reading_change(tiny_model, student, tiny_model.unet, KEPT + FORGET) < 1e-10
 
 
@@ -98,7 +98,7 @@ def test_consolidation_brings_kept_readings_back_and_keeps_the_forget_ones(
         for module in kv_projections(student).values():
             module.weight.add_(0.05 * torch.randn_like(module.weight))
     consolidated = copy.deepcopy(student)
-    consolidate_kv(tiny_model, tiny_model.unet, consolidated, KEPT, FORGET, 1.0)
+    consolidate_kv(tiny_model, consolidated, [Held(tiny_model.unet, KEPT, 1.0)], FORGET)
     kept_before = _reading_change(tiny_model, student, tiny_model.unet, KEPT)
     kept_after = _reading_change(tiny_model, consolidated, tiny_model.unet, KEPT)
     forget_teacher = _reading_change(tiny_model, tiny_model.unet, student, FORGET)
@@ -121,6 +121,28 @@ def test_a_step_ends_consolidated_when_asked(tiny_model: LoadedModel, tiny_folde
     assert 0 < changes[1] < 0.5 * changes[0], changes
 
 
+def test_kept_prompts_can_read_the_base_model_after_a_later_step(
+        tiny_model: LoadedModel, tiny_folder: Path) -> None:
+    # second step: the teacher is a version erased once; with the kept prompts held to the base
+    # model their readings return to the base's, not to the teacher's drifted ones
+    catalog = load_catalog(tiny_folder)
+    first = ForgetRequest(catalog["zorbo"], catalog["zorbo"].prompts[:2])
+    second = ForgetRequest(catalog["blip"], catalog["blip"].prompts[:2])
+    cfg = method_config("lacu", consolidate=0.0, **FAST_STEP)
+    teacher, _ = erase(tiny_model, tiny_model.unet, [first], [], catalog, cfg)
+    kept = [p for p in KEPT if p not in ("zorbo", "blip")]
+    drift = {}
+    for source in ("teacher", "base"):
+        student, _ = erase(tiny_model, teacher, [second], [catalog["zorbo"]], catalog,
+                           cfg.with_(consolidate=1.0, consolidate_kept_source=source))
+        drift[source] = _reading_change(tiny_model, student, tiny_model.unet, kept)
+    assert drift["base"] < 0.5 * drift["teacher"], drift
+
+
 def test_a_negative_consolidation_weight_is_refused() -> None:
     with pytest.raises(ValueError, match="≥ 0"):
         EraseConfig(consolidate=-1.0)
+    with pytest.raises(ValueError, match="≥ 0"):
+        EraseConfig(consolidate_erased=-1.0)
+    with pytest.raises(ValueError, match="'teacher' or 'base'"):
+        EraseConfig(consolidate_kept_source="other")  # type: ignore[arg-type]

@@ -60,6 +60,12 @@ class EraseConfig:
     # step 10 1.90 vs 2.31 (base 1.21), forgetting no worse (bench/results/consolidate/); at 1 an
     # erasure is partly undone (outlined 0.125 from the base).
     consolidate: float = 0.1
+    # Whose keys/values the kept catalog prompts read after the consolidation: the teacher's
+    # (each step holds the last one's) or the base model's (what steps changed cannot add up).
+    consolidate_kept_source: Literal["teacher", "base"] = "teacher"
+    # The earlier erased prompts' weight in the consolidation (they read the teacher's K/V,
+    # which hold their erasure); None = `consolidate`.
+    consolidate_erased: float | None = None
     # Cross-attention K/V: the only weights that see the text tokens alone, so an edit there moves
     # the erased prompt's keys/values and little else (q/out act on every prompt's features).
     trainable: TrainableGroup = "attn2-kv"
@@ -91,8 +97,12 @@ class EraseConfig:
         if self.replay_sampling not in ("prompt", "concept"):
             raise ValueError(f"replay_sampling must be 'prompt' or 'concept', not "
                              f"{self.replay_sampling!r}")
-        if self.consolidate < 0:
-            raise ValueError(f"consolidate must be ≥ 0, not {self.consolidate}")
+        if self.consolidate < 0 or (self.consolidate_erased or 0) < 0:
+            raise ValueError(f"consolidation weights must be ≥ 0, not {self.consolidate}, "
+                             f"{self.consolidate_erased}")
+        if self.consolidate_kept_source not in ("teacher", "base"):
+            raise ValueError(f"consolidate_kept_source must be 'teacher' or 'base', not "
+                             f"{self.consolidate_kept_source!r}")
         if not 0.0 <= self.preserve_base_share <= 1.0:
             raise ValueError(f"preserve_base_share must be within [0, 1], not "
                              f"{self.preserve_base_share}")

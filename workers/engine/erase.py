@@ -20,7 +20,7 @@ from workers.engine.concepts import Catalog, CatalogConcept
 from workers.engine.conditioning import encode_prompts
 from workers.engine.config import EraseConfig
 from workers.engine.gpu import compile_unet
-from workers.engine.hold import KVHold, consolidate_kv
+from workers.engine.hold import Held, KVHold, consolidate_kv
 from workers.engine.loading import LoadedModel
 from workers.engine.losses import esd_target, l2_pull, preserve_loss, unlearn_loss
 from workers.engine.progress import Cancelled, ProgressEvent
@@ -51,7 +51,9 @@ class StepPlan:
     mappings: list[MappingChoice]
     replay: ReplaySet
     memory_prompts: list[str]
-    hold_prompts: list[str] = field(default_factory=list)  # K/V held (lambda_hold, consolidate)
+    # K/V held (lambda_hold, consolidate): kept catalog prompts, and earlier erased ones
+    hold_prompts: list[str] = field(default_factory=list)
+    held_erasures: list[str] = field(default_factory=list)
 
     def targets(self) -> dict[str, str]:
         return {m.forget_prompt: m.target for m in self.mappings}
@@ -96,13 +98,15 @@ def plan_step(model: LoadedModel, unet: UNet2DConditionModel, requests: list[For
         replay = ReplaySet({c.name: [] for c in forget}, [])
     memory = ([p for c in erased_before for p in c.prompts] if cfg.erasure_memory else [])
     hold: list[str] = []
+    held_erasures: list[str] = []
     if cfg.lambda_hold > 0 or cfg.consolidate > 0:
         # every kept catalog prompt, and every earlier erased one that does not name a concept
         # erased now ("a purple star drawn as an outline" holds outlined, but also purple)
         now = {c.name for c in forget}
-        hold = retained_prompts(catalog, banned, protect) + [
-            p for c in erased_before for p in c.prompts if not catalog.mentions(p, now)]
-    return StepPlan(mappings, replay, memory, hold)
+        hold = retained_prompts(catalog, banned, protect)
+        held_erasures = [p for c in erased_before for p in c.prompts
+                         if not catalog.mentions(p, now)]
+    return StepPlan(mappings, replay, memory, hold, held_erasures)
 
 
 def erase(model: LoadedModel, unet: UNet2DConditionModel, requests: list[ForgetRequest],
@@ -135,7 +139,8 @@ def erase(model: LoadedModel, unet: UNet2DConditionModel, requests: list[ForgetR
         compile_unet(student)
     params = mark_trainable(student, cfg.trainable)
     reference = [p.detach().clone() for p in params]
-    hold = KVHold.build(model, student, plan.hold_prompts) if cfg.lambda_hold > 0 else None
+    hold = (KVHold.build(model, student, plan.hold_prompts + plan.held_erasures)
+            if cfg.lambda_hold > 0 else None)
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     cache = RolloutCache(model, teacher, steps=cfg.rollout_steps, guidance=cfg.rollout_guidance,
                          per_prompt=cfg.rollouts_per_prompt, seed=cfg.seed,
@@ -197,11 +202,24 @@ def erase(model: LoadedModel, unet: UNet2DConditionModel, requests: list[ForgetR
     seconds["training"] = time.perf_counter() - clock
     if cfg.consolidate > 0:
         clock = time.perf_counter()
-        consolidate_kv(model, teacher, student, plan.hold_prompts,
-                       [m.forget_prompt for m in plan.mappings], cfg.consolidate)
+        consolidate_kv(model, student, _held_sets(model, teacher, plan, cfg),
+                       [m.forget_prompt for m in plan.mappings])
         seconds["consolidating"] = time.perf_counter() - clock
     student.eval().requires_grad_(False)
     return student, StepReport(plan, seconds, losses, cache.generated)
+
+
+def _held_sets(model: LoadedModel, teacher: UNet2DConditionModel, plan: StepPlan,
+               cfg: EraseConfig) -> list[Held]:
+    """What the consolidation holds: earlier erasures read the teacher's K/V; kept prompts the
+    teacher's or the base model's (`consolidate_kept_source`). One set when both read the
+    teacher with one weight: every held token then counts alike."""
+    kept_source = model.unet if cfg.consolidate_kept_source == "base" else teacher
+    erased_weight = cfg.consolidate if cfg.consolidate_erased is None else cfg.consolidate_erased
+    if kept_source is teacher and erased_weight == cfg.consolidate:
+        return [Held(teacher, plan.hold_prompts + plan.held_erasures, cfg.consolidate)]
+    return [Held(kept_source, plan.hold_prompts, cfg.consolidate),
+            Held(teacher, plan.held_erasures, erased_weight)]
 
 
 def _memory_slots(plan: StepPlan, cfg: EraseConfig) -> int:

@@ -62,24 +62,35 @@ class KVHold:
         return total / self.scale
 
 
-def consolidate_kv(model: LoadedModel, teacher: nn.Module, student: nn.Module,
-                   keep_prompts: list[str], forget_prompts: list[str], weight: float) -> None:
-    """End of a step: re-solve the student's K/V (in place) so the kept prompts read the
-    teacher's keys and values and the forget prompts the student's, in least squares:
+@dataclass(frozen=True)
+class Held:
+    """Prompts whose keys and values the consolidation holds to `source`'s, with a weight."""
+    source: nn.Module
+    prompts: list[str]
+    weight: float
 
-        W = (w·W_T C_k + W_S C_f + μ W_S)(w·C_k + C_f + μ I)⁻¹
 
-    C_k, C_f = mean h hᵀ over the kept and the forget prompts' tokens, μ a ridge toward the
-    trained student (10⁻⁴ of the mean eigenvalue). Where the two sets read different
-    directions of the text space both readings hold; where they share one, `weight` decides.
-    Training moves the weights in every direction (AdamW scales each weight's step alike); this
-    keeps of it what the erasure needs. Exact where K/V are all that trained (`attn2-kv`);
-    with more trainable, the other weights stay as trained."""
-    keep, forget = token_states(model, keep_prompts), token_states(model, forget_prompts)
-    keep, forget = keep / max(len(keep), 1) ** 0.5, forget / max(len(forget), 1) ** 0.5
-    width = keep.shape[1]
-    ridge = 1e-4 * float(weight * keep.pow(2).sum() + forget.pow(2).sum()) / width
+def consolidate_kv(model: LoadedModel, student: nn.Module, held: list[Held],
+                   forget_prompts: list[str]) -> None:
+    """End of a step: re-solve the student's K/V (in place) so each held set reads its source's
+    keys and values and the forget prompts the student's, in least squares:
+
+        W = (Σ w·W_src C_held + W_S C_f + μ W_S)(Σ w·C_held + C_f + μ I)⁻¹
+
+    C = mean h hᵀ over a set's tokens, μ a ridge toward the trained student (10⁻⁴ of the mean
+    eigenvalue). Where the sets read different directions of the text space every reading
+    holds; where they share one, the weights decide. Training moves the weights in every
+    direction (AdamW scales each weight's step alike); this keeps of it what the erasure needs.
+    Exact where K/V are all that trained (`attn2-kv`); with more trainable, the other weights
+    stay as trained."""
+    readings = []
+    for source, prompts, weight in [(h.source, h.prompts, h.weight) for h in held] + [
+            (student, forget_prompts, 1.0)]:
+        states = token_states(model, prompts)
+        states = states / max(len(states), 1) ** 0.5
+        readings.append(Reading(source, states, states, weight))
+    width = readings[0].states.shape[1]
+    ridge = 1e-4 * sum(float(r.weight * r.states.pow(2).sum()) for r in readings) / width
     if ridge == 0:  # no states to hold (SDXL zeroes the unconditional prompt's)
         return
-    solve_kv(student, [Reading(teacher, keep, keep, weight), Reading(student, forget, forget)],
-             ridge, student)
+    solve_kv(student, readings, ridge, student)
