@@ -107,6 +107,21 @@ def test_consolidation_brings_kept_readings_back_and_keeps_the_forget_ones(
     assert forget_after < 0.5 * forget_teacher, (forget_teacher, forget_after)
 
 
+def test_a_large_ridge_keeps_its_anchor(tiny_model: LoadedModel) -> None:
+    student = copy.deepcopy(tiny_model.unet)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for module in kv_projections(student).values():
+            module.weight.add_(0.05 * torch.randn_like(module.weight))
+    held = [Held(tiny_model.unet, KEPT, 1.0)]
+    to_teacher, to_student = copy.deepcopy(student), copy.deepcopy(student)
+    consolidate_kv(tiny_model, to_teacher, held, FORGET, ridge=1e4, anchor=tiny_model.unet)
+    consolidate_kv(tiny_model, to_student, held, FORGET, ridge=1e4)
+    every = KEPT + FORGET
+    assert _reading_change(tiny_model, to_teacher, tiny_model.unet, every) < 1e-3
+    assert _reading_change(tiny_model, to_student, student, every) < 1e-3
+
+
 def test_a_step_ends_consolidated_when_asked(tiny_model: LoadedModel, tiny_folder: Path
                                              ) -> None:
     catalog = load_catalog(tiny_folder)
@@ -144,5 +159,9 @@ def test_a_negative_consolidation_weight_is_refused() -> None:
         EraseConfig(consolidate=-1.0)
     with pytest.raises(ValueError, match="≥ 0"):
         EraseConfig(consolidate_erased=-1.0)
+    with pytest.raises(ValueError, match="> 0"):
+        EraseConfig(consolidate_ridge=0.0)
+    with pytest.raises(ValueError, match="'student' or 'teacher'"):
+        EraseConfig(consolidate_anchor="base")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="'teacher' or 'base'"):
         EraseConfig(consolidate_kept_source="other")  # type: ignore[arg-type]

@@ -66,6 +66,10 @@ class EraseConfig:
     # The earlier erased prompts' weight in the consolidation (they read the teacher's K/V,
     # which hold their erasure); None = `consolidate`.
     consolidate_erased: float | None = None
+    # The solve's ridge (× the mean eigenvalue of the held states) and what it pulls toward:
+    # the trained student, or the teacher (text directions no prompt set reads keep its K/V).
+    consolidate_ridge: float = 1e-4
+    consolidate_anchor: Literal["student", "teacher"] = "student"
     # Cross-attention K/V: the only weights that see the text tokens alone, so an edit there moves
     # the erased prompt's keys/values and little else (q/out act on every prompt's features).
     trainable: TrainableGroup = "attn2-kv"
@@ -100,6 +104,11 @@ class EraseConfig:
         if self.consolidate < 0 or (self.consolidate_erased or 0) < 0:
             raise ValueError(f"consolidation weights must be ≥ 0, not {self.consolidate}, "
                              f"{self.consolidate_erased}")
+        if self.consolidate_ridge <= 0:
+            raise ValueError(f"consolidate_ridge must be > 0, not {self.consolidate_ridge}")
+        if self.consolidate_anchor not in ("student", "teacher"):
+            raise ValueError(f"consolidate_anchor must be 'student' or 'teacher', not "
+                             f"{self.consolidate_anchor!r}")
         if self.consolidate_kept_source not in ("teacher", "base"):
             raise ValueError(f"consolidate_kept_source must be 'teacher' or 'base', not "
                              f"{self.consolidate_kept_source!r}")

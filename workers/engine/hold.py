@@ -71,16 +71,18 @@ class Held:
 
 
 def consolidate_kv(model: LoadedModel, student: nn.Module, held: list[Held],
-                   forget_prompts: list[str]) -> None:
+                   forget_prompts: list[str], *, ridge: float = 1e-4,
+                   anchor: nn.Module | None = None) -> None:
     """End of a step: re-solve the student's K/V (in place) so each held set reads its source's
     keys and values and the forget prompts the student's, in least squares:
 
         W = (Σ w·W_src C_held + W_S C_f + μ W_S)(Σ w·C_held + C_f + μ I)⁻¹
 
-    C = mean h hᵀ over a set's tokens, μ a ridge toward the trained student (10⁻⁴ of the mean
-    eigenvalue). Where the sets read different directions of the text space every reading
-    holds; where they share one, the weights decide. Training moves the weights in every
-    direction (AdamW scales each weight's step alike); this keeps of it what the erasure needs.
+    C = mean h hᵀ over a set's tokens, μ a ridge toward `anchor` (W_S above; default the
+    trained student) of `ridge` times the mean eigenvalue: what directions no set reads keep.
+    Where the sets read different directions of the text space every reading holds; where
+    they share one, the weights decide. Training moves the weights in every direction (AdamW
+    scales each weight's step alike); this keeps of it what the erasure needs.
     Exact where K/V are all that trained (`attn2-kv`); with more trainable, the other weights
     stay as trained."""
     readings = []
@@ -90,7 +92,7 @@ def consolidate_kv(model: LoadedModel, student: nn.Module, held: list[Held],
         states = states / max(len(states), 1) ** 0.5
         readings.append(Reading(source, states, states, weight))
     width = readings[0].states.shape[1]
-    ridge = 1e-4 * sum(float(r.weight * r.states.pow(2).sum()) for r in readings) / width
-    if ridge == 0:  # no states to hold (SDXL zeroes the unconditional prompt's)
+    mu = ridge * sum(float(r.weight * r.states.pow(2).sum()) for r in readings) / width
+    if mu == 0:  # no states to hold (SDXL zeroes the unconditional prompt's)
         return
-    solve_kv(student, readings, ridge, student)
+    solve_kv(student, readings, mu, anchor if anchor is not None else student)
