@@ -14,7 +14,13 @@ from workers.engine.concepts import load_catalog
 from workers.engine.config import EraseConfig, method_config
 from workers.engine.erase import ForgetRequest, erase
 from workers.engine.hold import Held, consolidate_kv
-from workers.engine.kv_solve import Reading, kv_projections, solve_kv, token_states
+from workers.engine.kv_solve import (
+    Reading,
+    kv_projections,
+    shared_prefix_rows,
+    solve_kv,
+    token_states,
+)
 from workers.engine.loading import LoadedModel
 
 KEPT = ["a red circle", "a solid blue square", "zorbo", ""]
@@ -120,6 +126,37 @@ def test_a_large_ridge_keeps_its_anchor(tiny_model: LoadedModel) -> None:
     every = KEPT + FORGET
     assert _reading_change(tiny_model, to_teacher, tiny_model.unet, every) < 1e-3
     assert _reading_change(tiny_model, to_student, student, every) < 1e-3
+
+
+def test_shared_prefix_rows_are_the_states_a_held_prompt_has_too(
+        tiny_model: LoadedModel) -> None:
+    shared = shared_prefix_rows(tiny_model, ["a red star", "blip"], ["a red circle", "zorbo"])
+    length = tiny_model.tokenizer.model_max_length
+    assert shared.shape == (2 * length,)
+    assert shared[:length].tolist()[:4] == [True, True, True, False]  # <bos> a red | star
+    assert shared[length:].tolist()[:2] == [True, False]  # <bos> | blip
+    star, circle = (token_states(tiny_model, [p]) for p in ("a red star", "a red circle"))
+    assert torch.equal(star[:3], circle[:3]) and not torch.equal(star[3], circle[3])
+
+
+def test_shared_prefixes_read_the_held_keys_and_values_when_asked(
+        tiny_model: LoadedModel) -> None:
+    student = copy.deepcopy(tiny_model.unet)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for module in kv_projections(student).values():
+            module.weight.add_(0.05 * torch.randn_like(module.weight))
+    forget = ["a red star", "a solid blue star"]
+    held = [Held(tiny_model.unet, KEPT, 0.1)]
+    change = {}
+    for hold_shared in (False, True):
+        edited = copy.deepcopy(student)
+        consolidate_kv(tiny_model, edited, held, forget, hold_shared_prefixes=hold_shared)
+        # "<bos> a": shared with "a red circle"; "a red star"'s own "star" position is not
+        change[hold_shared] = (_reading_change(tiny_model, edited, tiny_model.unet, [""]),
+                               _reading_change(tiny_model, edited, student, forget))
+    assert change[True][0] < 0.2 * change[False][0], change
+    assert change[True][1] < 0.5, change
 
 
 def test_a_step_ends_consolidated_when_asked(tiny_model: LoadedModel, tiny_folder: Path

@@ -70,6 +70,10 @@ class EraseConfig:
     # the trained student, or the teacher (text directions no prompt set reads keep its K/V).
     consolidate_ridge: float = 1e-4
     consolidate_anchor: Literal["student", "teacher"] = "student"
+    # The positions a forget prompt shares with a kept one from its start ("<bos> a red" in "a
+    # red star" and "a red circle": the causal encoder gives them one state) read the held
+    # sets' K/V, not the student's: every prompt reads them, none carries the concept.
+    consolidate_shared_prefixes: bool = False
     # Cross-attention K/V: the only weights that see the text tokens alone, so an edit there moves
     # the erased prompt's keys/values and little else (q/out act on every prompt's features).
     trainable: TrainableGroup = "attn2-kv"

@@ -204,7 +204,8 @@ def erase(model: LoadedModel, unet: UNet2DConditionModel, requests: list[ForgetR
         clock = time.perf_counter()
         consolidate_kv(model, student, _held_sets(model, teacher, plan, cfg),
                        [m.forget_prompt for m in plan.mappings], ridge=cfg.consolidate_ridge,
-                       anchor=teacher if cfg.consolidate_anchor == "teacher" else None)
+                       anchor=teacher if cfg.consolidate_anchor == "teacher" else None,
+                       hold_shared_prefixes=cfg.consolidate_shared_prefixes)
         seconds["consolidating"] = time.perf_counter() - clock
     student.eval().requires_grad_(False)
     return student, StepReport(plan, seconds, losses, cache.generated)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from workers.engine.kv_solve import Reading, solve_kv, token_states
+from workers.engine.kv_solve import Reading, shared_prefix_rows, solve_kv, token_states
 from workers.engine.loading import LoadedModel
 from workers.engine.trainable import trainable_names
 
@@ -72,7 +72,7 @@ class Held:
 
 def consolidate_kv(model: LoadedModel, student: nn.Module, held: list[Held],
                    forget_prompts: list[str], *, ridge: float = 1e-4,
-                   anchor: nn.Module | None = None) -> None:
+                   anchor: nn.Module | None = None, hold_shared_prefixes: bool = False) -> None:
     """End of a step: re-solve the student's K/V (in place) so each held set reads its source's
     keys and values and the forget prompts the student's, in least squares:
 
@@ -84,13 +84,23 @@ def consolidate_kv(model: LoadedModel, student: nn.Module, held: list[Held],
     they share one, the weights decide. Training moves the weights in every direction (AdamW
     scales each weight's step alike); this keeps of it what the erasure needs.
     Exact where K/V are all that trained (`attn2-kv`); with more trainable, the other weights
-    stay as trained."""
-    readings = []
-    for source, prompts, weight in [(h.source, h.prompts, h.weight) for h in held] + [
-            (student, forget_prompts, 1.0)]:
+    stay as trained.
+
+    `hold_shared_prefixes`: a forget prompt's positions whose text so far begins a held prompt
+    too (the start token, "a", "a drawing of") are left to the held sets: they carry no
+    concept, and every prompt reads them."""
+    def mean_states(prompts: list[str], drop: torch.Tensor | None = None) -> torch.Tensor:
         states = token_states(model, prompts)
-        states = states / max(len(states), 1) ** 0.5
-        readings.append(Reading(source, states, states, weight))
+        states = states[~drop] if drop is not None and len(states) else states
+        return states / max(len(states), 1) ** 0.5
+
+    readings = [Reading(h.source, states, states, h.weight)
+                for h in held for states in [mean_states(h.prompts)]]
+    held_prompts = [p for h in held for p in h.prompts]
+    shared = (shared_prefix_rows(model, forget_prompts, held_prompts)
+              if hold_shared_prefixes and held_prompts and forget_prompts else None)
+    forget = mean_states(forget_prompts, shared)
+    readings.append(Reading(student, forget, forget))
     width = readings[0].states.shape[1]
     mu = ridge * sum(float(r.weight * r.states.pow(2).sum()) for r in readings) / width
     if mu == 0:  # no states to hold (SDXL zeroes the unconditional prompt's)

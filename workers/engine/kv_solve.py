@@ -44,6 +44,22 @@ def token_states(model: LoadedModel, prompts: list[str]) -> torch.Tensor:
     return hidden.reshape(-1, hidden.shape[-1]).double().cpu()
 
 
+def shared_prefix_rows(model: LoadedModel, prompts: list[str], others: list[str]
+                       ) -> torch.Tensor:
+    """Over `token_states(prompts)`'s rows: True where the prompt's tokens up to and including
+    that position also begin one of `others`. The text encoders are causal, so such a state is
+    exactly one of the others' ("a red star" shares "<bos> a red" with "a red circle")."""
+    length = model.tokenizer.model_max_length
+
+    def ids(texts: list[str]) -> list[list[int]]:
+        return model.tokenizer(texts, padding="max_length", max_length=length,
+                               truncation=True).input_ids  # type: ignore[no-any-return]
+
+    prefixes = {tuple(row[:i + 1]) for row in ids(others) for i in range(length)}
+    return torch.tensor([tuple(row[:i + 1]) in prefixes for row in ids(prompts)
+                         for i in range(length)], dtype=torch.bool)
+
+
 def kv_projections(unet: nn.Module) -> dict[str, nn.Linear]:
     """Every cross-attention key and value projection, by module name."""
     return {name: module for name, module in unet.named_modules()
