@@ -73,6 +73,11 @@ def test_hold_prompts_keep_every_retained_concept_and_earlier_erasures(
     off = plan_step(tiny_model, tiny_model.unet, [request], [], catalog,
                     method_config("lacu", map_k=2, retain_k=2, consolidate=0.0))
     assert off.hold_prompts == off.held_erasures == []
+    wider = plan_step(tiny_model, tiny_model.unet, [request], [catalog["outlined"]], catalog,
+                      cfg.with_(consolidate_erased_variants=True))
+    variants = set(wider.held_erasures) - set(plan.held_erasures)
+    assert set(plan.held_erasures) < set(wider.held_erasures)
+    assert all(catalog.mentions(p, {"outlined"}) and "purple" not in p for p in variants)
 
 
 def test_the_hold_keeps_the_held_keys_and_values_closer_to_the_teacher(

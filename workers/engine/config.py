@@ -74,6 +74,9 @@ class EraseConfig:
     # red star" and "a red circle": the causal encoder gives them one state) read the held
     # sets' K/V, not the student's: every prompt reads them, none carries the concept.
     consolidate_shared_prefixes: bool = False
+    # The earlier erased prompts the consolidation holds include their context and frame
+    # variants, as their own step erased them (more of the text around an erased concept held).
+    consolidate_erased_variants: bool = False
     # Cross-attention K/V: the only weights that see the text tokens alone, so an edit there moves
     # the erased prompt's keys/values and little else (q/out act on every prompt's features).
     trainable: TrainableGroup = "attn2-kv"

@@ -73,11 +73,7 @@ def plan_step(model: LoadedModel, unet: UNet2DConditionModel, requests: list[For
     banned = {r.concept.name for r in requests} | {c.name for c in erased_before}
     mappings: list[MappingChoice] = []
     for r in requests:
-        prompts = list(r.prompts) + context_variants(list(r.prompts), r.concept, catalog, banned,
-                                                     per_prompt=cfg.context_variants,
-                                                     seed=cfg.seed + 41)
-        prompts += frame_variants(list(r.prompts), catalog, per_prompt=cfg.frame_variants,
-                                  seed=cfg.seed + 44)
+        prompts = _with_variants(list(r.prompts), r.concept, catalog, banned, cfg)
         if cfg.select_targets:
             mappings += select_mapping_targets(model, r.concept, prompts, catalog, banned,
                                                k=cfg.map_k, seed=cfg.seed + 42, unet=unet)
@@ -104,9 +100,18 @@ def plan_step(model: LoadedModel, unet: UNet2DConditionModel, requests: list[For
         # erased now ("a purple star drawn as an outline" holds outlined, but also purple)
         now = {c.name for c in forget}
         hold = retained_prompts(catalog, banned, protect)
-        held_erasures = [p for c in erased_before for p in c.prompts
-                         if not catalog.mentions(p, now)]
+        held_erasures = [p for c in erased_before for p in (
+            _with_variants(list(c.prompts), c, catalog, banned, cfg)
+            if cfg.consolidate_erased_variants else c.prompts) if not catalog.mentions(p, now)]
     return StepPlan(mappings, replay, memory, hold, held_erasures)
+
+
+def _with_variants(prompts: list[str], concept: CatalogConcept, catalog: Catalog,
+                   banned: set[str], cfg: EraseConfig) -> list[str]:
+    """A concept's prompts, plus their context and frame variants: what a step erases."""
+    return (prompts + context_variants(prompts, concept, catalog, banned,
+                                       per_prompt=cfg.context_variants, seed=cfg.seed + 41)
+            + frame_variants(prompts, catalog, per_prompt=cfg.frame_variants, seed=cfg.seed + 44))
 
 
 def erase(model: LoadedModel, unet: UNet2DConditionModel, requests: list[ForgetRequest],
