@@ -33,6 +33,8 @@ def continual(
     judge: Path = typer.Option(JUDGE_PATH),
     seed: int = typer.Option(0),
     per_concept: int = typer.Option(8, help="Generated images per concept per evaluation."),
+    forget_images: int = typer.Option(32, help="Images per erased concept for the forget "
+                                      "accuracies (a 5 % bar needs more than 8)."),
     settings: str = typer.Option("", "--set", help="EraseConfig overrides: 'lr=1e-3,steps=80'."),
     reevaluate: bool = typer.Option(False, help="Evaluate steps found in --out again."),
     precision: str = typer.Option("auto", callback=_precision, help="auto, float32 or bfloat16 "
@@ -48,7 +50,8 @@ def continual(
         concepts = concepts[:3]
     names = [m.strip() for m in methods.split(",") if m.strip()]
     result = run_benchmark(model, judge, names, concepts, out, seed=seed,
-                           per_concept=per_concept, overrides=parse_overrides(settings),
+                           per_concept=per_concept, forget_per_concept=forget_images,
+                           overrides=parse_overrides(settings),
                            log=lambda line: typer.echo(line, err=True), reevaluate=reevaluate,
                            precision=precision)
     if as_json:

@@ -122,7 +122,7 @@ def run_method(name: str, model: LoadedModel, catalog: Catalog, evaluator: World
 
 
 def run_benchmark(model_dir: Path, judge_path: Path, methods: list[str], sequence: list[str],
-                  out: Path, *, seed: int = 0, per_concept: int = 8,
+                  out: Path, *, seed: int = 0, per_concept: int = 8, forget_per_concept: int = 32,
                   overrides: dict[str, object] | None = None,
                   log: Callable[[str], None] = print, reevaluate: bool = False,
                   precision: str = "auto") -> dict[str, object]:
@@ -132,7 +132,8 @@ def run_benchmark(model_dir: Path, judge_path: Path, methods: list[str], sequenc
     unknown = [c for c in sequence if c not in catalog]
     if unknown:
         raise ValueError(f"not in the model's catalog: {', '.join(unknown)}")
-    evaluator = WorldEvaluator(model, Judge.load(judge_path), per_concept=per_concept)
+    evaluator = WorldEvaluator(model, Judge.load(judge_path), per_concept=per_concept,
+                               forget_per_concept=forget_per_concept)
     base = evaluator.generate_for([c.name for c in CATALOG])
     base_quality = evaluator.quality(base.images)
     result: dict[str, object] = {

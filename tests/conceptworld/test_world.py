@@ -141,3 +141,23 @@ def test_quality_is_low_for_clean_renders_and_rises_with_damage() -> None:
         return evaluator.retained_quality(gen, names)
 
     assert quality(clean) < 0.5 * quality(blurred)
+
+
+@shipped
+def test_forget_accuracies_are_measured_on_their_own_image_count() -> None:
+    from workers.conceptworld.evaluate import WorldEvaluator, step_metrics
+    from workers.conceptworld.judge import Judge
+    from workers.engine.loading import load_model
+
+    model = load_model(MODEL_DIR, device="cpu")
+    evaluator = WorldEvaluator(model, Judge.load(JUDGE_PATH), per_concept=1,
+                               forget_per_concept=4, steps=2)
+    base = evaluator.generate_for([c.name for c in CATALOG])
+    assert len(base.images) == len(CATALOG)
+    metrics = step_metrics(evaluator, None, ["star"], base)
+    assert metrics["forget_images"] == 4
+    for rates in (metrics["forget_acc"], metrics["forget_acc_heldout"]):
+        assert list(rates) == ["star"]  # type: ignore[call-overload]
+        assert rates["star"] * 4 == round(rates["star"] * 4)  # type: ignore[index]
+    held = evaluator.generate_for(["star"], heldout=True, per_concept=4)
+    assert len(held.images) == 4 and metrics["forget_acc_heldout"] == {"star": held.rate("star")}

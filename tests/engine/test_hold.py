@@ -63,7 +63,8 @@ def test_hold_prompts_keep_every_retained_concept_and_earlier_erasures(
         tiny_model: LoadedModel, tiny_folder: Path) -> None:
     catalog = load_catalog(tiny_folder)
     request = ForgetRequest(catalog["purple"], catalog["purple"].prompts[:2])
-    cfg = method_config("lacu", lambda_hold=1.0, map_k=2, retain_k=2)
+    cfg = method_config("lacu", lambda_hold=1.0, map_k=2, retain_k=2,
+                        consolidate_erased_variants=False)
     plan = plan_step(tiny_model, tiny_model.unet, [request], [catalog["outlined"]], catalog, cfg)
     assert "" in plan.hold_prompts and "a red circle" in plan.hold_prompts
     outlined = [p for p in catalog["outlined"].prompts if "purple" not in p]
