@@ -36,6 +36,16 @@ def _attention(seed: int) -> nn.Module:
     return block
 
 
+def _perturbed(model: LoadedModel, scale: float) -> nn.Module:
+    """A copy of the model's UNet with seeded noise of `scale` on every K/V weight."""
+    student = copy.deepcopy(model.unet)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for module in kv_projections(student).values():
+            module.weight.add_(scale * torch.randn_like(module.weight))
+    return student
+
+
 def _reading_change(model: LoadedModel, unet: nn.Module, reference: nn.Module,
                     prompts: list[str]) -> float:
     """Relative change of the keys and values `prompts` read in `unet` against `reference`."""
@@ -79,11 +89,7 @@ def test_the_solve_is_the_least_squares_formula() -> None:
 
 
 def test_consolidating_with_nothing_to_hold_changes_nothing(tiny_model: LoadedModel) -> None:
-    student = copy.deepcopy(tiny_model.unet)
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for module in kv_projections(student).values():
-            module.weight.add_(torch.randn_like(module.weight))
+    student = _perturbed(tiny_model, 1.0)
     before = {n: p.clone() for n, p in student.named_parameters()}
     consolidate_kv(tiny_model, student, [Held(tiny_model.unet, [], 1.0)], [])
     assert all(torch.equal(p, before[n]) for n, p in student.named_parameters())
@@ -98,11 +104,7 @@ def test_consolidating_a_student_equal_to_its_teacher_changes_nothing(
 
 def test_consolidation_brings_kept_readings_back_and_keeps_the_forget_ones(
         tiny_model: LoadedModel) -> None:
-    student = copy.deepcopy(tiny_model.unet)
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for module in kv_projections(student).values():
-            module.weight.add_(0.05 * torch.randn_like(module.weight))
+    student = _perturbed(tiny_model, 0.05)
     consolidated = copy.deepcopy(student)
     consolidate_kv(tiny_model, consolidated, [Held(tiny_model.unet, KEPT, 1.0)], FORGET)
     kept_before = _reading_change(tiny_model, student, tiny_model.unet, KEPT)
@@ -114,11 +116,7 @@ def test_consolidation_brings_kept_readings_back_and_keeps_the_forget_ones(
 
 
 def test_a_large_ridge_keeps_its_anchor(tiny_model: LoadedModel) -> None:
-    student = copy.deepcopy(tiny_model.unet)
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for module in kv_projections(student).values():
-            module.weight.add_(0.05 * torch.randn_like(module.weight))
+    student = _perturbed(tiny_model, 0.05)
     held = [Held(tiny_model.unet, KEPT, 1.0)]
     to_teacher, to_student = copy.deepcopy(student), copy.deepcopy(student)
     consolidate_kv(tiny_model, to_teacher, held, FORGET, ridge=1e4, anchor=tiny_model.unet)
@@ -141,11 +139,7 @@ def test_shared_prefix_rows_are_the_states_a_held_prompt_has_too(
 
 def test_shared_prefixes_read_the_held_keys_and_values_when_asked(
         tiny_model: LoadedModel) -> None:
-    student = copy.deepcopy(tiny_model.unet)
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for module in kv_projections(student).values():
-            module.weight.add_(0.05 * torch.randn_like(module.weight))
+    student = _perturbed(tiny_model, 0.05)
     forget = ["a red star", "a solid blue star"]
     held = [Held(tiny_model.unet, KEPT, 0.1)]
     change = {}
