@@ -95,3 +95,24 @@ def test_the_hold_keeps_the_held_keys_and_values_closer_to_the_teacher(
         assert ("hold" in report.final_losses) == (lam > 0)
     assert changes[1] < 0.5 * changes[0], changes
     assert changes[0] > 0
+
+
+def test_earlier_erased_prompts_naming_the_concept_erased_now_are_forgotten_not_kept(
+        tiny_model: LoadedModel, tiny_folder: Path) -> None:
+    # "a outlined yellow star" is an outlined prompt; distilled from the teacher it kept star.
+    catalog = load_catalog(tiny_folder)
+    star, outlined = catalog["star"], catalog["outlined"]
+    request = ForgetRequest(star, star.prompts[:1])
+    naming = [p for p in outlined.prompts if catalog.mentions(p, {"star"})]
+    assert naming
+    cfg = method_config("lacu", map_k=2, retain_k=2)
+    plan = plan_step(tiny_model, tiny_model.unet, [request], [outlined], catalog, cfg)
+    targets = plan.targets()
+    assert set(naming) <= set(targets)
+    assert not any(catalog.mentions(targets[p], {"star", "outlined"}) for p in naming)
+    assert not set(naming) & set(plan.memory_prompts + plan.held_erasures)
+    assert set(outlined.prompts) - set(naming) <= set(plan.memory_prompts)
+    without = plan_step(tiny_model, tiny_model.unet, [request], [outlined], catalog,
+                        cfg.with_(forget_earlier_naming=False))
+    assert not set(naming) & set(without.targets())
+    assert set(naming) <= set(without.memory_prompts)

@@ -37,6 +37,10 @@ class EraseConfig:
     replay_sampling: Literal["prompt", "concept"] = "concept"
     global_replay_prompts: int = 30  # DFR v1's random unrelated replay, scaled to our catalog
     erasure_memory: bool = True      # beyond the paper: earlier erasures stay distilled, no relapse
+    # With the memory: an earlier erasure's prompt that names the concept erased now ("a outlined
+    # yellow star" when erasing star) is a forget prompt of this step, mapped away from both,
+    # not a memory prompt distilled from the teacher (which still draws star there).
+    forget_earlier_naming: bool = True
     # Replay targets: the teacher moved this share of the way to the base model. 0, because the
     # pull back to the base reaches the erased concepts through the shared K/V: at 1 retention
     # and quality meet the step-10 bar but earlier erasures relapse (worst forget 0.5, held-out

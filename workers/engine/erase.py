@@ -71,9 +71,16 @@ def plan_step(model: LoadedModel, unet: UNet2DConditionModel, requests: list[For
               erased_before: list[CatalogConcept], catalog: Catalog, cfg: EraseConfig
               ) -> StepPlan:
     banned = {r.concept.name for r in requests} | {c.name for c in erased_before}
+    now = {r.concept.name for r in requests}
+    earlier = [p for c in erased_before for p in c.prompts] if cfg.erasure_memory else []
     mappings: list[MappingChoice] = []
     for r in requests:
-        prompts = _with_variants(list(r.prompts), r.concept, catalog, banned, cfg)
+        # an earlier erasure's prompt naming this concept ("a outlined yellow star" when erasing
+        # star) is one of its forget prompts, mapped away from both
+        naming = ([p for p in earlier if catalog.mentions(p, {r.concept.name})]
+                  if cfg.forget_earlier_naming else [])
+        prompts = _with_variants(list(dict.fromkeys([*r.prompts, *naming])), r.concept, catalog,
+                                 banned, cfg)
         if cfg.select_targets:
             mappings += select_mapping_targets(model, r.concept, prompts, catalog, banned,
                                                k=cfg.map_k, seed=cfg.seed + 42, unet=unet)
@@ -92,13 +99,13 @@ def plan_step(model: LoadedModel, unet: UNet2DConditionModel, requests: list[For
                                    seed=cfg.seed + 43)
     else:
         replay = ReplaySet({c.name: [] for c in forget}, [])
-    memory = ([p for c in erased_before for p in c.prompts] if cfg.erasure_memory else [])
+    memory = [p for p in earlier
+              if not (cfg.forget_earlier_naming and catalog.mentions(p, now))]
     hold: list[str] = []
     held_erasures: list[str] = []
     if cfg.lambda_hold > 0 or cfg.consolidate > 0:
         # every kept catalog prompt, and every earlier erased one that does not name a concept
         # erased now ("a purple star drawn as an outline" holds outlined, but also purple)
-        now = {c.name for c in forget}
         hold = retained_prompts(catalog, banned, protect)
         held_erasures = [p for c in erased_before for p in (
             _with_variants(list(c.prompts), c, catalog, banned, cfg)
