@@ -1,17 +1,19 @@
 """One erasure step from a saved version under several settings: its forget rates on many images.
 
-    python -m bench.step_probe STEP_DIR CONCEPT ERASED_BEFORE SETTINGS [SETTINGS ...]
+    python -m bench.step_probe [--images N] STEP_DIR CONCEPT ERASED_BEFORE SETTINGS [SETTINGS ...]
 
 STEP_DIR: a benchmark step folder (the teacher); ERASED_BEFORE: comma-separated concepts it
 erased; each SETTINGS is a `--set` string ("" for the defaults). Prints one JSON line per setting:
-the share of 32 images showing the concept on its request and on its held-out templates. A
-quick look at one step's residue, which 8 images per concept cannot resolve.
+the share of N images (default 32) showing the concept on its request and on its held-out
+templates, and [request, held-out] for each earlier erased concept that shows at all (relapse).
+A quick look at one step's residue, which 8 images per concept cannot resolve; a rate of a few
+per cent needs N in the hundreds to tell settings apart.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -26,25 +28,36 @@ from workers.engine.loading import load_model
 from workers.engine.versions import load_version
 
 
-def main(args: list[str]) -> None:
-    start, name, erased = Path(args[0]), args[1], [e for e in args[2].split(",") if e]
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--images", type=int, default=32)
+    parser.add_argument("step_dir", type=Path)
+    parser.add_argument("concept")
+    parser.add_argument("erased_before")
+    parser.add_argument("settings", nargs="+")
+    args = parser.parse_args()
+    name, erased = args.concept, [e for e in args.erased_before.split(",") if e]
     model = load_model(MODEL_DIR, device="cpu")
     catalog = load_catalog(MODEL_DIR)
-    evaluator = WorldEvaluator(model, Judge.load(JUDGE_PATH), per_concept=32)
-    teacher = load_version(model.unet, start)
+    evaluator = WorldEvaluator(model, Judge.load(JUDGE_PATH), per_concept=args.images)
+    teacher = load_version(model.unet, args.step_dir)
     concept = catalog[name]
-    for settings in args[3:]:
+    for settings in args.settings:
         cfg = method_config("lacu", **parse_overrides(settings))
         clock = time.perf_counter()
         student, _ = erase(model, teacher, [ForgetRequest(concept, concept.prompts)],
                            [catalog[e] for e in erased], catalog, cfg)
         seconds = time.perf_counter() - clock
+        names = [name, *erased]
+        request = evaluator.generate_for(names, student)
+        heldout = evaluator.generate_for(names, student, heldout=True)
         print(json.dumps({
-            "set": settings, "seconds": round(seconds),
-            "request": evaluator.generate_for([name], student).rate(name),
-            "heldout": evaluator.generate_for([name], student, heldout=True).rate(name),
+            "set": settings, "seconds": round(seconds), "images": args.images,
+            "request": request.rate(name), "heldout": heldout.rate(name),
+            "earlier": {e: [request.rate(e), heldout.rate(e)] for e in erased
+                        if request.rate(e) or heldout.rate(e)},
         }), flush=True)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()
