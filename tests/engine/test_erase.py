@@ -110,3 +110,12 @@ def test_every_baseline_runs_on_the_same_interface(tiny_model: LoadedModel,
         diff = sum(float((a - b).abs().sum()) for a, b in
                    zip(student.parameters(), tiny_model.unet.parameters(), strict=True))
         assert diff > 0, method
+
+
+def test_baselines_run_without_lacus_own_ingredients() -> None:
+    # naive must stay the collapse case: no consolidation, memory, replay or ℓ2 of LACU's
+    for method in ("naive", "esd", "dfr"):
+        cfg = method_config(method)
+        assert cfg.consolidate == 0.0 and cfg.lambda_hold == 0.0, method
+        assert not cfg.erasure_memory and not cfg.unlearn_on_target_rollouts, method
+    assert method_config("lacu").consolidate > 0

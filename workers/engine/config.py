@@ -142,22 +142,24 @@ class EraseConfig:
 
 
 def method_config(method: str, **overrides: object) -> EraseConfig:
-    """The configuration each method runs with on the shared interface."""
+    """The configuration each method runs with on the shared interface. The baselines get the
+    same forget prompts (request, context and frame variants) and step budget as LACU, none of
+    its preserving ingredients (the K/V consolidation included)."""
     presets: dict[str, dict[str, object]] = {
         "lacu": {},
         # Fixed global anchor, no replay, no ℓ2 pull, no memory: the collapse case.
         "naive": {"select_targets": False, "replay": "none", "lambda_reg": 0.0,
                   "erasure_memory": False, "lambda_preserve": 0.0,
-                  "unlearn_on_target_rollouts": False},
+                  "unlearn_on_target_rollouts": False, "consolidate": 0.0},
         # ESD-x: negative guidance on cross-attention, nothing preserved.
         "esd": {"replay": "none", "lambda_reg": 0.0, "erasure_memory": False,
                 "lambda_preserve": 0.0, "select_targets": False,
-                "unlearn_on_target_rollouts": False},
+                "unlearn_on_target_rollouts": False, "consolidate": 0.0},
         # DFR (v1): a fixed context-preserving rewrite, global random replay, ℓ2, no memory;
         # replay distilled from the previous version whatever LACU's default share.
         "dfr": {"select_targets": False, "replay": "global", "erasure_memory": False,
                 "unlearn_on_target_rollouts": False, "preserve_base_share": 0.0,
-                "replay_sampling": "prompt"},
+                "replay_sampling": "prompt", "consolidate": 0.0},
         # UCE: closed form on cross-attention K/V; preserves the replay set's embeddings.
         "uce": {"trainable": "attn2-kv", "select_targets": False, "replay": "global",
                 "erasure_memory": False},
