@@ -1,6 +1,6 @@
 """One erasure step from a saved version under several settings: its forget rates on many images.
 
-    python -m bench.step_probe [--images N] STEP_DIR CONCEPT ERASED_BEFORE SETTINGS [SETTINGS ...]
+    python -m bench.step_probe [--images N] [--quality M] STEP_DIR CONCEPT ERASED_BEFORE SETTINGS..
 
 STEP_DIR: a benchmark step folder (the teacher); ERASED_BEFORE: comma-separated concepts it
 erased; each SETTINGS is a `--set` string ("" for the defaults). Prints one JSON line per setting:
@@ -8,6 +8,11 @@ the share of N images (default 32) showing the concept on its request and on its
 templates, and [request, held-out] for each earlier erased concept that shows at all (relapse).
 A quick look at one step's residue, which 8 images per concept cannot resolve; a rate of a few
 per cent needs N in the hundreds to tell settings apart.
+
+`--quality M`: also the kept concepts' drawing quality (`retained_quality`) at M images a
+concept, of the teacher once and of each setting's student, with related / general retention
+against the teacher and the per-concept distance of the erased concept's catalog neighbours
+(the benchmark's 8 images a concept mostly measure small-sample bias).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from pathlib import Path
 
 from bench.continual import parse_overrides
 from workers.conceptworld.cli import JUDGE_PATH, MODEL_DIR
-from workers.conceptworld.evaluate import WorldEvaluator
+from workers.conceptworld.evaluate import WorldEvaluator, mean_rate, retention_sets
 from workers.conceptworld.judge import Judge
 from workers.engine.concepts import load_catalog
 from workers.engine.config import method_config
@@ -31,6 +36,7 @@ from workers.engine.versions import load_version
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=32)
+    parser.add_argument("--quality", type=int, default=0, metavar="M")
     parser.add_argument("step_dir", type=Path)
     parser.add_argument("concept")
     parser.add_argument("erased_before")
@@ -42,6 +48,13 @@ def main() -> None:
     evaluator = WorldEvaluator(model, Judge.load(JUDGE_PATH), per_concept=args.images)
     teacher = load_version(model.unet, args.step_dir)
     concept = catalog[name]
+    kept = [*retention_sets([*erased, name])] if args.quality else [[], []]
+    quality = WorldEvaluator(model, evaluator.judge, per_concept=args.quality)
+    before = quality.generate_for(kept[0] + kept[1], teacher) if args.quality else None
+    if before is not None:
+        print(json.dumps({"teacher_quality": quality.retained_quality(before, kept[0] + kept[1]),
+                          "related": {n: round(quality.retained_quality(before, [n]), 2)
+                                      for n in kept[0]}}), flush=True)
     for settings in args.settings:
         cfg = method_config("lacu", **parse_overrides(settings))
         clock = time.perf_counter()
@@ -51,12 +64,20 @@ def main() -> None:
         names = [name, *erased]
         request = evaluator.generate_for(names, student)
         heldout = evaluator.generate_for(names, student, heldout=True)
-        print(json.dumps({
+        row: dict[str, object] = {
             "set": settings, "seconds": round(seconds), "images": args.images,
             "request": request.rate(name), "heldout": heldout.rate(name),
             "earlier": {e: [request.rate(e), heldout.rate(e)] for e in erased
                         if request.rate(e) or heldout.rate(e)},
-        }), flush=True)
+        }
+        if before is not None:
+            after = quality.generate_for(kept[0] + kept[1], student)
+            row |= {"quality": quality.retained_quality(after, kept[0] + kept[1]),
+                    "related_retention": mean_rate(after, kept[0]) / mean_rate(before, kept[0]),
+                    "general_retention": mean_rate(after, kept[1]) / mean_rate(before, kept[1]),
+                    "related": {n: round(quality.retained_quality(after, [n]), 2)
+                                for n in kept[0]}}
+        print(json.dumps(row), flush=True)
 
 
 if __name__ == "__main__":

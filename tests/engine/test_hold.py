@@ -11,7 +11,7 @@ from tests.engine.conftest import FAST_STEP
 from workers.engine.concepts import load_catalog
 from workers.engine.conditioning import encode_prompts
 from workers.engine.config import method_config
-from workers.engine.erase import ForgetRequest, erase, plan_step
+from workers.engine.erase import ForgetRequest, erase, held_sets, plan_step
 from workers.engine.hold import KVHold, kv_weights
 from workers.engine.loading import LoadedModel
 from workers.engine.trainable import mark_trainable
@@ -116,3 +116,24 @@ def test_earlier_erased_prompts_naming_the_concept_erased_now_are_forgotten_not_
                         cfg.with_(forget_earlier_naming=False))
     assert not set(naming) & set(without.targets())
     assert set(naming) <= set(without.memory_prompts)
+
+
+def test_replayed_neighbours_are_held_with_their_own_weight_when_asked(
+        tiny_model: LoadedModel, tiny_folder: Path) -> None:
+    catalog = load_catalog(tiny_folder)
+    request = ForgetRequest(catalog["purple"], catalog["purple"].prompts[:2])
+    cfg = method_config("lacu", map_k=2, retain_k=2, replay_top_k=2)
+    plan = plan_step(tiny_model, tiny_model.unet, [request], [catalog["outlined"]], catalog, cfg)
+    assert len(held_sets(tiny_model, tiny_model.unet, plan, cfg)) == 1
+    held = held_sets(tiny_model, tiny_model.unet, plan, cfg.with_(consolidate_neighbours=0.5))
+    kept, erased, neighbours = held
+    assert neighbours.weight == 0.5 and kept.weight == erased.weight == cfg.consolidate
+    assert set(neighbours.prompts) == set(plan.replay.prompts) & set(plan.hold_prompts) - {""}
+    assert neighbours.prompts and not set(neighbours.prompts) & set(kept.prompts)
+    assert set(kept.prompts) | set(neighbours.prompts) == set(plan.hold_prompts)  # "" kept
+    assert erased.prompts == plan.held_erasures
+    kept, erased, neighbours, unconditional = held_sets(
+        tiny_model, tiny_model.unet, plan,
+        cfg.with_(consolidate_neighbours=0.5, consolidate_unconditional=0.5))
+    assert unconditional.prompts == [""] and "" not in kept.prompts + neighbours.prompts
+    assert unconditional.weight == 0.5

@@ -24,7 +24,13 @@ from workers.engine.hold import Held, KVHold, consolidate_kv
 from workers.engine.loading import LoadedModel
 from workers.engine.losses import esd_target, l2_pull, preserve_loss, unlearn_loss
 from workers.engine.progress import Cancelled, ProgressEvent
-from workers.engine.replay import ReplaySet, global_replay_set, local_replay_set, retained_prompts
+from workers.engine.replay import (
+    UNCONDITIONAL,
+    ReplaySet,
+    global_replay_set,
+    local_replay_set,
+    retained_prompts,
+)
 from workers.engine.rollouts import RolloutCache
 from workers.engine.sampling import autocast_for, predict_noise
 from workers.engine.targets import (
@@ -214,7 +220,7 @@ def erase(model: LoadedModel, unet: UNet2DConditionModel, requests: list[ForgetR
     seconds["training"] = time.perf_counter() - clock
     if cfg.consolidate > 0:
         clock = time.perf_counter()
-        consolidate_kv(model, student, _held_sets(model, teacher, plan, cfg),
+        consolidate_kv(model, student, held_sets(model, teacher, plan, cfg),
                        [m.forget_prompt for m in plan.mappings], ridge=cfg.consolidate_ridge,
                        anchor=teacher if cfg.consolidate_anchor == "teacher" else None,
                        hold_shared_prefixes=cfg.consolidate_shared_prefixes)
@@ -223,17 +229,28 @@ def erase(model: LoadedModel, unet: UNet2DConditionModel, requests: list[ForgetR
     return student, StepReport(plan, seconds, losses, cache.generated)
 
 
-def _held_sets(model: LoadedModel, teacher: UNet2DConditionModel, plan: StepPlan,
-               cfg: EraseConfig) -> list[Held]:
+def held_sets(model: LoadedModel, teacher: UNet2DConditionModel, plan: StepPlan,
+              cfg: EraseConfig) -> list[Held]:
     """What the consolidation holds: earlier erasures read the teacher's K/V; kept prompts the
-    teacher's or the base model's (`consolidate_kept_source`). One set when both read the
-    teacher with one weight: every held token then counts alike."""
+    teacher's or the base model's (`consolidate_kept_source`), the replayed neighbours' and the
+    unconditional prompt among them with weights of their own where set. One set when all read
+    the teacher with one weight: every held token then counts alike."""
     kept_source = model.unet if cfg.consolidate_kept_source == "base" else teacher
     erased_weight = cfg.consolidate if cfg.consolidate_erased is None else cfg.consolidate_erased
-    if kept_source is teacher and erased_weight == cfg.consolidate:
+    kept = set(plan.hold_prompts)
+    own: list[tuple[list[str], float]] = []  # kept prompts held apart, with their set's weight
+    if cfg.consolidate_neighbours is not None:
+        own.append(([p for p in plan.replay.prompts if p and p in kept],
+                    cfg.consolidate_neighbours))
+    if cfg.consolidate_unconditional is not None and UNCONDITIONAL in kept:
+        own.append(([UNCONDITIONAL], cfg.consolidate_unconditional))
+    own = [(prompts, weight) for prompts, weight in own if prompts]
+    if kept_source is teacher and erased_weight == cfg.consolidate and not own:
         return [Held(teacher, plan.hold_prompts + plan.held_erasures, cfg.consolidate)]
-    return [Held(kept_source, plan.hold_prompts, cfg.consolidate),
-            Held(teacher, plan.held_erasures, erased_weight)]
+    apart = {p for prompts, _ in own for p in prompts}
+    return [Held(kept_source, [p for p in plan.hold_prompts if p not in apart], cfg.consolidate),
+            Held(teacher, plan.held_erasures, erased_weight),
+            *(Held(kept_source, prompts, weight) for prompts, weight in own)]
 
 
 def _memory_slots(plan: StepPlan, cfg: EraseConfig) -> int:
