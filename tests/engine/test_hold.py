@@ -12,7 +12,7 @@ from workers.engine.concepts import load_catalog
 from workers.engine.conditioning import encode_prompts
 from workers.engine.config import method_config
 from workers.engine.erase import ForgetRequest, erase, held_sets, plan_step
-from workers.engine.hold import KVHold, kv_weights
+from workers.engine.hold import KVHold, kv_reading_change, kv_weights
 from workers.engine.loading import LoadedModel
 from workers.engine.trainable import mark_trainable
 
@@ -137,3 +137,16 @@ def test_replayed_neighbours_are_held_with_their_own_weight_when_asked(
         cfg.with_(consolidate_neighbours=0.5, consolidate_unconditional=0.5))
     assert unconditional.prompts == [""] and "" not in kept.prompts + neighbours.prompts
     assert unconditional.weight == 0.5
+
+
+def test_the_kv_reading_change_between_two_versions_is_the_hold_of_one_against_the_other(
+        tiny_model: LoadedModel) -> None:
+    student = _student(tiny_model)
+    assert kv_reading_change(tiny_model, tiny_model.unet, student, HELD) == 0.0
+    hold = KVHold.build(tiny_model, student, HELD)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in hold.weights:
+            p.add_(0.01 * torch.randn_like(p))
+    change = kv_reading_change(tiny_model, tiny_model.unet, student, HELD)
+    assert change > 0 and abs(change - float(hold.loss().detach())) < 1e-5 * change

@@ -39,16 +39,20 @@ def kv_weights(unet: nn.Module) -> list[tuple[str, nn.Parameter]]:
 
 @dataclass
 class KVHold:
-    weights: list[nn.Parameter]
+    weights: list[torch.Tensor]
     teacher: list[torch.Tensor]
     moment: torch.Tensor
     scale: float
 
     @classmethod
     def build(cls, model: LoadedModel, student: nn.Module, prompts: list[str]) -> KVHold:
-        weights = [p for _, p in kv_weights(student)]
-        teacher = [p.detach().clone() for p in weights]
-        moment = state_second_moment(model, prompts).to(weights[0].device) if weights else \
+        weights: list[torch.Tensor] = [p for _, p in kv_weights(student)]
+        return cls.between(model, [p.detach().clone() for p in weights], weights, prompts)
+
+    @classmethod
+    def between(cls, model: LoadedModel, teacher: list[torch.Tensor], weights: list[torch.Tensor],
+                prompts: list[str]) -> KVHold:
+        moment = state_second_moment(model, prompts).to(teacher[0].device) if teacher else \
             torch.zeros(())
         scale = sum(float(((w @ moment) * w).sum()) for w in teacher)
         return cls(weights, teacher, moment, max(scale, 1e-12))
@@ -60,6 +64,18 @@ class KVHold:
             delta = w - ref
             total = total + ((delta @ self.moment) * delta).sum()
         return total / self.scale
+
+
+def kv_reading_change(model: LoadedModel, before: nn.Module, after: nn.Module,
+                      prompts: list[str]) -> float:
+    """L_hold of `after` against `before` for `prompts`: the relative squared change of the
+    cross-attention keys and values they read (every K/V projection, trainable or not)."""
+    names = set(trainable_names(before, "attn2-kv"))
+
+    def kv(unet: nn.Module) -> list[torch.Tensor]:
+        return [p.detach().float() for n, p in unet.named_parameters() if n in names]
+
+    return float(KVHold.between(model, kv(before), kv(after), prompts).loss())
 
 
 @dataclass(frozen=True)
