@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 from pathlib import Path
 
 from diffusers import UNet2DConditionModel
@@ -37,10 +38,10 @@ def main() -> None:
     args = parser.parse_args()
     model = load_model(MODEL_DIR, device="cpu")
     catalog = load_catalog(MODEL_DIR)
-    before, after = _version(model, args.before), _version(model, args.after)
     erased = {e for e in args.erased.split(",") if e}
     if unknown := erased - set(catalog.names()):
         parser.error(f"not in the catalog: {', '.join(sorted(unknown))}")
+    before, after = _version(model, args.before), _version(model, args.after)
     kept: dict[str, float] = {}
     for concept in catalog.concepts.values():
         prompts = [p for p in concept.prompts if not catalog.mentions(p, erased)]
@@ -48,7 +49,7 @@ def main() -> None:
             kept[concept.name] = kv_reading_change(model, before, after, prompts)
     print(json.dumps({
         "kept": dict(sorted(kept.items(), key=lambda kv: -kv[1])),
-        "kept_median": sorted(kept.values())[len(kept) // 2] if kept else None,
+        "kept_median": statistics.median(kept.values()) if kept else None,
         "erased": {e: kv_reading_change(model, before, after, list(catalog[e].prompts))
                    for e in sorted(erased)},
         "unconditional": kv_reading_change(model, before, after, [UNCONDITIONAL]),

@@ -12,7 +12,7 @@ from workers.engine.concepts import load_catalog
 from workers.engine.conditioning import encode_prompts
 from workers.engine.config import method_config
 from workers.engine.erase import ForgetRequest, erase, held_sets, plan_step
-from workers.engine.hold import KVHold, kv_reading_change, kv_weights
+from workers.engine.hold import Held, KVHold, kv_reading_change, kv_weights
 from workers.engine.loading import LoadedModel
 from workers.engine.trainable import mark_trainable
 
@@ -118,25 +118,30 @@ def test_earlier_erased_prompts_naming_the_concept_erased_now_are_forgotten_not_
     assert set(naming) <= set(without.memory_prompts)
 
 
-def test_replayed_neighbours_are_held_with_their_own_weight_when_asked(
+def test_replayed_and_unconditional_prompts_are_held_with_their_own_weight_when_asked(
         tiny_model: LoadedModel, tiny_folder: Path) -> None:
     catalog = load_catalog(tiny_folder)
     request = ForgetRequest(catalog["purple"], catalog["purple"].prompts[:2])
     cfg = method_config("lacu", map_k=2, retain_k=2, replay_top_k=2)
     plan = plan_step(tiny_model, tiny_model.unet, [request], [catalog["outlined"]], catalog, cfg)
-    assert len(held_sets(tiny_model, tiny_model.unet, plan, cfg)) == 1
-    held = held_sets(tiny_model, tiny_model.unet, plan, cfg.with_(consolidate_neighbours=0.5))
-    kept, erased, neighbours = held
-    assert neighbours.weight == 0.5 and kept.weight == erased.weight == cfg.consolidate
-    assert set(neighbours.prompts) == set(plan.replay.prompts) & set(plan.hold_prompts) - {""}
-    assert neighbours.prompts and not set(neighbours.prompts) & set(kept.prompts)
-    assert set(kept.prompts) | set(neighbours.prompts) == set(plan.hold_prompts)  # "" kept
-    assert erased.prompts == plan.held_erasures
-    kept, erased, neighbours, unconditional = held_sets(
-        tiny_model, tiny_model.unet, plan,
-        cfg.with_(consolidate_neighbours=0.5, consolidate_unconditional=0.5))
-    assert unconditional.prompts == [""] and "" not in kept.prompts + neighbours.prompts
-    assert unconditional.weight == 0.5
+    teacher = copy.deepcopy(tiny_model.unet)  # a later step's: not the base model
+    assert held_sets(tiny_model, teacher, plan, cfg) == [
+        Held(teacher, plan.hold_prompts + plan.held_erasures, cfg.consolidate)]
+    both = cfg.with_(consolidate_neighbours=0.5, consolidate_unconditional=2.0)
+    rest, replayed, unconditional = held_sets(tiny_model, teacher, plan, both)
+    # kept and earlier erased prompts stay one set: the erased ones weigh per token as before
+    assert rest.weight == cfg.consolidate and set(plan.held_erasures) <= set(rest.prompts)
+    assert (replayed.weight, unconditional.weight) == (0.5, 2.0)
+    assert unconditional.prompts == [""]
+    assert replayed.prompts and set(replayed.prompts) == (
+        set(plan.replay.prompts) & set(plan.hold_prompts)) - {""}
+    held = rest.prompts + replayed.prompts + unconditional.prompts
+    assert sorted(held) == sorted(plan.hold_prompts + plan.held_erasures)  # none lost or twice
+    from_base = held_sets(tiny_model, teacher, plan,
+                          both.with_(consolidate_kept_source="base"))
+    assert [(h.source is teacher, h.weight) for h in from_base] == [
+        (False, cfg.consolidate), (True, cfg.consolidate), (False, 0.5), (False, 2.0)]
+    assert from_base[1].prompts == plan.held_erasures
 
 
 def test_the_kv_reading_change_between_two_versions_is_the_hold_of_one_against_the_other(

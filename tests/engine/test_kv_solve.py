@@ -190,6 +190,10 @@ def test_a_negative_consolidation_weight_is_refused() -> None:
         EraseConfig(consolidate=-1.0)
     with pytest.raises(ValueError, match="≥ 0"):
         EraseConfig(consolidate_erased=-1.0)
+    with pytest.raises(ValueError, match="consolidate_neighbours must be ≥ 0"):
+        EraseConfig(consolidate_neighbours=float("nan"))
+    with pytest.raises(ValueError, match="consolidate_unconditional must be ≥ 0"):
+        EraseConfig(consolidate_unconditional=-0.5)
     with pytest.raises(ValueError, match="> 0"):
         EraseConfig(consolidate_ridge=0.0)
     with pytest.raises(ValueError, match="'student' or 'teacher'"):

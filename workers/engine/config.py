@@ -70,15 +70,16 @@ class EraseConfig:
     # The earlier erased prompts' weight in the consolidation (they read the teacher's K/V,
     # which hold their erasure); None = `consolidate`.
     consolidate_erased: float | None = None
-    # The replayed neighbours' prompts (the retain concepts nearest the forget one) as a held
-    # set of their own with this weight: they share the most text directions with the forget
-    # prompts, and inside the whole kept set (hundreds of prompts) each weighs little.
-    # None = part of the kept set.
+    # The replayed prompts (the retain concepts nearest the forget one, and any a request
+    # protects) as a held set of their own with this weight: they share the most text
+    # directions with the forget prompts, and inside the whole kept set (hundreds of prompts)
+    # each weighs little. None = part of the kept set. Not better at one step
+    # (bench/results/tenth-session-probes/).
     consolidate_neighbours: float | None = None
     # The unconditional prompt as a held set of its own with this weight: classifier-free
-    # guidance reads it in every image, and as one prompt among hundreds its keys/values moved
-    # 1.05 % after one step of the default sequence, more than the median kept concept's
-    # (0.68 %). None = part of the kept set.
+    # guidance reads it in every image, and as one prompt among hundreds its keys/values move
+    # more than the median kept concept's (bench/results/tenth-session-probes/). None = part of
+    # the kept set.
     consolidate_unconditional: float | None = None
     # The solve's ridge (× the mean eigenvalue of the held states) and what it pulls toward:
     # the trained student, or the teacher (text directions no prompt set reads keep its K/V).
@@ -129,10 +130,13 @@ class EraseConfig:
         if self.replay_sampling not in ("prompt", "concept"):
             raise ValueError(f"replay_sampling must be 'prompt' or 'concept', not "
                              f"{self.replay_sampling!r}")
-        weights = (self.consolidate, self.consolidate_erased, self.consolidate_neighbours,
-                   self.consolidate_unconditional)
-        if min(w or 0.0 for w in weights) < 0:
-            raise ValueError(f"consolidation weights must be ≥ 0, not {weights}")
+        weights = {"consolidate": self.consolidate,
+                   "consolidate_erased": self.consolidate_erased,
+                   "consolidate_neighbours": self.consolidate_neighbours,
+                   "consolidate_unconditional": self.consolidate_unconditional}
+        for name, weight in weights.items():
+            if weight is not None and not weight >= 0:  # NaN fails too
+                raise ValueError(f"{name} must be ≥ 0, not {weight}")
         if self.consolidate_ridge <= 0:
             raise ValueError(f"consolidate_ridge must be > 0, not {self.consolidate_ridge}")
         if self.consolidate_anchor not in ("student", "teacher"):

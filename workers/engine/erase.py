@@ -232,25 +232,24 @@ def erase(model: LoadedModel, unet: UNet2DConditionModel, requests: list[ForgetR
 def held_sets(model: LoadedModel, teacher: UNet2DConditionModel, plan: StepPlan,
               cfg: EraseConfig) -> list[Held]:
     """What the consolidation holds: earlier erasures read the teacher's K/V; kept prompts the
-    teacher's or the base model's (`consolidate_kept_source`), the replayed neighbours' and the
-    unconditional prompt among them with weights of their own where set. One set when all read
-    the teacher with one weight: every held token then counts alike."""
+    teacher's or the base model's (`consolidate_kept_source`), the replayed ones and the
+    unconditional prompt apart with weights of their own where set. Kept and erased prompts are
+    one set when both read the teacher with one weight: every held token then counts alike."""
     kept_source = model.unet if cfg.consolidate_kept_source == "base" else teacher
     erased_weight = cfg.consolidate if cfg.consolidate_erased is None else cfg.consolidate_erased
     kept = set(plan.hold_prompts)
-    own: list[tuple[list[str], float]] = []  # kept prompts held apart, with their set's weight
+    apart: list[Held] = []
     if cfg.consolidate_neighbours is not None:
-        own.append(([p for p in plan.replay.prompts if p and p in kept],
-                    cfg.consolidate_neighbours))
+        replayed = [p for p in plan.replay.prompts if p != UNCONDITIONAL and p in kept]
+        apart.append(Held(kept_source, replayed, cfg.consolidate_neighbours))
     if cfg.consolidate_unconditional is not None and UNCONDITIONAL in kept:
-        own.append(([UNCONDITIONAL], cfg.consolidate_unconditional))
-    own = [(prompts, weight) for prompts, weight in own if prompts]
-    if kept_source is teacher and erased_weight == cfg.consolidate and not own:
-        return [Held(teacher, plan.hold_prompts + plan.held_erasures, cfg.consolidate)]
-    apart = {p for prompts, _ in own for p in prompts}
-    return [Held(kept_source, [p for p in plan.hold_prompts if p not in apart], cfg.consolidate),
-            Held(teacher, plan.held_erasures, erased_weight),
-            *(Held(kept_source, prompts, weight) for prompts, weight in own)]
+        apart.append(Held(kept_source, [UNCONDITIONAL], cfg.consolidate_unconditional))
+    apart = [h for h in apart if h.prompts]
+    rest = [p for p in plan.hold_prompts if p not in {q for h in apart for q in h.prompts}]
+    if kept_source is teacher and erased_weight == cfg.consolidate:
+        return [Held(teacher, rest + plan.held_erasures, cfg.consolidate), *apart]
+    return [Held(kept_source, rest, cfg.consolidate),
+            Held(teacher, plan.held_erasures, erased_weight), *apart]
 
 
 def _memory_slots(plan: StepPlan, cfg: EraseConfig) -> int:

@@ -19,7 +19,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from workers.engine.kv_solve import Reading, shared_prefix_rows, solve_kv, token_states
+from workers.engine.kv_solve import (
+    Reading,
+    kv_projections,
+    shared_prefix_rows,
+    solve_kv,
+    token_states,
+)
 from workers.engine.loading import LoadedModel
 from workers.engine.trainable import trainable_names
 
@@ -47,11 +53,12 @@ class KVHold:
     @classmethod
     def build(cls, model: LoadedModel, student: nn.Module, prompts: list[str]) -> KVHold:
         weights: list[torch.Tensor] = [p for _, p in kv_weights(student)]
-        return cls.between(model, [p.detach().clone() for p in weights], weights, prompts)
+        return cls.between(model, prompts, teacher=[p.detach().clone() for p in weights],
+                           weights=weights)
 
     @classmethod
-    def between(cls, model: LoadedModel, teacher: list[torch.Tensor], weights: list[torch.Tensor],
-                prompts: list[str]) -> KVHold:
+    def between(cls, model: LoadedModel, prompts: list[str], *, teacher: list[torch.Tensor],
+                weights: list[torch.Tensor]) -> KVHold:
         moment = state_second_moment(model, prompts).to(teacher[0].device) if teacher else \
             torch.zeros(())
         scale = sum(float(((w @ moment) * w).sum()) for w in teacher)
@@ -70,12 +77,10 @@ def kv_reading_change(model: LoadedModel, before: nn.Module, after: nn.Module,
                       prompts: list[str]) -> float:
     """L_hold of `after` against `before` for `prompts`: the relative squared change of the
     cross-attention keys and values they read (every K/V projection, trainable or not)."""
-    names = set(trainable_names(before, "attn2-kv"))
-
     def kv(unet: nn.Module) -> list[torch.Tensor]:
-        return [p.detach().float() for n, p in unet.named_parameters() if n in names]
+        return [m.weight.detach().float() for m in kv_projections(unet).values()]
 
-    return float(KVHold.between(model, kv(before), kv(after), prompts).loss())
+    return float(KVHold.between(model, prompts, teacher=kv(before), weights=kv(after)).loss())
 
 
 @dataclass(frozen=True)
