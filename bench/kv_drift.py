@@ -22,7 +22,7 @@ from workers.conceptworld.cli import MODEL_DIR
 from workers.engine.concepts import load_catalog
 from workers.engine.hold import kv_reading_change
 from workers.engine.loading import LoadedModel, load_model
-from workers.engine.replay import UNCONDITIONAL
+from workers.engine.replay import UNCONDITIONAL, retain_pool
 from workers.engine.versions import load_version
 
 
@@ -43,9 +43,8 @@ def main() -> None:
         parser.error(f"not in the catalog: {', '.join(sorted(unknown))}")
     before, after = _version(model, args.before), _version(model, args.after)
     kept: dict[str, float] = {}
-    for concept in catalog.concepts.values():
-        prompts = [p for p in concept.prompts if not catalog.mentions(p, erased)]
-        if prompts and not catalog.touches(concept.name, erased):
+    for concept in retain_pool(catalog, erased, []):
+        if prompts := [p for p in concept.prompts if not catalog.mentions(p, erased)]:
             kept[concept.name] = kv_reading_change(model, before, after, prompts)
     print(json.dumps({
         "kept": dict(sorted(kept.items(), key=lambda kv: -kv[1])),

@@ -49,11 +49,11 @@ def main() -> None:
     evaluator = WorldEvaluator(model, Judge.load(JUDGE_PATH), per_concept=args.images)
     teacher = load_version(model.unet, args.step_dir)
     concept = catalog[name]
-    related, general = retention_sets([*erased, name]) if args.quality else ([], [])
+    related, general = retention_sets([*erased, name])
     kept = related + general
-    before = (evaluator.generate_for(kept, teacher, per_concept=args.quality)
-              if args.quality else None)
-    if before is not None:
+    before = None
+    if args.quality:
+        before = evaluator.generate_for(kept, teacher, per_concept=args.quality)
         print(json.dumps({"teacher_quality": evaluator.retained_quality(before, kept),
                           "related": {n: round(evaluator.retained_quality(before, [n]), 2)
                                       for n in related}}), flush=True)

@@ -245,7 +245,8 @@ def held_sets(model: LoadedModel, teacher: UNet2DConditionModel, plan: StepPlan,
     if cfg.consolidate_unconditional is not None and UNCONDITIONAL in kept:
         apart.append(Held(kept_source, [UNCONDITIONAL], cfg.consolidate_unconditional))
     apart = [h for h in apart if h.prompts]
-    rest = [p for p in plan.hold_prompts if p not in {q for h in apart for q in h.prompts}]
+    held_apart = {p for h in apart for p in h.prompts}
+    rest = [p for p in plan.hold_prompts if p not in held_apart]
     if kept_source is teacher and erased_weight == cfg.consolidate:
         return [Held(teacher, rest + plan.held_erasures, cfg.consolidate), *apart]
     return [Held(kept_source, rest, cfg.consolidate),
