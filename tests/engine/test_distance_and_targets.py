@@ -140,6 +140,22 @@ def test_context_variants_never_drop_the_concept_inside_a_composite(tiny_folder)
             assert catalog.mentions(v, {name}), (name, v)
 
 
+def test_alias_variants_name_a_composite_by_each_of_its_forms(tiny_folder) -> None:  # type: ignore[no-untyped-def]
+    from workers.engine.targets import alias_variants
+
+    catalog = load_catalog(tiny_folder)
+    composite = catalog["solid red circle"]
+    assert len(composite.surface_forms) > 1
+    prompts = ["a solid red circle", "a picture of a solid red circle"]
+    variants = alias_variants(prompts, composite)
+    other = composite.surface_forms[1]
+    assert variants == [f"a {other}", f"a picture of a {other}"]
+    assert all(catalog.mentions(v, {composite.name}) for v in variants)
+    # a style's alias is a postfix ("with stripes"): it cannot stand in for the adjective
+    assert alias_variants(list(catalog["striped"].prompts), catalog["striped"]) == []
+    assert alias_variants([f"a {other}"], composite) == ["a solid red circle"]
+
+
 def test_frames_wrap_whole_phrases_and_name_no_concept(tiny_folder) -> None:  # type: ignore[no-untyped-def]
     catalog = load_catalog(tiny_folder)
     frames = catalog_frames(catalog)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+import pytest
 import torch
 
 from tests.engine.conftest import FAST_STEP
@@ -137,11 +138,33 @@ def test_replayed_and_unconditional_prompts_are_held_with_their_own_weight_when_
         set(plan.replay.prompts) & set(plan.hold_prompts)) - {""}
     held = rest.prompts + replayed.prompts + unconditional.prompts
     assert sorted(held) == sorted(plan.hold_prompts + plan.held_erasures)  # none lost or twice
-    from_base = held_sets(tiny_model, teacher, plan,
-                          both.with_(consolidate_kept_source="base"))
-    assert [(h.source is teacher, h.weight) for h in from_base] == [
-        (False, cfg.consolidate), (True, cfg.consolidate), (False, 0.5), (False, 2.0)]
-    assert from_base[1].prompts == plan.held_erasures
+    from_base = held_sets(tiny_model, teacher, plan, both.with_(consolidate_base_share=1.0))
+    kept_share = 1 - len(plan.held_erasures) / len(rest.prompts)  # rest: kept and erased
+    assert [h.source is teacher for h in from_base] == [False, False, False, True]
+    assert [h.weight for h in from_base] == pytest.approx(
+        [cfg.consolidate * kept_share, 0.5, 2.0, cfg.consolidate * (1 - kept_share)])
+    assert from_base[-1].prompts == plan.held_erasures
+
+
+def test_kept_prompts_read_a_blend_of_teacher_and_base_at_one_weight_a_token(
+        tiny_model: LoadedModel, tiny_folder: Path) -> None:
+    catalog = load_catalog(tiny_folder)
+    request = ForgetRequest(catalog["purple"], catalog["purple"].prompts[:2])
+    cfg = method_config("lacu", map_k=2, retain_k=2, replay_top_k=2,
+                        consolidate_base_share=0.25)
+    plan = plan_step(tiny_model, tiny_model.unet, [request], [catalog["outlined"]], catalog, cfg)
+    teacher = copy.deepcopy(tiny_model.unet)
+    from_teacher, from_base, erased = held_sets(tiny_model, teacher, plan, cfg)
+    assert from_teacher.prompts == from_base.prompts == plan.hold_prompts
+    assert (from_teacher.source, from_base.source, erased.source) == (
+        teacher, tiny_model.unet, teacher)
+    assert erased.prompts == plan.held_erasures
+    # a kept token weighs as an erased one, and reads 3/4 teacher, 1/4 base
+    per_token = [h.weight / len(h.prompts) for h in (from_teacher, from_base, erased)]
+    assert per_token[0] + per_token[1] == pytest.approx(per_token[2])
+    assert per_token[1] / per_token[0] == pytest.approx(1 / 3)
+    with pytest.raises(ValueError, match="within \\[0, 1\\]"):
+        cfg.with_(consolidate_base_share=1.5)
 
 
 def test_the_kv_reading_change_between_two_versions_is_the_hold_of_one_against_the_other(

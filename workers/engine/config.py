@@ -27,6 +27,12 @@ class EraseConfig:
     # held-out forget accuracy 0 / 0.125 at steps 5–7 against 0.125–0.25
     # (bench/results/concept-replay-frames/).
     frame_variants: int = 1
+    # Every method: each request prompt naming a composite also names it by the catalog's other
+    # surface forms ("a solid orange circle" -> "a orange circle filled in"): an erasure must
+    # hold under every name the concept is known by. Solid orange circle at its own step of
+    # another sequence, 32 images: request / held-out 0.094 / 0 against 0.25 / 0.28
+    # (bench/results/eleventh-session-probes/).
+    alias_variants: bool = True
     # --- locality-aware replay
     replay: Literal["local", "global", "none"] = "local"
     replay_top_k: int = 8            # nearest retain concepts replayed (LACU: 10 of 50)
@@ -64,11 +70,13 @@ class EraseConfig:
     # step 10 1.90 vs 2.31 (base 1.21), forgetting no worse (bench/results/consolidate/); at 1 an
     # erasure is partly undone (outlined 0.125 from the base).
     consolidate: float = 0.1
-    # Whose keys/values the kept catalog prompts read after the consolidation: the teacher's
-    # (each step holds the last one's) or the base model's (what steps changed cannot add up).
-    consolidate_kept_source: Literal["teacher", "base"] = "teacher"
-    # The earlier erased prompts' weight in the consolidation (they read the teacher's K/V,
-    # which hold their erasure); None = `consolidate`.
+    # What the kept catalog prompts read after the consolidation: the teacher's keys/values
+    # moved this share of the way to the base model's. 0: each step holds the last one's, so
+    # what every step leaks onto them adds up; 1: the base's, nothing adds up, but the pull
+    # reaches the earlier erasures through the states they share (bench/results/kept-from-base/).
+    consolidate_base_share: float = 0.0
+    # The earlier erased prompts' weight in the consolidation, per token as `consolidate` is for
+    # the kept ones (they read the teacher's K/V, which hold their erasure); None = `consolidate`.
     consolidate_erased: float | None = None
     # The replayed prompts (the retain concepts nearest the forget one, and any a request
     # protects) as a held set of their own with this weight: they share the most text
@@ -142,9 +150,9 @@ class EraseConfig:
         if self.consolidate_anchor not in ("student", "teacher"):
             raise ValueError(f"consolidate_anchor must be 'student' or 'teacher', not "
                              f"{self.consolidate_anchor!r}")
-        if self.consolidate_kept_source not in ("teacher", "base"):
-            raise ValueError(f"consolidate_kept_source must be 'teacher' or 'base', not "
-                             f"{self.consolidate_kept_source!r}")
+        if not 0.0 <= self.consolidate_base_share <= 1.0:
+            raise ValueError(f"consolidate_base_share must be within [0, 1], not "
+                             f"{self.consolidate_base_share}")
         if not 0.0 <= self.preserve_base_share <= 1.0:
             raise ValueError(f"preserve_base_share must be within [0, 1], not "
                              f"{self.preserve_base_share}")

@@ -35,6 +35,7 @@ from workers.engine.rollouts import RolloutCache
 from workers.engine.sampling import autocast_for, predict_noise
 from workers.engine.targets import (
     MappingChoice,
+    alias_variants,
     context_variants,
     fixed_rewrite,
     frame_variants,
@@ -121,7 +122,9 @@ def plan_step(model: LoadedModel, unet: UNet2DConditionModel, requests: list[For
 
 def _with_variants(prompts: list[str], concept: CatalogConcept, catalog: Catalog,
                    banned: set[str], cfg: EraseConfig) -> list[str]:
-    """A concept's prompts, plus their context and frame variants: what a step erases."""
+    """A concept's prompts, plus their alias, context and frame variants: what a step erases."""
+    if cfg.alias_variants:
+        prompts = prompts + alias_variants(prompts, concept)
     return (prompts + context_variants(prompts, concept, catalog, banned,
                                        per_prompt=cfg.context_variants, seed=cfg.seed + 41)
             + frame_variants(prompts, catalog, per_prompt=cfg.frame_variants, seed=cfg.seed + 44))
@@ -232,25 +235,31 @@ def erase(model: LoadedModel, unet: UNet2DConditionModel, requests: list[ForgetR
 def held_sets(model: LoadedModel, teacher: UNet2DConditionModel, plan: StepPlan,
               cfg: EraseConfig) -> list[Held]:
     """What the consolidation holds: earlier erasures read the teacher's K/V; kept prompts the
-    teacher's or the base model's (`consolidate_kept_source`), the replayed ones and the
-    unconditional prompt apart with weights of their own where set. Kept and erased prompts are
-    one set when both read the teacher with one weight: every held token then counts alike."""
-    kept_source = model.unet if cfg.consolidate_kept_source == "base" else teacher
+    teacher's moved `consolidate_base_share` of the way to the base model's (a set read from
+    both sources in proportion reads the blend: the solve is linear in them), the replayed
+    ones and the unconditional prompt apart with weights of their own where set. Every token
+    of the kept and earlier erased prompts weighs alike unless `consolidate_erased` says
+    otherwise: each set's weight is its share of those prompts."""
+    share = cfg.consolidate_base_share
     erased_weight = cfg.consolidate if cfg.consolidate_erased is None else cfg.consolidate_erased
     kept = set(plan.hold_prompts)
     apart: list[Held] = []
     if cfg.consolidate_neighbours is not None:
         replayed = [p for p in plan.replay.prompts if p != UNCONDITIONAL and p in kept]
-        apart.append(Held(kept_source, replayed, cfg.consolidate_neighbours))
+        apart.append(Held(teacher, replayed, cfg.consolidate_neighbours))
     if cfg.consolidate_unconditional is not None and UNCONDITIONAL in kept:
-        apart.append(Held(kept_source, [UNCONDITIONAL], cfg.consolidate_unconditional))
+        apart.append(Held(teacher, [UNCONDITIONAL], cfg.consolidate_unconditional))
     apart = [h for h in apart if h.prompts]
     held_apart = {p for h in apart for p in h.prompts}
     rest = [p for p in plan.hold_prompts if p not in held_apart]
-    if kept_source is teacher and erased_weight == cfg.consolidate:
+    if share == 0 and erased_weight == cfg.consolidate:
         return [Held(teacher, rest + plan.held_erasures, cfg.consolidate), *apart]
-    return [Held(kept_source, rest, cfg.consolidate),
-            Held(teacher, plan.held_erasures, erased_weight), *apart]
+    pool = max(len(rest) + len(plan.held_erasures), 1)
+    kept_sets = [Held(teacher, rest, cfg.consolidate * len(rest) / pool), *apart]
+    blended = [Held(source, h.prompts, h.weight * part) for h in kept_sets
+               for source, part in ((teacher, 1 - share), (model.unet, share)) if part > 0]
+    erased = Held(teacher, plan.held_erasures, erased_weight * len(plan.held_erasures) / pool)
+    return [h for h in [*blended, erased] if h.prompts and h.weight > 0]
 
 
 def _memory_slots(plan: StepPlan, cfg: EraseConfig) -> int:

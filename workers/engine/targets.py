@@ -163,6 +163,24 @@ def context_variants(prompts: list[str], concept: CatalogConcept, catalog: Catal
     return out
 
 
+def alias_variants(prompts: list[str], concept: CatalogConcept) -> list[str]:
+    """More forget prompts: each prompt naming a composite by one of its surface forms, named by
+    each other one ("a solid red circle" -> "a red circle filled in"), so the erasure holds
+    whatever name the catalog knows it by. Only a concept made of others: each of its forms
+    names every part, a whole phrase, so one stands in for another; a style's alias is a
+    postfix ("with stripes") and cannot take its adjective's place."""
+    if not concept.contains:
+        return []
+    out: list[str] = []
+    for prompt in prompts:
+        for form in concept.surface_forms:
+            if not find_phrase(prompt, form):
+                continue
+            out += [replace_phrase(prompt, form, alias) for alias in concept.surface_forms
+                    if alias != form]
+    return [v for v in dict.fromkeys(out) if v not in prompts]
+
+
 def fixed_rewrite(prompt: str, concept: CatalogConcept, catalog: Catalog, banned: set[str]) -> str:
     """DFR's context-preserving map chosen without the model: the first allowed rewrite, favouring
     the concept's first related same-kind concept, else the generic word, else removal."""
