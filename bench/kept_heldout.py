@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 
 from workers.conceptworld.cli import JUDGE_PATH, MODEL_DIR
-from workers.conceptworld.evaluate import WorldEvaluator, mean_rate, retention_sets
+from workers.conceptworld.evaluate import WorldEvaluator, retention, retention_sets
 from workers.conceptworld.judge import Judge
 from workers.engine.loading import load_model
 from workers.engine.versions import load_version, read_manifest
@@ -38,8 +38,8 @@ def kept_retention(step_dir: Path, images: int) -> dict[str, object]:
         after = evaluator.generate_for(kept, version, heldout=heldout)
         losses = sorted((after.rate(n) - base.rate(n), n) for n in kept)
         out[name] = {
-            "related_retention": mean_rate(after, related) / mean_rate(base, related),
-            "general_retention": mean_rate(after, general) / mean_rate(base, general),
+            "related_retention": retention(after, base, related),
+            "general_retention": retention(after, base, general),
             "largest_losses": {n: round(d, 3) for d, n in losses[:4] if d < 0},
         }
     return out

@@ -140,6 +140,12 @@ def mean_rate(gen: GeneratedSet, names: list[str]) -> float:
     return float(np.mean([gen.rate(n) for n in names])) if names else float("nan")
 
 
+def retention(after: GeneratedSet, base: GeneratedSet, names: list[str]) -> float:
+    """Mean accuracy on `names` over the base model's; NaN where the base's is 0."""
+    reference = mean_rate(base, names)
+    return mean_rate(after, names) / reference if reference else float("nan")
+
+
 def step_metrics(evaluator: WorldEvaluator, unet: UNet2DConditionModel | None, erased: list[str],
                  base: GeneratedSet, everything: GeneratedSet | None = None) -> dict[str, object]:
     """Forget, related and general accuracy of `unet` after erasing `erased`, against `base`.
@@ -157,16 +163,15 @@ def step_metrics(evaluator: WorldEvaluator, unet: UNet2DConditionModel | None, e
                if erased else None)
     related, general = retention_sets(erased)
     related_acc, general_acc = mean_rate(everything, related), mean_rate(everything, general)
-    base_related, base_general = mean_rate(base, related), mean_rate(base, general)
     return {
         "erased": list(erased),
         "forget_acc": {e: forget.rate(e) for e in erased},
         "forget_acc_heldout": {e: heldout.rate(e) for e in erased} if heldout else {},
         "related": related,
         "related_acc": related_acc,
-        "related_retention": related_acc / base_related if base_related else float("nan"),
+        "related_retention": retention(everything, base, related),
         "general_acc": general_acc,
-        "general_retention": general_acc / base_general if base_general else float("nan"),
+        "general_retention": retention(everything, base, general),
         "per_concept": {c.name: everything.rate(c.name) for c in CATALOG},
         # How well the kept concepts are drawn, and the base model's value on the same concepts.
         "quality": evaluator.retained_quality(everything, related + general),
