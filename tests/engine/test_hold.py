@@ -113,6 +113,7 @@ def test_earlier_erased_prompts_naming_the_concept_erased_now_are_forgotten_not_
     assert not any(catalog.mentions(targets[p], {"star", "outlined"}) for p in naming)
     assert not set(naming) & set(plan.memory_prompts + plan.held_erasures)
     assert set(outlined.prompts) - set(naming) <= set(plan.memory_prompts)
+    assert plan.memory_groups == [[p for p in outlined.prompts if p not in naming]]
     without = plan_step(tiny_model, tiny_model.unet, [request], [outlined], catalog,
                         cfg.with_(forget_earlier_naming=False))
     assert not set(naming) & set(without.targets())

@@ -103,6 +103,24 @@ def test_concept_sampling_fills_replay_slots_per_concept_not_per_prompt() -> Non
     assert draws["prompt"].count("a solid orange circle") < 50
 
 
-def test_an_unknown_replay_sampling_is_refused() -> None:
-    with pytest.raises(ValueError, match="replay_sampling"):
-        method_config("lacu", replay_sampling="concepts")
+def test_concept_sampling_fills_memory_slots_per_erased_concept_not_per_prompt() -> None:
+    # at step 9 of the default sequence: a composite's 2 prompts among ~35 earlier erased ones
+    groups = [["a solid red circle", "a picture of a solid red circle"],
+              [f"a yellow shape {i}" for i in range(33)]]
+    memory = [p for g in groups for p in g]
+    plan = StepPlan([], ReplaySet({}, ["a red square"]), memory, memory_groups=groups)
+    draws: dict[str, list[str]] = {}
+    for sampling in ("prompt", "concept"):
+        cfg = method_config("lacu", memory_sampling=sampling, batch_preserve=1800)
+        draws[sampling] = _preserve_batch(plan, 600, cfg, random.Random(0))
+        assert set(draws[sampling][:600]) <= set(memory)
+        assert set(draws[sampling][600:]) == {"a red square"}
+    composite = [draws[s][:600].count(p) for s in ("prompt", "concept") for p in groups[0]]
+    assert sum(composite[:2]) < 60    # per prompt: 2 in 35 of the slots
+    assert sum(composite[2:]) > 240   # per concept: half of them
+
+
+@pytest.mark.parametrize("name", ["replay_sampling", "memory_sampling"])
+def test_an_unknown_preserve_sampling_is_refused(name: str) -> None:
+    with pytest.raises(ValueError, match=name):
+        method_config("lacu", **{name: "concepts"})

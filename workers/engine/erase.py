@@ -61,6 +61,8 @@ class StepPlan:
     # K/V held (lambda_hold, consolidate): kept catalog prompts, and earlier erased ones
     hold_prompts: list[str] = field(default_factory=list)
     held_erasures: list[str] = field(default_factory=list)
+    # The memory prompts again, one group per earlier erased concept (cf. ReplaySet.groups)
+    memory_groups: list[list[str]] = field(default_factory=list)
 
     def targets(self) -> dict[str, str]:
         return {m.forget_prompt: m.target for m in self.mappings}
@@ -106,8 +108,8 @@ def plan_step(model: LoadedModel, unet: UNet2DConditionModel, requests: list[For
                                    seed=cfg.seed + 43)
     else:
         replay = ReplaySet({c.name: [] for c in forget}, [])
-    memory = [p for p in earlier
-              if not (cfg.forget_earlier_naming and catalog.mentions(p, now))]
+    memory_groups = [group for c in erased_before if cfg.erasure_memory and (group := [
+        p for p in c.prompts if not (cfg.forget_earlier_naming and catalog.mentions(p, now))])]
     hold: list[str] = []
     held_erasures: list[str] = []
     if cfg.lambda_hold > 0 or cfg.consolidate > 0:
@@ -117,7 +119,8 @@ def plan_step(model: LoadedModel, unet: UNet2DConditionModel, requests: list[For
         held_erasures = [p for c in erased_before for p in (
             _with_variants(list(c.prompts), c, catalog, banned, cfg)
             if cfg.consolidate_erased_variants else c.prompts) if not catalog.mentions(p, now)]
-    return StepPlan(mappings, replay, memory, hold, held_erasures)
+    return StepPlan(mappings, replay, [p for g in memory_groups for p in g], hold,
+                    held_erasures, memory_groups)
 
 
 def _with_variants(prompts: list[str], concept: CatalogConcept, catalog: Catalog,
@@ -275,7 +278,10 @@ def _preserve_batch(plan: StepPlan, n_memory: int, cfg: EraseConfig, rng: random
     replay, memory = plan.replay.prompts, plan.memory_prompts
     if cfg.lambda_preserve <= 0 or not (replay or memory):
         return []
-    batch = [rng.choice(memory) for _ in range(n_memory)]
+    if cfg.memory_sampling == "concept" and plan.memory_groups:
+        batch = [rng.choice(rng.choice(plan.memory_groups)) for _ in range(n_memory)]
+    else:
+        batch = [rng.choice(memory) for _ in range(n_memory)]
     n_replay = cfg.batch_preserve - n_memory
     if cfg.replay_sampling == "concept" and plan.replay.groups:
         return batch + [rng.choice(rng.choice(plan.replay.groups)) for _ in range(n_replay)]
