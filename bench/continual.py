@@ -202,18 +202,28 @@ def plot(methods: dict[str, dict[str, list[dict[str, object]]]], path: Path) -> 
 
 def merged_step_cost(model_dir: Path, judge_path: Path, concepts: list[str], out: Path, *,
                      seed: int = 0, per_concept: int = 8) -> dict[str, object]:
-    """One step erasing k concepts together vs k single steps in a row: seconds and forgetting."""
+    """One step erasing k concepts together vs k single steps in a row: seconds and forgetting.
+
+    The merged step runs twice: with a forget batch per concept (the default) and with one
+    batch shared by all k, the way it was before.
+    """
     model = load_model(model_dir, device="cpu")
     catalog = load_catalog(model_dir)
     evaluator = WorldEvaluator(model, Judge.load(judge_path), per_concept=per_concept)
     base = evaluator.generate_for([c.name for c in CATALOG])
     cfg = method_config("lacu", seed=seed)
     requests = [ForgetRequest(catalog[c], catalog[c].prompts) for c in concepts]
-
-    clock = time.perf_counter()
-    merged, _ = erase(model, model.unet, requests, [], catalog, cfg)
-    merged_seconds = time.perf_counter() - clock
-    merged_metrics = step_metrics(evaluator, merged, concepts, base)
+    keys = ("forget_acc", "forget_acc_heldout", "related_retention", "general_retention",
+            "quality")
+    seconds: dict[str, float] = {}
+    runs: dict[str, dict[str, object]] = {}
+    for name, per_concept_batch in (("merged", True), ("merged_shared_batch", False)):
+        clock = time.perf_counter()
+        merged, _ = erase(model, model.unet, requests, [], catalog,
+                          cfg.with_(forget_batch_per_concept=per_concept_batch))
+        seconds[name] = time.perf_counter() - clock
+        metrics = step_metrics(evaluator, merged, concepts, base)
+        runs[name] = {"seconds": seconds[name], **{k: metrics[k] for k in keys}}
 
     unet, single_seconds = model.unet, 0.0
     for i, request in enumerate(requests):
@@ -221,14 +231,10 @@ def merged_step_cost(model_dir: Path, judge_path: Path, concepts: list[str], out
         unet, _ = erase(model, unet, [request], [r.concept for r in requests[:i]], catalog, cfg)
         single_seconds += time.perf_counter() - clock
     single_metrics = step_metrics(evaluator, unet, concepts, base)
-    keys = ("forget_acc", "forget_acc_heldout", "related_retention", "general_retention",
-            "quality")
-    result = {
-        "concepts": concepts, "k": len(concepts),
-        "merged": {"seconds": merged_seconds, **{k: merged_metrics[k] for k in keys}},
-        "sequential": {"seconds": single_seconds, **{k: single_metrics[k] for k in keys}},
-        "time_ratio_merged_over_sequential": merged_seconds / single_seconds,
-    }
+    runs["sequential"] = {"seconds": single_seconds, **{k: single_metrics[k] for k in keys}}
+    result: dict[str, object] = {"concepts": concepts, "k": len(concepts), **runs}
+    for name in ("merged", "merged_shared_batch"):
+        result[f"time_ratio_{name}_over_sequential"] = seconds[name] / single_seconds
     out.mkdir(parents=True, exist_ok=True)
     (out / "merged.json").write_text(json.dumps(result, indent=1))
     return result

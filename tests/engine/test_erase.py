@@ -3,6 +3,7 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+import pytest
 import torch
 
 from workers.engine.concepts import load_catalog
@@ -119,3 +120,25 @@ def test_baselines_run_without_lacus_own_ingredients() -> None:
         assert cfg.consolidate == 0.0 and cfg.lambda_hold == 0.0, method
         assert not cfg.erasure_memory and not cfg.unlearn_on_target_rollouts, method
     assert method_config("lacu").consolidate > 0
+
+
+def test_a_merged_step_maps_every_concept_and_feeds_each_a_full_forget_batch(
+        tiny_model: LoadedModel, tiny_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import workers.engine.erase as erase_module
+
+    catalog = load_catalog(tiny_folder)
+    requests = [ForgetRequest(catalog[n], catalog[n].prompts[:2]) for n in ("zorbo", "star")]
+    batches: list[int] = []
+    original = erase_module.unlearn_loss
+
+    def counting(student_eps: torch.Tensor, target_eps: torch.Tensor) -> torch.Tensor:
+        batches.append(len(student_eps))
+        return original(student_eps, target_eps)
+
+    monkeypatch.setattr(erase_module, "unlearn_loss", counting)
+    _, report = erase(tiny_model, tiny_model.unet, requests, [], catalog,
+                      method_config("lacu", **FAST))
+    groups = report.plan.mapping_groups
+    assert [{catalog.mentions(m.forget_prompt, {n}) for m in g}
+            for g, n in zip(groups, ("zorbo", "star"), strict=True)] == [{True}, {True}]
+    assert batches == [2 * FAST["batch_forget"]] * FAST["steps"]

@@ -12,7 +12,13 @@ from diffusers import UNet2DConditionModel
 
 from workers.engine.conditioning import encode_prompts
 from workers.engine.config import method_config
-from workers.engine.erase import StepPlan, _memory_slots, _preserve_batch, _reference_eps
+from workers.engine.erase import (
+    StepPlan,
+    _forget_batch,
+    _memory_slots,
+    _preserve_batch,
+    _reference_eps,
+)
 from workers.engine.loading import LoadedModel
 from workers.engine.replay import ReplaySet
 from workers.engine.sampling import predict_noise
@@ -124,3 +130,20 @@ def test_concept_sampling_fills_memory_slots_per_erased_concept_not_per_prompt()
 def test_an_unknown_preserve_sampling_is_refused(name: str) -> None:
     with pytest.raises(ValueError, match=name):
         method_config("lacu", **{name: "concepts"})
+
+
+def test_a_merged_step_draws_a_full_forget_batch_for_each_concept() -> None:
+    zorbo = [MappingChoice(p, "quax", 0.0, 1) for p in ("zorbo", "a picture of zorbo")]
+    star = [MappingChoice(p, "a red diamond", 0.0, 1) for p in ("a red star", "a blue star",
+                                                                "a star", "a drawing of a star")]
+    plan = StepPlan(zorbo + star, ReplaySet({}, []), [], mapping_groups=[zorbo, star])
+    cfg = method_config("lacu", batch_forget=16)
+    batch = _forget_batch(plan, cfg, random.Random(0))
+    assert len(batch) == 32
+    assert set(batch[:16]) == set(zorbo) and set(batch[16:]) == set(star)
+    shared = _forget_batch(plan, cfg.with_(forget_batch_per_concept=False), random.Random(0))
+    assert len(shared) == 16 and set(shared) <= set(zorbo + star)
+    # one concept: the same draws as one shared batch, so single steps are unchanged
+    alone = StepPlan(star, ReplaySet({}, []), [], mapping_groups=[star])
+    assert _forget_batch(alone, cfg, random.Random(3)) == _forget_batch(
+        alone, cfg.with_(forget_batch_per_concept=False), random.Random(3))

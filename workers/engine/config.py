@@ -117,6 +117,10 @@ class EraseConfig:
     steps: int = 120
     lr: float = 1e-3                 # AdamW on K/V only; these small weights barely move at 5e-5
     batch_forget: int = 16           # forget prompts per optimizer step
+    # A merged step (k takedowns at once) draws `batch_forget` per concept, so each gets a
+    # single step's forget signal; one shared batch gave each a k-th of it (zorbo 0.25 against
+    # 0 after a 3-concept step, bench/results/merged/).
+    forget_batch_per_concept: bool = True
     batch_preserve: int = 24         # replay + memory prompts per optimizer step
     # LACU unlearns on t ∈ U[0, 600] (SD latents); in 24×24 pixel space with a cosine schedule
     # colour and shape are decided above t = 600, so the whole range is needed to forget them.

@@ -63,6 +63,8 @@ class StepPlan:
     held_erasures: list[str] = field(default_factory=list)
     # The memory prompts again, one group per earlier erased concept (cf. ReplaySet.groups)
     memory_groups: list[list[str]] = field(default_factory=list)
+    # The mappings again, one group per requested concept (a merged step has several)
+    mapping_groups: list[list[MappingChoice]] = field(default_factory=list)
 
     def targets(self) -> dict[str, str]:
         return {m.forget_prompt: m.target for m in self.mappings}
@@ -82,7 +84,7 @@ def plan_step(model: LoadedModel, unet: UNet2DConditionModel, requests: list[For
     banned = {r.concept.name for r in requests} | {c.name for c in erased_before}
     now = {r.concept.name for r in requests}
     earlier = [p for c in erased_before for p in c.prompts] if cfg.erasure_memory else []
-    mappings: list[MappingChoice] = []
+    mapping_groups: list[list[MappingChoice]] = []
     for r in requests:
         # an earlier erasure's prompt naming this concept ("a outlined yellow star" when erasing
         # star) is one of its forget prompts, mapped away from both
@@ -91,13 +93,15 @@ def plan_step(model: LoadedModel, unet: UNet2DConditionModel, requests: list[For
         prompts = _with_variants(list(dict.fromkeys([*r.prompts, *naming])), r.concept, catalog,
                                  banned, cfg)
         if cfg.select_targets:
-            mappings += select_mapping_targets(model, r.concept, prompts, catalog, banned,
-                                               k=cfg.map_k, seed=cfg.seed + 42, unet=unet)
+            mapping_groups.append(select_mapping_targets(
+                model, r.concept, prompts, catalog, banned, k=cfg.map_k, seed=cfg.seed + 42,
+                unet=unet))
         elif cfg.method == "dfr" or cfg.method == "uce":
-            mappings += [MappingChoice(p, fixed_rewrite(p, r.concept, catalog, banned), 0.0, 1)
-                         for p in prompts]
+            mapping_groups.append([MappingChoice(p, fixed_rewrite(p, r.concept, catalog, banned),
+                                                 0.0, 1) for p in prompts])
         else:
-            mappings += [MappingChoice(p, cfg.fixed_anchor, 0.0, 1) for p in prompts]
+            mapping_groups.append([MappingChoice(p, cfg.fixed_anchor, 0.0, 1) for p in prompts])
+    mappings = [m for group in mapping_groups for m in group]
     forget = [r.concept for r in requests]
     protect = [c for r in requests for c in r.protect]
     if cfg.replay == "local":
@@ -120,7 +124,7 @@ def plan_step(model: LoadedModel, unet: UNet2DConditionModel, requests: list[For
             _with_variants(list(c.prompts), c, catalog, banned, cfg)
             if cfg.consolidate_erased_variants else c.prompts) if not catalog.mentions(p, now)]
     return StepPlan(mappings, replay, [p for g in memory_groups for p in g], hold,
-                    held_erasures, memory_groups)
+                    held_erasures, memory_groups, mapping_groups)
 
 
 def _with_variants(prompts: list[str], concept: CatalogConcept, catalog: Catalog,
@@ -184,7 +188,7 @@ def erase(model: LoadedModel, unet: UNet2DConditionModel, requests: list[ForgetR
     for step in range(cfg.steps):
         if stop():
             raise Cancelled(f"stopped at training step {step} of {cfg.steps}")
-        forget = [rng.choice(plan.mappings) for _ in range(cfg.batch_forget)]
+        forget = _forget_batch(plan, cfg, rng)
         keep = _preserve_batch(plan, n_memory, cfg, rng)
         forget_prompts = [m.forget_prompt for m in forget]
         # where each forget sample's x_0 comes from: its own rollouts, or its target's
@@ -263,6 +267,15 @@ def held_sets(model: LoadedModel, teacher: UNet2DConditionModel, plan: StepPlan,
                for source, part in ((teacher, 1 - share), (model.unet, share)) if part > 0]
     erased = Held(teacher, plan.held_erasures, erased_weight * len(plan.held_erasures) / pool)
     return [h for h in [*blended, erased] if h.prompts and h.weight > 0]
+
+
+def _forget_batch(plan: StepPlan, cfg: EraseConfig, rng: random.Random
+                  ) -> list[MappingChoice]:
+    """`batch_forget` mappings, drawn per requested concept where `forget_batch_per_concept`
+    (a merged step's batch grows with its concepts) or from them all."""
+    groups = (plan.mapping_groups if cfg.forget_batch_per_concept and plan.mapping_groups
+              else [plan.mappings])
+    return [rng.choice(group) for group in groups for _ in range(cfg.batch_forget)]
 
 
 def _memory_slots(plan: StepPlan, cfg: EraseConfig) -> int:
