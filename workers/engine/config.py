@@ -45,7 +45,9 @@ class EraseConfig:
     erasure_memory: bool = True      # beyond the paper: earlier erasures stay distilled, no relapse
     # How a memory slot is filled, as `replay_sampling` for replay: drawn per prompt, a composite
     # (2 prompts among ~35 at step 9 of the default sequence) got half a slot a batch against a
-    # colour's 1.4, and it was the erasure that came back (solid red circle, 3 of 32 at step 9).
+    # colour's 1.4. Default sequence: star's held-out residue at steps 5–8 1 of 32 against 3,
+    # quality at step 10 1.24 against 1.46 (base 1.21); solid red circle still 2 of 32 at step 9
+    # (bench/results/lacu-twelfth-session/, one run each).
     memory_sampling: Literal["prompt", "concept"] = "concept"
     # With the memory: an earlier erasure's prompt that names the concept erased now ("a outlined
     # yellow star" when erasing star) is a forget prompt of this step, mapped away from both,
@@ -118,8 +120,9 @@ class EraseConfig:
     lr: float = 1e-3                 # AdamW on K/V only; these small weights barely move at 5e-5
     batch_forget: int = 16           # forget prompts per optimizer step
     # A merged step (k takedowns at once) draws `batch_forget` per concept, so each gets a
-    # single step's forget signal; one shared batch gave each a k-th of it (zorbo 0.25 against
-    # 0 after a 3-concept step, bench/results/merged/).
+    # single step's forget signal; one shared batch gives each a k-th of it. Zorbo, blip, star
+    # in one step: zorbo 0.125 against 0.5 shared (3 single steps: 0), 0.64× the time of the
+    # single steps against 0.42× (bench/results/merged-twelfth-session/).
     forget_batch_per_concept: bool = True
     batch_preserve: int = 24         # replay + memory prompts per optimizer step
     # LACU unlearns on t ∈ U[0, 600] (SD latents); in 24×24 pixel space with a cosine schedule
