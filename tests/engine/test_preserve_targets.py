@@ -83,7 +83,7 @@ def test_esd_targets_keep_negative_guidance_with_replay(tiny_model: LoadedModel)
 ])
 def test_memory_gets_a_third_of_the_preserve_batch(memory: list[str], replay: list[str],
                                                     lambda_preserve: float, slots: int) -> None:
-    plan = StepPlan([], ReplaySet({}, replay), memory)
+    plan = StepPlan([], ReplaySet({}, replay), [memory] if memory else [])
     cfg = method_config("lacu", lambda_preserve=lambda_preserve)
     assert _memory_slots(plan, cfg) == slots
     keep = _preserve_batch(plan, slots, cfg, random.Random(0))
@@ -114,7 +114,7 @@ def test_concept_sampling_fills_memory_slots_per_erased_concept_not_per_prompt()
     groups = [["a solid red circle", "a picture of a solid red circle"],
               [f"a yellow shape {i}" for i in range(33)]]
     memory = [p for g in groups for p in g]
-    plan = StepPlan([], ReplaySet({}, ["a red square"]), memory, memory_groups=groups)
+    plan = StepPlan([], ReplaySet({}, ["a red square"]), groups)
     draws: dict[str, list[str]] = {}
     for sampling in ("prompt", "concept"):
         cfg = method_config("lacu", memory_sampling=sampling, batch_preserve=1800)
@@ -136,7 +136,7 @@ def test_a_merged_step_draws_a_full_forget_batch_for_each_concept() -> None:
     zorbo = [MappingChoice(p, "quax", 0.0, 1) for p in ("zorbo", "a picture of zorbo")]
     star = [MappingChoice(p, "a red diamond", 0.0, 1) for p in ("a red star", "a blue star",
                                                                 "a star", "a drawing of a star")]
-    plan = StepPlan(zorbo + star, ReplaySet({}, []), [], mapping_groups=[zorbo, star])
+    plan = StepPlan([zorbo, star], ReplaySet({}, []), [])
     cfg = method_config("lacu", batch_forget=16)
     batch = _forget_batch(plan, cfg, random.Random(0))
     assert len(batch) == 32
@@ -144,6 +144,6 @@ def test_a_merged_step_draws_a_full_forget_batch_for_each_concept() -> None:
     shared = _forget_batch(plan, cfg.with_(forget_batch_per_concept=False), random.Random(0))
     assert len(shared) == 16 and set(shared) <= set(zorbo + star)
     # one concept: the same draws as one shared batch, so single steps are unchanged
-    alone = StepPlan(star, ReplaySet({}, []), [], mapping_groups=[star])
+    alone = StepPlan([star], ReplaySet({}, []), [])
     assert _forget_batch(alone, cfg, random.Random(3)) == _forget_batch(
         alone, cfg.with_(forget_batch_per_concept=False), random.Random(3))

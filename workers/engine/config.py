@@ -7,6 +7,7 @@ from typing import Literal
 
 TrainableGroup = Literal["full", "attn2", "attn2-kv"]
 Method = Literal["lacu", "naive", "esd", "dfr", "uce"]
+PreserveSampling = Literal["prompt", "concept"]  # a preserve slot: any prompt, or a concept first
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ class EraseConfig:
     # How a replay slot is filled: a replayed concept drawn first, then one of its prompts. Drawn
     # per prompt, a composite (2 prompts among ~45) got under one slot a batch and its erased
     # neighbour took it (related retention 0.847–0.875 at step 8, 0.958 per concept).
-    replay_sampling: Literal["prompt", "concept"] = "concept"
+    replay_sampling: PreserveSampling = "concept"
     global_replay_prompts: int = 30  # DFR v1's random unrelated replay, scaled to our catalog
     erasure_memory: bool = True      # beyond the paper: earlier erasures stay distilled, no relapse
     # How a memory slot is filled, as `replay_sampling` for replay: drawn per prompt, a composite
@@ -48,7 +49,7 @@ class EraseConfig:
     # colour's 1.4. Default sequence: star's held-out residue at steps 5–8 1 of 32 against 3,
     # quality at step 10 1.24 against 1.46 (base 1.21); solid red circle still 2 of 32 at step 9
     # (bench/results/lacu-twelfth-session/, one run each).
-    memory_sampling: Literal["prompt", "concept"] = "concept"
+    memory_sampling: PreserveSampling = "concept"
     # With the memory: an earlier erasure's prompt that names the concept erased now ("a outlined
     # yellow star" when erasing star) is a forget prompt of this step, mapped away from both,
     # not a memory prompt distilled from the teacher (which still draws star there).

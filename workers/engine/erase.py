@@ -18,7 +18,7 @@ from diffusers import UNet2DConditionModel
 
 from workers.engine.concepts import Catalog, CatalogConcept
 from workers.engine.conditioning import encode_prompts
-from workers.engine.config import EraseConfig
+from workers.engine.config import EraseConfig, PreserveSampling
 from workers.engine.gpu import compile_unet
 from workers.engine.hold import Held, KVHold, consolidate_kv
 from workers.engine.loading import LoadedModel
@@ -55,16 +55,22 @@ class ForgetRequest:
 
 @dataclass
 class StepPlan:
-    mappings: list[MappingChoice]
+    # One group per requested concept (a merged step has several) and per earlier erased one:
+    # a batch can draw a concept first, then one of its prompts (cf. ReplaySet.groups).
+    mapping_groups: list[list[MappingChoice]]
     replay: ReplaySet
-    memory_prompts: list[str]
+    memory_groups: list[list[str]]
     # K/V held (lambda_hold, consolidate): kept catalog prompts, and earlier erased ones
     hold_prompts: list[str] = field(default_factory=list)
     held_erasures: list[str] = field(default_factory=list)
-    # The memory prompts again, one group per earlier erased concept (cf. ReplaySet.groups)
-    memory_groups: list[list[str]] = field(default_factory=list)
-    # The mappings again, one group per requested concept (a merged step has several)
-    mapping_groups: list[list[MappingChoice]] = field(default_factory=list)
+
+    @property
+    def mappings(self) -> list[MappingChoice]:
+        return [m for group in self.mapping_groups for m in group]
+
+    @property
+    def memory_prompts(self) -> list[str]:
+        return [p for group in self.memory_groups for p in group]
 
     def targets(self) -> dict[str, str]:
         return {m.forget_prompt: m.target for m in self.mappings}
@@ -101,7 +107,6 @@ def plan_step(model: LoadedModel, unet: UNet2DConditionModel, requests: list[For
                                                  0.0, 1) for p in prompts])
         else:
             mapping_groups.append([MappingChoice(p, cfg.fixed_anchor, 0.0, 1) for p in prompts])
-    mappings = [m for group in mapping_groups for m in group]
     forget = [r.concept for r in requests]
     protect = [c for r in requests for c in r.protect]
     if cfg.replay == "local":
@@ -112,8 +117,12 @@ def plan_step(model: LoadedModel, unet: UNet2DConditionModel, requests: list[For
                                    seed=cfg.seed + 43)
     else:
         replay = ReplaySet({c.name: [] for c in forget}, [])
-    memory_groups = [group for c in erased_before if cfg.erasure_memory and (group := [
-        p for p in c.prompts if not (cfg.forget_earlier_naming and catalog.mentions(p, now))])]
+    memory_groups: list[list[str]] = []
+    for c in erased_before if cfg.erasure_memory else []:
+        group = [p for p in c.prompts
+                 if not (cfg.forget_earlier_naming and catalog.mentions(p, now))]
+        if group:
+            memory_groups.append(group)
     hold: list[str] = []
     held_erasures: list[str] = []
     if cfg.lambda_hold > 0 or cfg.consolidate > 0:
@@ -123,8 +132,7 @@ def plan_step(model: LoadedModel, unet: UNet2DConditionModel, requests: list[For
         held_erasures = [p for c in erased_before for p in (
             _with_variants(list(c.prompts), c, catalog, banned, cfg)
             if cfg.consolidate_erased_variants else c.prompts) if not catalog.mentions(p, now)]
-    return StepPlan(mappings, replay, [p for g in memory_groups for p in g], hold,
-                    held_erasures, memory_groups, mapping_groups)
+    return StepPlan(mapping_groups, replay, memory_groups, hold, held_erasures)
 
 
 def _with_variants(prompts: list[str], concept: CatalogConcept, catalog: Catalog,
@@ -273,8 +281,7 @@ def _forget_batch(plan: StepPlan, cfg: EraseConfig, rng: random.Random
                   ) -> list[MappingChoice]:
     """`batch_forget` mappings, drawn per requested concept where `forget_batch_per_concept`
     (a merged step's batch grows with its concepts) or from them all."""
-    groups = (plan.mapping_groups if cfg.forget_batch_per_concept and plan.mapping_groups
-              else [plan.mappings])
+    groups = plan.mapping_groups if cfg.forget_batch_per_concept else [plan.mappings]
     return [rng.choice(group) for group in groups for _ in range(cfg.batch_forget)]
 
 
@@ -291,14 +298,17 @@ def _preserve_batch(plan: StepPlan, n_memory: int, cfg: EraseConfig, rng: random
     replay, memory = plan.replay.prompts, plan.memory_prompts
     if cfg.lambda_preserve <= 0 or not (replay or memory):
         return []
-    if cfg.memory_sampling == "concept" and plan.memory_groups:
-        batch = [rng.choice(rng.choice(plan.memory_groups)) for _ in range(n_memory)]
-    else:
-        batch = [rng.choice(memory) for _ in range(n_memory)]
-    n_replay = cfg.batch_preserve - n_memory
-    if cfg.replay_sampling == "concept" and plan.replay.groups:
-        return batch + [rng.choice(rng.choice(plan.replay.groups)) for _ in range(n_replay)]
-    return batch + [rng.choice(replay) for _ in range(n_replay)]
+    return (_draw(memory, plan.memory_groups, n_memory, cfg.memory_sampling, rng)
+            + _draw(replay, plan.replay.groups, cfg.batch_preserve - n_memory,
+                    cfg.replay_sampling, rng))
+
+
+def _draw(prompts: list[str], groups: list[list[str]], n: int, sampling: PreserveSampling,
+          rng: random.Random) -> list[str]:
+    """`n` prompts: per concept (a group, then one of its prompts) or per prompt."""
+    if sampling == "concept" and groups:
+        return [rng.choice(rng.choice(groups)) for _ in range(n)]
+    return [rng.choice(prompts) for _ in range(n)]
 
 
 def _reference_eps(model: LoadedModel, teacher: UNet2DConditionModel, x_t: torch.Tensor,
