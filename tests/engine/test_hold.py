@@ -120,6 +120,20 @@ def test_earlier_erased_prompts_naming_the_concept_erased_now_are_forgotten_not_
     assert set(naming) <= set(without.memory_prompts)
 
 
+
+def test_mapped_memory_targets_name_no_concept_erased_then_or_now(
+        tiny_model: LoadedModel, tiny_folder: Path) -> None:
+    catalog = load_catalog(tiny_folder)
+    star, outlined, zorbo = catalog["star"], catalog["outlined"], catalog["zorbo"]
+    cfg = method_config("lacu", map_k=2, retain_k=2)
+    plan = plan_step(tiny_model, tiny_model.unet, [ForgetRequest(star, star.prompts[:1])],
+                     [outlined, zorbo], catalog, cfg.with_(memory_targets="mapping"))
+    assert set(plan.memory_targets) == set(plan.memory_prompts)
+    assert not any(catalog.mentions(target, {"star", "outlined", "zorbo"})
+                   for target in plan.memory_targets.values())
+    assert plan_step(tiny_model, tiny_model.unet, [ForgetRequest(star, star.prompts[:1])],
+                     [outlined, zorbo], catalog, cfg).memory_targets == {}
+
 def test_replayed_and_unconditional_prompts_are_held_with_their_own_weight_when_asked(
         tiny_model: LoadedModel, tiny_folder: Path) -> None:
     catalog = load_catalog(tiny_folder)

@@ -51,7 +51,7 @@ def test_replay_moves_to_the_base_by_its_share_and_the_rest_answers_like_the_tea
     def reference(share: float) -> torch.Tensor:
         with torch.no_grad():
             return _reference_eps(tiny_model, teacher, x_t, t, forget, keep, 1,
-                                  method_config("lacu", preserve_base_share=share))
+                                  method_config("lacu", preserve_base_share=share), {})
 
     assert torch.allclose(reference(0.0), on_teacher, atol=1e-5)
     for share in (0.5, 1.0):
@@ -61,12 +61,29 @@ def test_replay_moves_to_the_base_by_its_share_and_the_rest_answers_like_the_tea
         assert torch.allclose(moved[2:], expected, atol=1e-5), share
 
 
+
+def test_mapped_memory_answers_like_the_teacher_on_the_memory_prompts_target(
+        tiny_model: LoadedModel) -> None:
+    forget = [MappingChoice("a red star", "a red diamond", 0.0, 1)]
+    keep = ["a solid red circle", "a red circle"]  # one memory prompt, one replay prompt
+    x_t, t = torch.randn(3, 3, 8, 8), torch.tensor([10, 500, 900])
+    mapped = {"a solid red circle": "a solid red square"}
+    with torch.no_grad():
+        eps = _reference_eps(tiny_model, tiny_model.unet, x_t, t, forget, keep, 1,
+                             method_config("lacu", memory_targets="mapping"), mapped)
+    expected = _eps(tiny_model, tiny_model.unet, x_t, t,
+                    ["a red diamond", "a solid red square", "a red circle"])
+    own = _eps(tiny_model, tiny_model.unet, x_t[1:2], t[1:2], ["a solid red circle"])
+    assert torch.allclose(eps, expected, atol=1e-5)
+    assert not torch.allclose(eps[1:2], own, atol=1e-5)
+
 def test_esd_targets_keep_negative_guidance_with_replay(tiny_model: LoadedModel) -> None:
     forget = [MappingChoice("a red star", "", 0.0, 1)]
     x_t, t = torch.randn(2, 3, 8, 8), torch.tensor([300, 700])
     cfg = method_config("esd", esd_eta=0.5)
     with torch.no_grad():
-        eps = _reference_eps(tiny_model, tiny_model.unet, x_t, t, forget, ["a red circle"], 0, cfg)
+        eps = _reference_eps(tiny_model, tiny_model.unet, x_t, t, forget, ["a red circle"], 0, cfg,
+                             {})
     concept = _eps(tiny_model, tiny_model.unet, x_t[:1], t[:1], ["a red star"])
     uncond = _eps(tiny_model, tiny_model.unet, x_t[:1], t[:1], [""])
     kept = _eps(tiny_model, tiny_model.unet, x_t[1:], t[1:], ["a red circle"])
@@ -126,7 +143,7 @@ def test_concept_sampling_fills_memory_slots_per_erased_concept_not_per_prompt()
     assert sum(composite[2:]) > 240   # per concept: half of them
 
 
-@pytest.mark.parametrize("name", ["replay_sampling", "memory_sampling"])
+@pytest.mark.parametrize("name", ["replay_sampling", "memory_sampling", "memory_targets"])
 def test_an_unknown_preserve_sampling_is_refused(name: str) -> None:
     with pytest.raises(ValueError, match=name):
         method_config("lacu", **{name: "concepts"})

@@ -50,6 +50,12 @@ class EraseConfig:
     # quality at step 10 1.24 against 1.46 (base 1.21); solid red circle still 2 of 32 at step 9
     # (bench/results/lacu-twelfth-session/, one run each).
     memory_sampling: PreserveSampling = "concept"
+    # What a memory prompt is distilled to: the teacher's own prediction there ("self"), or the
+    # teacher's on a target selected again for it under the current version ("mapping"), so a
+    # residue the teacher still draws is pushed out instead of kept. One yellow step from step 9
+    # of the default sequence: solid red circle 1 of 32 against 7, outlined 2 / 4 against 1 / 0
+    # (bench/results/thirteenth-session-probes/); not yet a full run.
+    memory_targets: Literal["self", "mapping"] = "self"
     # With the memory: an earlier erasure's prompt that names the concept erased now ("a outlined
     # yellow star" when erasing star) is a forget prompt of this step, mapped away from both,
     # not a memory prompt distilled from the teacher (which still draws star there).
@@ -147,6 +153,9 @@ class EraseConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.memory_targets not in ("self", "mapping"):
+            raise ValueError(f"memory_targets must be 'self' or 'mapping', not "
+                             f"{self.memory_targets!r}")
         for name in ("replay_sampling", "memory_sampling"):
             if getattr(self, name) not in ("prompt", "concept"):
                 raise ValueError(f"{name} must be 'prompt' or 'concept', not "

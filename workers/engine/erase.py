@@ -63,6 +63,8 @@ class StepPlan:
     # K/V held (lambda_hold, consolidate): kept catalog prompts, and earlier erased ones
     hold_prompts: list[str] = field(default_factory=list)
     held_erasures: list[str] = field(default_factory=list)
+    # memory_targets="mapping": what each memory prompt is distilled to (else itself)
+    memory_targets: dict[str, str] = field(default_factory=dict)
 
     @property
     def mappings(self) -> list[MappingChoice]:
@@ -117,12 +119,16 @@ def plan_step(model: LoadedModel, unet: UNet2DConditionModel, requests: list[For
                                    seed=cfg.seed + 43)
     else:
         replay = ReplaySet({c.name: [] for c in forget}, [])
-    memory_groups: list[list[str]] = []
-    for c in erased_before if cfg.erasure_memory else []:
-        group = [p for p in c.prompts
-                 if not (cfg.forget_earlier_naming and catalog.mentions(p, now))]
-        if group:
-            memory_groups.append(group)
+    memory = [(c, group) for c in (erased_before if cfg.erasure_memory else [])
+              if (group := [p for p in c.prompts
+                            if not (cfg.forget_earlier_naming and catalog.mentions(p, now))])]
+    memory_groups = [group for _, group in memory]
+    # each earlier erased prompt mapped again, under the current version and away from
+    # everything erased since: a residue the teacher still draws is not kept but pushed out
+    memory_targets = ({m.forget_prompt: m.target for c, group in memory
+                       for m in select_mapping_targets(model, c, group, catalog, banned,
+                                                       k=cfg.map_k, seed=cfg.seed + 45, unet=unet)}
+                      if cfg.memory_targets == "mapping" else {})
     hold: list[str] = []
     held_erasures: list[str] = []
     if cfg.lambda_hold > 0 or cfg.consolidate > 0:
@@ -132,7 +138,7 @@ def plan_step(model: LoadedModel, unet: UNet2DConditionModel, requests: list[For
         held_erasures = [p for c in erased_before for p in (
             _with_variants(list(c.prompts), c, catalog, banned, cfg)
             if cfg.consolidate_erased_variants else c.prompts) if not catalog.mentions(p, now)]
-    return StepPlan(mapping_groups, replay, memory_groups, hold, held_erasures)
+    return StepPlan(mapping_groups, replay, memory_groups, hold, held_erasures, memory_targets)
 
 
 def _with_variants(prompts: list[str], concept: CatalogConcept, catalog: Catalog,
@@ -210,7 +216,8 @@ def erase(model: LoadedModel, unet: UNet2DConditionModel, requests: list[ForgetR
         x_t = model.scheduler.add_noise(x0, noise, t)
 
         with torch.no_grad(), autocast_for(model):
-            target_eps = _reference_eps(model, teacher, x_t, t, forget, keep, n_memory, cfg)
+            target_eps = _reference_eps(model, teacher, x_t, t, forget, keep, n_memory, cfg,
+                                        plan.memory_targets)
         with autocast_for(model):
             student_eps = predict_noise(student, x_t, t, encode_prompts(model,
                                                                         forget_prompts + keep))
@@ -313,10 +320,11 @@ def _draw(prompts: list[str], groups: list[list[str]], n: int, sampling: Preserv
 
 def _reference_eps(model: LoadedModel, teacher: UNet2DConditionModel, x_t: torch.Tensor,
                    t: torch.Tensor, forget: list[MappingChoice], keep: list[str],
-                   n_memory: int, cfg: EraseConfig) -> torch.Tensor:
+                   n_memory: int, cfg: EraseConfig, memory_targets: dict[str, str]
+                   ) -> torch.Tensor:
     """What the student must predict: ε_T on the forget targets (ESD: its negatively guided
-    prediction) and on the memory prompts; on the replay prompts ε_T + s·(ε_base − ε_T),
-    s = `preserve_base_share`."""
+    prediction) and on the memory prompts (or their `memory_targets`); on the replay prompts
+    ε_T + s·(ε_base − ε_T), s = `preserve_base_share`."""
     n = len(forget)
     if cfg.method == "esd":
         prompts = [m.forget_prompt for m in forget] + [""] * n + keep
@@ -325,7 +333,8 @@ def _reference_eps(model: LoadedModel, teacher: UNet2DConditionModel, x_t: torch
         eps = torch.cat([esd_target(teacher_eps[n:2 * n], teacher_eps[:n], cfg.esd_eta),
                          teacher_eps[2 * n:]])
     else:
-        prompts = [m.target for m in forget] + keep
+        memory = [memory_targets.get(p, p) for p in keep[:n_memory]]
+        prompts = [m.target for m in forget] + memory + keep[n_memory:]
         eps = predict_noise(teacher, x_t, t, encode_prompts(model, prompts))
     start = n + n_memory
     share = cfg.preserve_base_share
