@@ -120,7 +120,6 @@ def test_earlier_erased_prompts_naming_the_concept_erased_now_are_forgotten_not_
     assert set(naming) <= set(without.memory_prompts)
 
 
-
 def test_mapped_memory_targets_name_no_concept_erased_then_or_now(
         tiny_model: LoadedModel, tiny_folder: Path) -> None:
     catalog = load_catalog(tiny_folder)
@@ -133,6 +132,7 @@ def test_mapped_memory_targets_name_no_concept_erased_then_or_now(
                    for target in plan.memory_targets.values())
     assert plan_step(tiny_model, tiny_model.unet, [ForgetRequest(star, star.prompts[:1])],
                      [outlined, zorbo], catalog, cfg).memory_targets == {}
+
 
 def test_replayed_and_unconditional_prompts_are_held_with_their_own_weight_when_asked(
         tiny_model: LoadedModel, tiny_folder: Path) -> None:

@@ -61,7 +61,6 @@ def test_replay_moves_to_the_base_by_its_share_and_the_rest_answers_like_the_tea
         assert torch.allclose(moved[2:], expected, atol=1e-5), share
 
 
-
 def test_mapped_memory_answers_like_the_teacher_on_the_memory_prompts_target(
         tiny_model: LoadedModel) -> None:
     forget = [MappingChoice("a red star", "a red diamond", 0.0, 1)]
@@ -76,6 +75,7 @@ def test_mapped_memory_answers_like_the_teacher_on_the_memory_prompts_target(
     own = _eps(tiny_model, tiny_model.unet, x_t[1:2], t[1:2], ["a solid red circle"])
     assert torch.allclose(eps, expected, atol=1e-5)
     assert not torch.allclose(eps[1:2], own, atol=1e-5)
+
 
 def test_esd_targets_keep_negative_guidance_with_replay(tiny_model: LoadedModel) -> None:
     forget = [MappingChoice("a red star", "", 0.0, 1)]

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
-from typing import Literal
+from typing import Literal, get_args
 
 TrainableGroup = Literal["full", "attn2", "attn2-kv"]
 Method = Literal["lacu", "naive", "esd", "dfr", "uce"]
 PreserveSampling = Literal["prompt", "concept"]  # a preserve slot: any prompt, or a concept first
+MemoryTargets = Literal["self", "mapping"]
+ConsolidateAnchor = Literal["student", "teacher"]
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,7 @@ class EraseConfig:
     # residue the teacher still draws is pushed out instead of kept. One yellow step from step 9
     # of the default sequence: solid red circle 1 of 32 against 7, outlined 2 / 4 against 1 / 0
     # (bench/results/thirteenth-session-probes/); not yet a full run.
-    memory_targets: Literal["self", "mapping"] = "self"
+    memory_targets: MemoryTargets = "self"
     # With the memory: an earlier erasure's prompt that names the concept erased now ("a outlined
     # yellow star" when erasing star) is a forget prompt of this step, mapped away from both,
     # not a memory prompt distilled from the teacher (which still draws star there).
@@ -105,7 +107,7 @@ class EraseConfig:
     # The solve's ridge (× the mean eigenvalue of the held states) and what it pulls toward:
     # the trained student, or the teacher (text directions no prompt set reads keep its K/V).
     consolidate_ridge: float = 1e-4
-    consolidate_anchor: Literal["student", "teacher"] = "student"
+    consolidate_anchor: ConsolidateAnchor = "student"
     # The positions a forget prompt shares with a kept one from its start ("<bos> a red" in "a
     # red star" and "a red circle": the causal encoder gives them one state) read the held
     # sets' K/V, not the student's: every prompt reads them, none carries the concept. Quality
@@ -153,13 +155,12 @@ class EraseConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.memory_targets not in ("self", "mapping"):
-            raise ValueError(f"memory_targets must be 'self' or 'mapping', not "
-                             f"{self.memory_targets!r}")
-        for name in ("replay_sampling", "memory_sampling"):
-            if getattr(self, name) not in ("prompt", "concept"):
-                raise ValueError(f"{name} must be 'prompt' or 'concept', not "
-                                 f"{getattr(self, name)!r}")
+        choices = {"replay_sampling": PreserveSampling, "memory_sampling": PreserveSampling,
+                   "memory_targets": MemoryTargets, "consolidate_anchor": ConsolidateAnchor}
+        for name, kind in choices.items():
+            if getattr(self, name) not in get_args(kind):
+                allowed = " or ".join(repr(a) for a in get_args(kind))
+                raise ValueError(f"{name} must be {allowed}, not {getattr(self, name)!r}")
         weights = {"consolidate": self.consolidate,
                    "consolidate_erased": self.consolidate_erased,
                    "consolidate_neighbours": self.consolidate_neighbours,
@@ -169,9 +170,6 @@ class EraseConfig:
                 raise ValueError(f"{name} must be ≥ 0, not {weight}")
         if self.consolidate_ridge <= 0:
             raise ValueError(f"consolidate_ridge must be > 0, not {self.consolidate_ridge}")
-        if self.consolidate_anchor not in ("student", "teacher"):
-            raise ValueError(f"consolidate_anchor must be 'student' or 'teacher', not "
-                             f"{self.consolidate_anchor!r}")
         if not 0.0 <= self.consolidate_base_share <= 1.0:
             raise ValueError(f"consolidate_base_share must be within [0, 1], not "
                              f"{self.consolidate_base_share}")
