@@ -105,12 +105,14 @@ def run_method(name: str, model: LoadedModel, catalog: Catalog, evaluator: World
                 "seconds_by_stage": report.seconds, "rollouts_generated": report.rollouts_generated,
                 "drift_l2": _drift(new_unet, base_unet), "drift_l2_step": _drift(new_unet, unet),
                 "final_losses": report.final_losses,
-                "targets": report.plan.targets(), "neighbours": report.plan.replay.neighbours,
+                "targets": report.plan.targets(), "memory_targets": report.plan.memory_targets,
+                "neighbours": report.plan.replay.neighbours,
                 **{k: v for k, v in metrics.items() if k != "erased"},
             }
             save_version(step_dir, base_unet, new_unet,
                          {"method": name, "config": cfg.as_dict(), "step": i,
-                          "erased": erased + [concept_name], "targets": report.plan.targets()})
+                          "erased": erased + [concept_name], "targets": report.plan.targets(),
+                          "memory_targets": report.plan.memory_targets})
             (step_dir / "metrics.json").write_text(json.dumps(record, indent=1))
             log(f"{name} step {i} ({concept_name}): {seconds:.0f}s, forget "
                 f"{record['forget_acc']}, related {record['related_retention']:.3f}, "

@@ -2,10 +2,11 @@
 
     python -m bench.step_probe [--images N] [--quality M] STEP_DIR CONCEPT EARLIER SETTINGS [...]
 
-STEP_DIR: a benchmark step folder (the teacher); EARLIER: comma-separated concepts it
-erased; each SETTINGS is a `--set` string ("" for the defaults). Prints one JSON line per setting:
-the share of N images (default 32) showing the concept on its request and on its held-out
-templates, and [request, held-out] for each earlier erased concept that shows at all (relapse).
+STEP_DIR: a benchmark step folder (the teacher), or `base` for the base model; EARLIER:
+comma-separated concepts it erased; each SETTINGS is a `--set` string ("" for the defaults).
+Prints one JSON line per setting: the share of N images (default 32) showing the concept on
+its request and on its held-out templates, and [request, held-out] for each earlier erased
+concept that shows at all (relapse).
 A quick look at one step's residue, which 8 images per concept cannot resolve; a rate of a few
 per cent needs N in the hundreds to tell settings apart.
 
@@ -47,7 +48,8 @@ def main() -> None:
     model = load_model(MODEL_DIR, device="cpu")
     catalog = load_catalog(MODEL_DIR)
     evaluator = WorldEvaluator(model, Judge.load(JUDGE_PATH), per_concept=args.images)
-    teacher = load_version(model.unet, args.step_dir)
+    teacher = model.unet if str(args.step_dir) == "base" else load_version(model.unet,
+                                                                           args.step_dir)
     concept = catalog[name]
     related, general = retention_sets([*erased, name])
     kept = related + general

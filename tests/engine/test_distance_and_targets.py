@@ -12,6 +12,7 @@ from workers.engine.targets import (
     catalog_frames,
     frame_variants,
     select_mapping_targets,
+    select_memory_targets,
 )
 
 
@@ -57,6 +58,24 @@ def test_selected_targets_are_allowed_candidates(tiny_model: LoadedModel, tiny_f
     for choice in choices:
         assert choice.target in candidate_rewrites(choice.forget_prompt, concept, catalog, banned)
         assert not catalog.mentions(choice.target, banned)
+
+
+def test_memory_targets_skip_prompts_left_with_only_the_related_fallback(
+        tiny_model: LoadedModel, tiny_folder) -> None:  # type: ignore[no-untyped-def]
+    catalog = load_catalog(tiny_folder)
+    # every other character is erased or contains an erased concept: mimi's only rewrites are
+    # the fallback's, its own look among them, which must not become its memory target
+    banned = {"zorbo", "blip", "gloop", "mimi", "purple", "star", "outlined", "solid red circle"}
+    assert candidate_rewrites("mimi", catalog["mimi"], catalog, banned, fallback=False) == []
+    assert candidate_rewrites("mimi", catalog["mimi"], catalog, banned)  # the step's own map
+    memory = [(catalog["mimi"], list(catalog["mimi"].prompts)),
+              (catalog["solid red circle"], list(catalog["solid red circle"].prompts))]
+    targets = select_memory_targets(tiny_model, memory, catalog, banned, k=4, seed=0)
+    assert not set(catalog["mimi"].prompts) & set(targets)
+    assert set(targets) == set(catalog["solid red circle"].prompts)
+    for prompt, target in targets.items():
+        allowed = candidate_rewrites(prompt, catalog["solid red circle"], catalog, banned)
+        assert target in allowed and not catalog.mentions(target, banned)
 
 
 def test_local_replay_excludes_concepts_that_contain_erased_ones(tiny_model: LoadedModel,
@@ -198,3 +217,10 @@ def test_a_prompt_framed_on_both_sides_is_not_framed_again() -> None:
     assert _framed_by("a red star on a dark background", "{x} on a dark background")
     assert not _framed_by("a red star", "a picture of {x} on a dark background")
     assert not _framed_by("a picture of a red star", "a picture of {x} on a dark background")
+
+
+def test_a_concept_is_named_by_parts_only_without_a_word_of_its_own(tiny_folder) -> None:  # type: ignore[no-untyped-def]
+    catalog = load_catalog(tiny_folder)
+    assert catalog.named_by_parts(catalog["solid red circle"])  # "red circle filled in" too
+    assert not catalog.named_by_parts(catalog["mimi"])  # contains circle, orange, solid
+    assert not catalog.named_by_parts(catalog["circle"])  # contains nothing

@@ -131,7 +131,23 @@ def test_mapped_memory_targets_name_no_concept_erased_then_or_now(
     assert not any(catalog.mentions(target, {"star", "outlined", "zorbo"})
                    for target in plan.memory_targets.values())
     assert plan_step(tiny_model, tiny_model.unet, [ForgetRequest(star, star.prompts[:1])],
-                     [outlined, zorbo], catalog, cfg).memory_targets == {}
+                     [outlined, zorbo], catalog, cfg.with_(memory_targets="self")
+                     ).memory_targets == {}
+
+
+def test_by_default_only_a_composite_memory_is_mapped_again(
+        tiny_model: LoadedModel, tiny_folder: Path) -> None:
+    # "a solid red circle" has no word of its own; "outlined" and "zorbo" do
+    catalog = load_catalog(tiny_folder)
+    star, composite = catalog["star"], catalog["solid red circle"]
+    earlier = [catalog["outlined"], composite, catalog["zorbo"]]
+    cfg = method_config("lacu", map_k=2, retain_k=2)
+    assert cfg.memory_targets == "composites"
+    plan = plan_step(tiny_model, tiny_model.unet, [ForgetRequest(star, star.prompts[:1])],
+                     earlier, catalog, cfg)
+    assert set(plan.memory_targets) == set(composite.prompts)
+    assert not any(catalog.mentions(target, {"star", "outlined", "zorbo", "solid red circle"})
+                   for target in plan.memory_targets.values())
 
 
 def test_replayed_and_unconditional_prompts_are_held_with_their_own_weight_when_asked(

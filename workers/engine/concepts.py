@@ -59,6 +59,14 @@ class Catalog:
         c = self.concepts.get(concept)
         return concept in erased or (c is not None and bool(erased & set(c.contains)))
 
+    def named_by_parts(self, concept: CatalogConcept) -> bool:
+        """True when every word of every name of `concept` is a word of a concept it contains
+        ("solid red circle", "red circle filled in"; not "mimi"): no word of its own."""
+        parts = [self.concepts[n] for n in concept.contains if n in self.concepts]
+        words = {w for part in parts for form in part.surface_forms for w in form.lower().split()}
+        return bool(parts) and all(w in words for form in concept.surface_forms
+                                   for w in form.lower().split())
+
     def mentions(self, prompt: str, names: set[str]) -> bool:
         """True when the prompt names any of `names`, or a concept that contains one of them."""
         for concept in self.concepts.values():

@@ -8,7 +8,7 @@ from typing import Literal, get_args
 TrainableGroup = Literal["full", "attn2", "attn2-kv"]
 Method = Literal["lacu", "naive", "esd", "dfr", "uce"]
 PreserveSampling = Literal["prompt", "concept"]  # a preserve slot: any prompt, or a concept first
-MemoryTargets = Literal["self", "mapping"]
+MemoryTargets = Literal["self", "mapping", "composites"]
 ConsolidateAnchor = Literal["student", "teacher"]
 
 
@@ -53,11 +53,15 @@ class EraseConfig:
     # (bench/results/lacu-twelfth-session/, one run each).
     memory_sampling: PreserveSampling = "concept"
     # What a memory prompt is distilled to: the teacher's own prediction there ("self"), or the
-    # teacher's on a target selected again for it under the current version ("mapping"), so a
-    # residue the teacher still draws is pushed out instead of kept. One yellow step from step 9
-    # of the default sequence: solid red circle 1 of 32 against 7, outlined 2 / 4 against 1 / 0
-    # (bench/results/thirteenth-session-probes/); not yet a full run.
-    memory_targets: MemoryTargets = "self"
+    # teacher's on a target selected again for it under the current version, so a residue the
+    # teacher still draws is pushed out instead of kept: for every earlier erasure ("mapping")
+    # or only for those named by their parts' words alone ("composites": "a solid red circle",
+    # every word of which kept concepts share, so the teacher's prediction keeps its residue;
+    # a concept with a word of its own holds its erasure in that word's keys/values). Default
+    # sequence, step 10: solid red circle 1 of 32 against 5 ("self"), quality 1.40 against
+    # 1.65 (base 1.21), the rest as "self"; "mapping" brought outlined back on held-out
+    # templates (0.16–0.28 from step 5; bench/results/fourteenth-session-probes/).
+    memory_targets: MemoryTargets = "composites"
     # With the memory: an earlier erasure's prompt that names the concept erased now ("a outlined
     # yellow star" when erasing star) is a forget prompt of this step, mapped away from both,
     # not a memory prompt distilled from the teacher (which still draws star there).

@@ -40,6 +40,7 @@ from workers.engine.targets import (
     fixed_rewrite,
     frame_variants,
     select_mapping_targets,
+    select_memory_targets,
 )
 from workers.engine.trainable import mark_trainable
 
@@ -125,10 +126,10 @@ def plan_step(model: LoadedModel, unet: UNet2DConditionModel, requests: list[For
     memory_groups = [group for _, group in memory]
     # each earlier erased prompt mapped again, under the current version and away from
     # everything erased since: a residue the teacher still draws is not kept but pushed out
-    memory_targets = ({m.forget_prompt: m.target for c, group in memory
-                       for m in select_mapping_targets(model, c, group, catalog, banned,
-                                                       k=cfg.map_k, seed=cfg.seed + 45, unet=unet)}
-                      if cfg.memory_targets == "mapping" else {})
+    remapped = [(c, group) for c, group in memory if cfg.memory_targets == "mapping"
+                or (cfg.memory_targets == "composites" and catalog.named_by_parts(c))]
+    memory_targets = select_memory_targets(model, remapped, catalog, banned, k=cfg.map_k,
+                                           seed=cfg.seed + 45, unet=unet)
     hold: list[str] = []
     held_erasures: list[str] = []
     if cfg.lambda_hold > 0 or cfg.consolidate > 0:

@@ -147,7 +147,8 @@ def erase_step(model_dir: Path, parent_artifact: Path | None, requests: list[Era
         manifest = save_version(out_dir, _Loaded.base_unet, student, {
             "method": cfg.method, "config": cfg.as_dict(), "seed": seed,
             "erased": erased, "erased_this_step": [r.concept.name for r in resolved],
-            "targets": report.plan.targets(), "neighbours": report.plan.replay.neighbours,
+            "targets": report.plan.targets(), "memory_targets": report.plan.memory_targets,
+            "neighbours": report.plan.replay.neighbours,
             "parent_digest": artifact_digest(parent_artifact) if parent_artifact else None,
             "base_digest": base_digest(model.folder), "metrics": metrics,
         })
