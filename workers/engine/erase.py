@@ -124,8 +124,9 @@ def plan_step(model: LoadedModel, unet: UNet2DConditionModel, requests: list[For
               if (group := [p for p in c.prompts
                             if not (cfg.forget_earlier_naming and catalog.mentions(p, now))])]
     memory_groups = [group for _, group in memory]
-    # each earlier erased prompt mapped again, under the current version and away from
-    # everything erased since: a residue the teacher still draws is not kept but pushed out
+    # earlier erased prompts (every one, or a composite's: `memory_targets`) mapped again, under
+    # the current version and away from everything erased since: a residue the teacher still
+    # draws is not kept but pushed out
     remapped = [(c, group) for c, group in memory if cfg.memory_targets == "mapping"
                 or (cfg.memory_targets == "composites" and catalog.named_by_parts(c))]
     memory_targets = select_memory_targets(model, remapped, catalog, banned, k=cfg.map_k,

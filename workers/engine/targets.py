@@ -149,8 +149,11 @@ def _nearest(model: LoadedModel, pairs: list[tuple[str, str]], k: int, seed: int
     scored: dict[str, list[tuple[float, str]]] = {}
     for (a, b), d in zip(pairs, dist, strict=True):
         scored.setdefault(a, []).append((float(d), b))
-    return [MappingChoice(a, min(options)[1], min(options)[0], len(options))
-            for a, options in scored.items()]
+    choices = []
+    for a, options in scored.items():
+        best_d, best = min(options)
+        choices.append(MappingChoice(a, best, best_d, len(options)))
+    return choices
 
 
 def context_variants(prompts: list[str], concept: CatalogConcept, catalog: Catalog,
