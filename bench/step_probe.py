@@ -12,8 +12,9 @@ per cent needs N in the hundreds to tell settings apart.
 
 `--quality M`: also the kept concepts' drawing quality (`retained_quality`) at M images a
 concept, of the teacher once and of each setting's student, with related / general retention
-against the teacher, and the distance over each related concept's M images alone (biased at
-small M: for where the damage sits, not as a metric). The benchmark's 8 images a concept
+against the teacher, each kept concept's accuracy change where it changed, and the distance over
+each related concept's M images alone (biased at small M: for where the damage sits, not as a
+metric). The benchmark's 8 images a concept
 mostly measure small-sample bias.
 """
 
@@ -82,7 +83,9 @@ def main() -> None:
                     "general_retention": _ratio(mean_rate(after, general),
                                                 mean_rate(before, general)),
                     "related": {n: round(evaluator.retained_quality(after, [n]), 2)
-                                for n in related}}
+                                for n in related},
+                    "changed": {n: round(after.rate(n) - before.rate(n), 3) for n in kept
+                                if after.rate(n) != before.rate(n)}}
         print(json.dumps(row), flush=True)
 
 
