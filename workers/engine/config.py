@@ -126,11 +126,6 @@ class EraseConfig:
     # Cross-attention K/V: the only weights that see the text tokens alone, so an edit there moves
     # the erased prompt's keys/values and little else (q/out act on every prompt's features).
     trainable: TrainableGroup = "attn2-kv"
-    # K/V trained only along this many text directions per requested concept: those the forget
-    # prompts read the most relative to the held ones (subspace.erasure_directions); 0 = every
-    # direction. Trained whole, the K/V every prompt reads drift with the erasure (2 % for every
-    # kept prompt at the striped step of another sequence, 11 % for its forget prompts).
-    kv_directions: int = 0
     # Optimizer steps. 80 left outlined in 2–3 of 32 images at its own step (request and
     # held-out) and 120 none on request templates (1 of 32 held-out); with 120 every erased
     # concept reads 0 of 32 at step 10 of the default sequence (bench/results/steps-120/).
@@ -177,11 +172,6 @@ class EraseConfig:
         for name, weight in weights.items():
             if weight is not None and not weight >= 0:  # NaN fails too
                 raise ValueError(f"{name} must be ≥ 0, not {weight}")
-        if self.kv_directions < 0:
-            raise ValueError(f"kv_directions must be ≥ 0, not {self.kv_directions}")
-        if self.kv_directions and (self.trainable != "attn2-kv" or self.lambda_hold > 0):
-            raise ValueError("kv_directions trains cross-attention K/V alone: it needs "
-                             "trainable='attn2-kv' and lambda_hold=0")
         if self.consolidate_ridge <= 0:
             raise ValueError(f"consolidate_ridge must be > 0, not {self.consolidate_ridge}")
         if not 0.0 <= self.consolidate_base_share <= 1.0:

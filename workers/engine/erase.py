@@ -33,7 +33,6 @@ from workers.engine.replay import (
 )
 from workers.engine.rollouts import RolloutCache
 from workers.engine.sampling import autocast_for, predict_noise
-from workers.engine.subspace import erasure_directions, merge_directions, train_along
 from workers.engine.targets import (
     MappingChoice,
     alias_variants,
@@ -134,7 +133,7 @@ def plan_step(model: LoadedModel, unet: UNet2DConditionModel, requests: list[For
                                            seed=cfg.seed + 45, unet=unet)
     hold: list[str] = []
     held_erasures: list[str] = []
-    if cfg.lambda_hold > 0 or cfg.consolidate > 0 or cfg.kv_directions > 0:
+    if cfg.lambda_hold > 0 or cfg.consolidate > 0:
         # every kept catalog prompt, and every earlier erased one that does not name a concept
         # erased now ("a purple star drawn as an outline" holds outlined, but also purple)
         hold = retained_prompts(catalog, banned, protect)
@@ -183,11 +182,6 @@ def erase(model: LoadedModel, unet: UNet2DConditionModel, requests: list[ForgetR
     if cfg.compile_student:
         compile_unet(student)
     params = mark_trainable(student, cfg.trainable)
-    if cfg.kv_directions:
-        forget_prompts = list(dict.fromkeys(m.forget_prompt for m in plan.mappings))
-        params = train_along(student, erasure_directions(
-            model, forget_prompts, plan.hold_prompts + plan.held_erasures,
-            cfg.kv_directions * len(requests), ridge=cfg.consolidate_ridge))
     reference = [p.detach().clone() for p in params]
     hold = (KVHold.build(model, student, plan.hold_prompts + plan.held_erasures)
             if cfg.lambda_hold > 0 else None)
@@ -251,7 +245,6 @@ def erase(model: LoadedModel, unet: UNet2DConditionModel, requests: list[ForgetR
         if step % 5 == 0 or step + 1 == cfg.steps:
             emit(ProgressEvent("training", step + 1, cfg.steps, losses, eta))
     seconds["training"] = time.perf_counter() - clock
-    merge_directions(student)
     if cfg.consolidate > 0:
         clock = time.perf_counter()
         consolidate_kv(model, student, held_sets(model, teacher, plan, cfg),
