@@ -14,8 +14,7 @@ per cent needs N in the hundreds to tell settings apart.
 concept, of the teacher once and of each setting's student, with related / general retention
 against the teacher, each kept concept's accuracy change where it changed, and the distance over
 each related concept's M images alone (biased at small M: for where the damage sits, not as a
-metric). The benchmark's 8 images a concept
-mostly measure small-sample bias.
+metric). The benchmark's 8 images a concept mostly measure small-sample bias.
 """
 
 from __future__ import annotations
