@@ -83,8 +83,8 @@ def main() -> None:
                                                 mean_rate(before, general)),
                     "related": {n: round(evaluator.retained_quality(after, [n]), 2)
                                 for n in related},
-                    "changed": {n: round(after.rate(n) - before.rate(n), 3) for n in kept
-                                if after.rate(n) != before.rate(n)}}
+                    "changed": {n: round(d, 3) for n in kept
+                                if (d := after.rate(n) - before.rate(n))}}
         print(json.dumps(row), flush=True)
 
 
