@@ -35,6 +35,9 @@ def continual(
     per_concept: int = typer.Option(8, help="Generated images per concept per evaluation."),
     forget_images: int = typer.Option(32, help="Images per erased concept for the forget "
                                       "accuracies (a 5 % bar needs more than 8)."),
+    final_images: int = typer.Option(32, min=0, help="Images per kept concept for the last "
+                                     "step's retention and quality check against the base "
+                                     "(0: none; at 8 the quality distance is mostly bias)."),
     settings: str = typer.Option("", "--set", help="EraseConfig overrides: 'lr=1e-3,steps=80'."),
     reevaluate: bool = typer.Option(False, help="Evaluate steps found in --out again."),
     precision: str = typer.Option("auto", callback=_precision, help="auto, float32 or bfloat16 "
@@ -53,7 +56,7 @@ def continual(
                            per_concept=per_concept, forget_per_concept=forget_images,
                            overrides=parse_overrides(settings),
                            log=lambda line: typer.echo(line, err=True), reevaluate=reevaluate,
-                           precision=precision)
+                           precision=precision, final_images=final_images)
     if as_json:
         typer.echo(json.dumps(result, indent=1))
     else:

@@ -16,7 +16,13 @@ from pathlib import Path
 import torch
 from diffusers import UNet2DConditionModel
 
-from workers.conceptworld.evaluate import GeneratedSet, WorldEvaluator, step_metrics
+from workers.conceptworld.evaluate import (
+    GeneratedSet,
+    WorldEvaluator,
+    kept_check,
+    retention_sets,
+    step_metrics,
+)
 from workers.conceptworld.judge import Judge
 from workers.conceptworld.world import CATALOG
 from workers.engine.concepts import Catalog, load_catalog
@@ -73,7 +79,9 @@ def _drift(a: UNet2DConditionModel, b: UNet2DConditionModel) -> float:
 def run_method(name: str, model: LoadedModel, catalog: Catalog, evaluator: WorldEvaluator,
                base: GeneratedSet, sequence: list[str], out: Path, seed: int,
                log: Callable[[str], None], overrides: dict[str, object] | None = None,
-               reevaluate: bool = False) -> list[dict[str, object]]:
+               reevaluate: bool = False
+               ) -> tuple[list[dict[str, object]], UNet2DConditionModel]:
+    """Every step of `sequence` with one method: its records, and the last version's UNet."""
     cfg = config_for(name, seed, overrides)
     base_unet = model.unet
     unet, steps = base_unet, []
@@ -120,14 +128,36 @@ def run_method(name: str, model: LoadedModel, catalog: Catalog, evaluator: World
         erased.append(concept_name)
         steps.append(record)
         unet = new_unet
-    return steps
+    return steps, unet
+
+
+def final_check(evaluator: WorldEvaluator, unet: UNet2DConditionModel, erased: list[str],
+                images: int, method_dir: Path, base_sets: dict[tuple[str, ...], GeneratedSet],
+                reevaluate: bool = False) -> dict[str, object]:
+    """The last version's kept concepts at `images` a concept against the base's
+    (`evaluate.kept_check`), kept in `method_dir/final-check.json` and reused on a rerun.
+    `base_sets` caches the base's images per kept set across methods."""
+    path = method_dir / "final-check.json"
+    if path.is_file() and not reevaluate:
+        saved = json.loads(path.read_text())
+        if saved.get("erased") == erased and saved.get("images") == images:
+            return dict(saved)
+    related, general = retention_sets(erased)
+    kept = tuple(related + general)
+    if kept not in base_sets:
+        base_sets[kept] = evaluator.generate_for(list(kept), None, per_concept=images)
+    record = {"erased": erased, **kept_check(evaluator, unet, erased, images,
+                                              base=base_sets[kept])}
+    path.write_text(json.dumps(record, indent=1))
+    return record
 
 
 def run_benchmark(model_dir: Path, judge_path: Path, methods: list[str], sequence: list[str],
                   out: Path, *, seed: int = 0, per_concept: int = 8, forget_per_concept: int = 32,
                   overrides: dict[str, object] | None = None,
                   log: Callable[[str], None] = print, reevaluate: bool = False,
-                  precision: str = "auto") -> dict[str, object]:
+                  precision: str = "auto", final_images: int = 32) -> dict[str, object]:
+    """`final_images`: images a kept concept for the last step's check (0 = none)."""
     torch.manual_seed(seed)
     model = load_model(model_dir, device="cpu", precision=precision)
     catalog = load_catalog(model_dir)
@@ -146,11 +176,20 @@ def run_benchmark(model_dir: Path, judge_path: Path, methods: list[str], sequenc
         "sequence": sequence, "methods": {},
     }
     out.mkdir(parents=True, exist_ok=True)
+    base_sets: dict[tuple[str, ...], GeneratedSet] = {}
     for name in methods:
-        steps = run_method(name, model, catalog, evaluator, base, sequence, out, seed, log,
-                           overrides, reevaluate)
-        result["methods"][name] = {"config": config_for(name, seed, overrides).as_dict(),  # type: ignore[index]
-                                   "steps": steps}
+        steps, last = run_method(name, model, catalog, evaluator, base, sequence, out, seed, log,
+                                 overrides, reevaluate)
+        entry: dict[str, object] = {"config": config_for(name, seed, overrides).as_dict(),
+                                    "steps": steps}
+        if final_images:
+            check = final_check(evaluator, last, sequence, final_images, out / name, base_sets,
+                                reevaluate)
+            entry["final_check"] = check
+            log(f"{name} step {len(sequence)} at {final_images} images a kept concept: related "
+                f"{check['related_retention']:.3f}, general {check['general_retention']:.3f}, "
+                f"quality {check['quality']:.2f} / base {check['base_quality']:.2f}")
+        result["methods"][name] = entry  # type: ignore[index]
         write_outputs(result, out)
     return result
 

@@ -6,8 +6,9 @@ The benchmark's related and general retention read the kept concepts' catalog pr
 very prompts the K/V consolidation holds to the teacher; this reads the same concepts on their
 held-out templates too, base model and version on the same seeds, N images a concept
 (default 16). Prints one JSON object: retention on each template set, the concepts that lost
-most, and the kept concepts' drawing quality (`retained_quality`) of base and version over the
-same images (at 16 a concept the distance carries less small-sample bias than the benchmark's 8).
+most, the kept concepts' drawing quality (`retained_quality`) of base and version over the same
+images (at 16 a concept the distance carries less small-sample bias than the benchmark's 8), and
+the concepts whose own distance grew most (`evaluate.kept_check`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import json
 from pathlib import Path
 
 from workers.conceptworld.cli import JUDGE_PATH, MODEL_DIR
-from workers.conceptworld.evaluate import WorldEvaluator, retention, retention_sets
+from workers.conceptworld.evaluate import WorldEvaluator, kept_check
 from workers.conceptworld.judge import Judge
 from workers.engine.loading import load_model
 from workers.engine.versions import load_version, read_manifest
@@ -30,21 +31,10 @@ def kept_retention(step_dir: Path, images: int) -> dict[str, object]:
     if not isinstance(saved, list):
         raise ValueError(f"{step_dir}: the manifest's erased concepts are not a list")
     erased = [str(e) for e in saved]
-    related, general = retention_sets(erased)
-    kept = related + general
     version = load_version(model.unet, step_dir)
     out: dict[str, object] = {"step_dir": str(step_dir), "erased": erased, "images": images}
     for name, heldout in (("request", False), ("heldout", True)):
-        base = evaluator.generate_for(kept, None, heldout=heldout)
-        after = evaluator.generate_for(kept, version, heldout=heldout)
-        losses = sorted((after.rate(n) - base.rate(n), n) for n in kept)
-        out[name] = {
-            "related_retention": retention(after, base, related),
-            "general_retention": retention(after, base, general),
-            "largest_losses": {n: round(d, 3) for d, n in losses[:4] if d < 0},
-            "quality": {"base": evaluator.retained_quality(base, kept),
-                        "version": evaluator.retained_quality(after, kept)},
-        }
+        out[name] = kept_check(evaluator, version, erased, images, heldout=heldout)
     return out
 
 

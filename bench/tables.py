@@ -33,19 +33,29 @@ def world_tables(path: Path) -> str:
 
 
 def bench_table(path: Path) -> str:
+    """One row per method at its last step; with the benchmark's final check (`final_check`,
+    N images a kept concept) its retention and quality too."""
     r = json.loads(path.read_text())
+    checks = [d["final_check"] for d in r["methods"].values() if "final_check" in d]
+    n = f" at {checks[0]['images']} images" if checks else ""
     lines = ["| method | steps | max forget acc | max held-out forget acc | related retention | "
-             "general retention | quality / base quality (kept concepts) | s/step | "
-             "drift ‖θ−θ₀‖ |", "|---|---|---|---|---|---|---|---|---|"]
+             "general retention | quality / base quality (kept concepts) | "
+             + (f"related / general ret.{n} | quality / base{n} | " if checks else "")
+             + "s/step | drift ‖θ−θ₀‖ |", "|---|---|---|---|---|---|---|"
+             + ("---|---|" if checks else "") + "---|---|"]
     for name, data in r["methods"].items():
         steps = data["steps"]
         last = steps[-1]
         secs = sum(s["seconds"] for s in steps) / len(steps)
+        check = data.get("final_check")
+        final = (f"{_fmt(check['related_retention'])} / {_fmt(check['general_retention'])} | "
+                 f"{check['quality']:.2f} / {check['base_quality']:.2f} | " if check else
+                 "– | – | " if checks else "")
         lines.append(
             f"| {name} | {len(steps)} | {max(last['forget_acc'].values()):.3f} | "
             f"{max(last['forget_acc_heldout'].values()):.3f} | {_fmt(last['related_retention'])} | "
             f"{_fmt(last['general_retention'])} | {last['quality']:.2f} / "
-            f"{last['base_quality']:.2f} | {secs:.0f} | "
+            f"{last['base_quality']:.2f} | {final}{secs:.0f} | "
             f"{last['drift_l2']:.2f} |")
     return "\n".join(lines)
 

@@ -161,3 +161,27 @@ def test_forget_accuracies_are_measured_on_their_own_image_count() -> None:
         assert rates["star"] * 4 == round(rates["star"] * 4)  # type: ignore[index]
     held = evaluator.generate_for(["star"], heldout=True, per_concept=4)
     assert len(held.images) == 4 and metrics["forget_acc_heldout"] == {"star": held.rate("star")}
+
+
+@shipped
+def test_kept_check_reads_the_base_as_fully_retained_and_refuses_other_base_images() -> None:
+    from workers.conceptworld.evaluate import WorldEvaluator, kept_check, retention_sets
+    from workers.conceptworld.judge import Judge
+    from workers.engine.loading import load_model
+
+    model = load_model(MODEL_DIR, device="cpu")
+    evaluator = WorldEvaluator(model, Judge.load(JUDGE_PATH), steps=2)
+    erased = ["zorbo", "star"]
+    related, general = retention_sets(erased)
+    base = evaluator.generate_for(related + general, per_concept=2)
+    check = kept_check(evaluator, None, erased, 2, base=base)
+    assert check["images"] == 2 and check["templates"] == "request"
+    assert check["quality"] == check["base_quality"]
+    assert check["largest_losses"] == {} and check["quality_worse_by_concept"] == {}
+    for key in ("related_retention", "general_retention"):
+        value = check[key]
+        assert isinstance(value, float) and (np.isnan(value) or value == 1.0)
+    with pytest.raises(ValueError, match="kept concepts"):
+        kept_check(evaluator, None, ["zorbo"], 2, base=base)
+    with pytest.raises(ValueError, match="kept concepts"):
+        kept_check(evaluator, None, erased, 1, base=base)

@@ -150,6 +150,28 @@ def test_by_default_only_a_composite_memory_is_mapped_again(
                    for target in plan.memory_targets.values())
 
 
+def test_a_remapped_composites_neighbours_are_replayed_when_asked(
+        tiny_model: LoadedModel, tiny_folder: Path) -> None:
+    catalog = load_catalog(tiny_folder)
+    star, composite = catalog["star"], catalog["solid red circle"]
+    cfg = method_config("lacu", map_k=2, retain_k=2, replay_top_k=2)
+    request = [ForgetRequest(star, star.prompts[:1])]
+    plain = plan_step(tiny_model, tiny_model.unet, request, [composite], catalog, cfg)
+    wider = plan_step(tiny_model, tiny_model.unet, request, [composite], catalog,
+                      cfg.with_(replay_remapped_neighbours=True))
+    assert set(plain.memory_targets) == set(wider.memory_targets) == set(composite.prompts)
+    assert list(plain.replay.neighbours) == ["star"]
+    assert list(wider.replay.neighbours) == ["star", "solid red circle"]
+    assert wider.replay.neighbours["star"] == plain.replay.neighbours["star"]
+    chosen = set(wider.replay.neighbours["solid red circle"])
+    assert len(chosen) == 2 and not chosen & {"star", "solid red circle", "zorbo"}
+    assert {p for n in chosen for p in catalog[n].prompts} <= set(wider.replay.prompts)
+    # nothing remapped, nothing more replayed
+    selfish = cfg.with_(replay_remapped_neighbours=True, memory_targets="self")
+    assert list(plan_step(tiny_model, tiny_model.unet, request, [composite], catalog, selfish
+                          ).replay.neighbours) == ["star"]
+
+
 def test_replayed_and_unconditional_prompts_are_held_with_their_own_weight_when_asked(
         tiny_model: LoadedModel, tiny_folder: Path) -> None:
     catalog = load_catalog(tiny_folder)

@@ -62,6 +62,10 @@ class EraseConfig:
     # 1.65 (base 1.21), the rest as "self"; "mapping" brought outlined back on held-out
     # templates (0.16–0.28 from step 5; bench/results/fourteenth-session-probes/).
     memory_targets: MemoryTargets = "composites"
+    # Local replay also ranks retain concepts for each earlier erasure whose memory is mapped
+    # again this step (`memory_targets`): its mapping is trained again, and its neighbours
+    # ("solid yellow star" for "solid orange circle" -> "outlined orange circle") with it.
+    replay_remapped_neighbours: bool = False
     # With the memory: an earlier erasure's prompt that names the concept erased now ("a outlined
     # yellow star" when erasing star) is a forget prompt of this step, mapped away from both,
     # not a memory prompt distilled from the teacher (which still draws star there).

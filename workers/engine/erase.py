@@ -110,16 +110,6 @@ def plan_step(model: LoadedModel, unet: UNet2DConditionModel, requests: list[For
                                                  0.0, 1) for p in prompts])
         else:
             mapping_groups.append([MappingChoice(p, cfg.fixed_anchor, 0.0, 1) for p in prompts])
-    forget = [r.concept for r in requests]
-    protect = [c for r in requests for c in r.protect]
-    if cfg.replay == "local":
-        replay = local_replay_set(model, forget, catalog, banned, top_k=cfg.replay_top_k,
-                                  k=cfg.retain_k, seed=cfg.seed + 43, protect=protect, unet=unet)
-    elif cfg.replay == "global":
-        replay = global_replay_set(forget, catalog, banned, n_prompts=cfg.global_replay_prompts,
-                                   seed=cfg.seed + 43)
-    else:
-        replay = ReplaySet({c.name: [] for c in forget}, [])
     memory = [(c, group) for c in (erased_before if cfg.erasure_memory else [])
               if (group := [p for p in c.prompts
                             if not (cfg.forget_earlier_naming and catalog.mentions(p, now))])]
@@ -131,6 +121,20 @@ def plan_step(model: LoadedModel, unet: UNet2DConditionModel, requests: list[For
                 or (cfg.memory_targets == "composites" and catalog.named_by_parts(c))]
     memory_targets = select_memory_targets(model, remapped, catalog, banned, k=cfg.map_k,
                                            seed=cfg.seed + 45, unet=unet)
+    forget = [r.concept for r in requests]
+    protect = [c for r in requests for c in r.protect]
+    # a remapped earlier erasure is mapped away again: its nearest kept concepts need replay
+    # as much as the concept erased now
+    ranked = forget + ([c for c, _ in remapped if memory_targets.keys() & set(c.prompts)]
+                       if cfg.replay_remapped_neighbours else [])
+    if cfg.replay == "local":
+        replay = local_replay_set(model, ranked, catalog, banned, top_k=cfg.replay_top_k,
+                                  k=cfg.retain_k, seed=cfg.seed + 43, protect=protect, unet=unet)
+    elif cfg.replay == "global":
+        replay = global_replay_set(forget, catalog, banned, n_prompts=cfg.global_replay_prompts,
+                                   seed=cfg.seed + 43)
+    else:
+        replay = ReplaySet({c.name: [] for c in forget}, [])
     hold: list[str] = []
     held_erasures: list[str] = []
     if cfg.lambda_hold > 0 or cfg.consolidate > 0:
