@@ -150,15 +150,16 @@ def test_by_default_only_a_composite_memory_is_mapped_again(
                    for target in plan.memory_targets.values())
 
 
-def test_a_remapped_composites_neighbours_are_replayed_when_asked(
+def test_a_remapped_composites_neighbours_are_replayed(
         tiny_model: LoadedModel, tiny_folder: Path) -> None:
     catalog = load_catalog(tiny_folder)
     star, composite = catalog["star"], catalog["solid red circle"]
     cfg = method_config("lacu", map_k=2, retain_k=2, replay_top_k=2)
     request = [ForgetRequest(star, star.prompts[:1])]
-    plain = plan_step(tiny_model, tiny_model.unet, request, [composite], catalog, cfg)
-    wider = plan_step(tiny_model, tiny_model.unet, request, [composite], catalog,
-                      cfg.with_(replay_remapped_neighbours=True))
+    assert cfg.replay_remapped_neighbours
+    plain = plan_step(tiny_model, tiny_model.unet, request, [composite], catalog,
+                      cfg.with_(replay_remapped_neighbours=False))
+    wider = plan_step(tiny_model, tiny_model.unet, request, [composite], catalog, cfg)
     assert set(plain.memory_targets) == set(wider.memory_targets) == set(composite.prompts)
     assert list(plain.replay.neighbours) == ["star"]
     assert list(wider.replay.neighbours) == ["star", "solid red circle"]
@@ -231,3 +232,24 @@ def test_the_kv_reading_change_between_two_versions_is_the_hold_of_one_against_t
             p.add_(0.01 * torch.randn_like(p))
     change = kv_reading_change(tiny_model, tiny_model.unet, student, HELD)
     assert change > 0 and abs(change - float(hold.loss().detach())) < 1e-5 * change
+
+
+def test_a_forget_prompts_rewrites_are_held_apart_when_asked(
+        tiny_model: LoadedModel, tiny_folder: Path) -> None:
+    catalog = load_catalog(tiny_folder)
+    striped = catalog["striped"]
+    request = ForgetRequest(striped, striped.prompts[:2])
+    cfg = method_config("lacu", map_k=2, retain_k=2, replay_top_k=2)
+    plain = plan_step(tiny_model, tiny_model.unet, [request], [catalog["outlined"]], catalog, cfg)
+    assert plain.rewrite_prompts == []
+    asked = cfg.with_(consolidate_rewrites=0.5)
+    plan = plan_step(tiny_model, tiny_model.unet, [request], [catalog["outlined"]], catalog, asked)
+    forget = {m.forget_prompt for m in plan.mappings}
+    assert plan.rewrite_prompts and not set(plan.rewrite_prompts) & forget
+    assert {m.target for m in plan.mappings} <= set(plan.rewrite_prompts)
+    assert not any(catalog.mentions(p, {"striped", "outlined"}) for p in plan.rewrite_prompts)
+    teacher = copy.deepcopy(tiny_model.unet)
+    rest, rewrites = held_sets(tiny_model, teacher, plan, asked)
+    assert rewrites.weight == 0.5 and rewrites.prompts == plan.rewrite_prompts
+    assert not set(rest.prompts) & set(rewrites.prompts)
+    assert set(plan.hold_prompts) <= set(rest.prompts) | set(rewrites.prompts)

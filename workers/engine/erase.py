@@ -36,6 +36,7 @@ from workers.engine.sampling import autocast_for, predict_noise
 from workers.engine.targets import (
     MappingChoice,
     alias_variants,
+    candidate_rewrites,
     context_variants,
     fixed_rewrite,
     frame_variants,
@@ -66,6 +67,8 @@ class StepPlan:
     held_erasures: list[str] = field(default_factory=list)
     # memory_targets="mapping": what each memory prompt is distilled to (else itself)
     memory_targets: dict[str, str] = field(default_factory=dict)
+    # consolidate_rewrites: every allowed rewrite of a forget prompt, held to the teacher's K/V
+    rewrite_prompts: list[str] = field(default_factory=list)
 
     @property
     def mappings(self) -> list[MappingChoice]:
@@ -137,6 +140,13 @@ def plan_step(model: LoadedModel, unet: UNet2DConditionModel, requests: list[For
         replay = ReplaySet({c.name: [] for c in forget}, [])
     hold: list[str] = []
     held_erasures: list[str] = []
+    rewrites: list[str] = []
+    if cfg.consolidate > 0 and cfg.consolidate_rewrites is not None:
+        forget_prompts = {m.forget_prompt for group in mapping_groups for m in group}
+        rewrites = [c for c in dict.fromkeys(
+            c for r, group in zip(requests, mapping_groups, strict=True) for m in group
+            for c in candidate_rewrites(m.forget_prompt, r.concept, catalog, banned))
+            if c not in forget_prompts]
     if cfg.lambda_hold > 0 or cfg.consolidate > 0:
         # every kept catalog prompt, and every earlier erased one that does not name a concept
         # erased now ("a purple star drawn as an outline" holds outlined, but also purple)
@@ -144,7 +154,8 @@ def plan_step(model: LoadedModel, unet: UNet2DConditionModel, requests: list[For
         held_erasures = [p for c in erased_before for p in (
             _with_variants(list(c.prompts), c, catalog, banned, cfg)
             if cfg.consolidate_erased_variants else c.prompts) if not catalog.mentions(p, now)]
-    return StepPlan(mapping_groups, replay, memory_groups, hold, held_erasures, memory_targets)
+    return StepPlan(mapping_groups, replay, memory_groups, hold, held_erasures, memory_targets,
+                    rewrites)
 
 
 def _with_variants(prompts: list[str], concept: CatalogConcept, catalog: Catalog,
@@ -275,6 +286,10 @@ def held_sets(model: LoadedModel, teacher: UNet2DConditionModel, plan: StepPlan,
     if cfg.consolidate_neighbours is not None:
         replayed = [p for p in plan.replay.prompts if p != UNCONDITIONAL and p in kept]
         apart.append(Held(teacher, replayed, cfg.consolidate_neighbours))
+    if cfg.consolidate_rewrites is not None:
+        taken = {p for h in apart for p in h.prompts}
+        apart.append(Held(teacher, [p for p in plan.rewrite_prompts if p not in taken],
+                          cfg.consolidate_rewrites))
     if cfg.consolidate_unconditional is not None and UNCONDITIONAL in kept:
         apart.append(Held(teacher, [UNCONDITIONAL], cfg.consolidate_unconditional))
     apart = [h for h in apart if h.prompts]
