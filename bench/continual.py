@@ -29,7 +29,12 @@ from workers.engine.concepts import Catalog, load_catalog
 from workers.engine.config import EraseConfig, method_config
 from workers.engine.erase import ForgetRequest, erase
 from workers.engine.loading import LoadedModel, load_model
-from workers.engine.versions import load_version, read_manifest, save_version
+from workers.engine.versions import (
+    artifact_digest,
+    load_version,
+    read_manifest,
+    save_version,
+)
 
 DEFAULT_SEQUENCE = ("zorbo", "blip", "mimi", "outlined", "star", "purple", "gloop",
                     "solid red circle", "diamond", "yellow")
@@ -135,18 +140,20 @@ def final_check(evaluator: WorldEvaluator, unet: UNet2DConditionModel, erased: l
                 images: int, method_dir: Path, base_sets: dict[tuple[str, ...], GeneratedSet],
                 reevaluate: bool = False) -> dict[str, object]:
     """The last version's kept concepts at `images` a concept against the base's
-    (`evaluate.kept_check`), kept in `method_dir/final-check.json` and reused on a rerun.
-    `base_sets` caches the base's images per kept set across methods."""
+    (`evaluate.kept_check`), kept in `method_dir/final-check.json` and reused on a rerun while
+    the last step's artifact is the same. `base_sets` caches the base's images per kept set
+    across methods."""
     path = method_dir / "final-check.json"
+    version = artifact_digest(method_dir / f"step-{len(erased)}")
     if path.is_file() and not reevaluate:
         saved = json.loads(path.read_text())
-        if saved.get("erased") == erased and saved.get("images") == images:
+        if (saved.get("version"), saved.get("images")) == (version, images):
             return dict(saved)
     related, general = retention_sets(erased)
     kept = tuple(related + general)
     if kept not in base_sets:
         base_sets[kept] = evaluator.generate_for(list(kept), None, per_concept=images)
-    record = {"erased": erased, **kept_check(evaluator, unet, erased, images,
+    record = {"erased": erased, "version": version, **kept_check(evaluator, unet, erased, images,
                                               base=base_sets[kept])}
     path.write_text(json.dumps(record, indent=1))
     return record

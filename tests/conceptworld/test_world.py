@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import json
 import random
+import shutil
 import time
 from pathlib import Path
 
@@ -185,3 +187,33 @@ def test_kept_check_reads_the_base_as_fully_retained_and_refuses_other_base_imag
         kept_check(evaluator, None, ["zorbo"], 2, base=base)
     with pytest.raises(ValueError, match="kept concepts"):
         kept_check(evaluator, None, erased, 1, base=base)
+
+
+@shipped
+def test_the_final_check_is_reused_only_for_the_same_last_artifact(tmp_path: Path) -> None:
+    import copy
+
+    from bench.continual import final_check
+    from workers.conceptworld.evaluate import WorldEvaluator
+    from workers.conceptworld.judge import Judge
+    from workers.engine.loading import load_model
+    from workers.engine.versions import save_version
+
+    model = load_model(MODEL_DIR, device="cpu")
+    evaluator = WorldEvaluator(model, Judge.load(JUDGE_PATH), steps=2)
+    edited = copy.deepcopy(model.unet)
+    with torch.no_grad():
+        next(p for n, p in edited.named_parameters() if "attn2.to_v" in n).mul_(0.5)
+    save_version(tmp_path / "lacu" / "step-1", model.unet, edited, {"erased": ["star"]})
+    base_sets: dict = {}
+    first = final_check(evaluator, edited, ["star"], 2, tmp_path / "lacu", base_sets)
+    assert (tmp_path / "lacu" / "final-check.json").is_file() and len(base_sets) == 1
+    base_sets.clear()
+    reread = final_check(evaluator, edited, ["star"], 2, tmp_path / "lacu", base_sets)
+    assert json.dumps(reread) == json.dumps(first)  # NaN where the base draws none
+    assert base_sets == {}  # read back, nothing generated
+    shutil.rmtree(tmp_path / "lacu" / "step-1")  # the step made again, other weights
+    save_version(tmp_path / "lacu" / "step-1", model.unet, model.unet, {"erased": ["star"]})
+    again = final_check(evaluator, model.unet, ["star"], 2, tmp_path / "lacu", base_sets)
+    assert again["version"] != first["version"] and len(base_sets) == 1
+    assert again["quality"] == again["base_quality"]
