@@ -111,10 +111,16 @@ class EraseConfig:
     # (bench/results/tenth-session-probes/).
     consolidate_neighbours: float | None = None
     # The forget prompts' allowed rewrites (each candidate of target selection: "a solid yellow
-    # star" for "a striped yellow star") as a held set of their own with this weight: the
+    # star" for "a striped yellow star"; none of a composite's, see below) as a held set of
+    # their own with this weight: the
     # prompts one word away from an erased one share the most text states with it, so the
     # solve pulls them along with the erasure ("solid" drifting to outlined when striped maps
-    # there). None = only as part of the kept set where they are catalog prompts.
+    # there). None = only as part of the kept set where they are catalog prompts. Striped step
+    # of the other sequence at 32 images: 1 and 3 keep solid yellow star (-3 and -1 of 32
+    # against -5) and solid red circle (-6, -5 against -8) with forgetting unchanged, 10 brings
+    # quax back (3 of 32). But from the base at 3 the composite solid orange circle keeps 11 of
+    # 32 at its own step (6 without), 8 at step 3 with quax 3 and striped 5 held-out: a
+    # composite's one-part rewrites are its nearest prompts of all (sixteenth-session/).
     consolidate_rewrites: float | None = None
     # The unconditional prompt as a held set of its own with this weight: classifier-free
     # guidance reads it in every image, and as one prompt among hundreds its keys/values move

@@ -143,8 +143,11 @@ def plan_step(model: LoadedModel, unet: UNet2DConditionModel, requests: list[For
     rewrites: list[str] = []
     if cfg.consolidate > 0 and cfg.consolidate_rewrites is not None:
         forget_prompts = {m.forget_prompt for group in mapping_groups for m in group}
+        # not a composite's: its one-part rewrites are its nearest prompts of all, and holding
+        # them fights its erasure
         rewrites = [c for c in dict.fromkeys(
-            c for r, group in zip(requests, mapping_groups, strict=True) for m in group
+            c for r, group in zip(requests, mapping_groups, strict=True)
+            if not catalog.named_by_parts(r.concept) for m in group
             for c in candidate_rewrites(m.forget_prompt, r.concept, catalog, banned))
             if c not in forget_prompts]
     if cfg.lambda_hold > 0 or cfg.consolidate > 0:
