@@ -28,7 +28,7 @@ def continual(
                                 "lacu-no-memory, lacu-no-cache."),
     sequence: str = typer.Option("", help="Comma-separated concepts (default: 10 mixed ones)."),
     quick: bool = typer.Option(False, help="Only the first 3 steps of the sequence, evaluated "
-                               "on 4 images a concept and 16 an erased one, no final check "
+                               "on 3 images a concept and 8 an erased one, no final check "
                                "(each unless given): a smoke run within 10 minutes on 2 cores."),
     out: Path = typer.Option(Path("runs/bench-continual"), help="Artifacts, CSV, PNG, JSON."),
     model: Path = typer.Option(MODEL_DIR),
@@ -56,7 +56,7 @@ def continual(
     concepts = [c.strip() for c in sequence.split(",") if c.strip()] or list(DEFAULT_SEQUENCE)
     if quick:
         concepts = concepts[:3]
-    defaults = (4, 16, 0) if quick else (8, 32, 32)
+    defaults = (3, 8, 0) if quick else (8, 32, 32)
     per_concept, forget_images, final_images = (
         given if given is not None else default for given, default in
         zip((per_concept, forget_images, final_images), defaults, strict=True))
