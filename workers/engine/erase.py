@@ -143,11 +143,14 @@ def plan_step(model: LoadedModel, unet: UNet2DConditionModel, requests: list[For
     rewrites: list[str] = []
     if cfg.consolidate > 0 and cfg.consolidate_rewrites is not None:
         forget_prompts = {m.forget_prompt for group in mapping_groups for m in group}
-        # not a composite's: its one-part rewrites are its nearest prompts of all, and holding
-        # them fights its erasure
+        # only a part's (a shape, colour or style other concepts are made of): a composite's
+        # one-part rewrites are its nearest prompts of all and holding them fights its erasure;
+        # a character's are the other characters, and held hard they push its erasure into its
+        # own look, a kept concept
+        parts = {n for c in catalog.concepts.values() for n in c.contains}
         rewrites = [c for c in dict.fromkeys(
             c for r, group in zip(requests, mapping_groups, strict=True)
-            if not catalog.named_by_parts(r.concept) for m in group
+            if r.concept.name in parts for m in group
             for c in candidate_rewrites(m.forget_prompt, r.concept, catalog, banned))
             if c not in forget_prompts]
     if cfg.lambda_hold > 0 or cfg.consolidate > 0:
