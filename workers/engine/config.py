@@ -111,8 +111,8 @@ class EraseConfig:
     # (bench/results/tenth-session-probes/).
     consolidate_neighbours: float | None = None
     # The forget prompts' allowed rewrites (each candidate of target selection: "a solid yellow
-    # star" for "a striped yellow star"; none of a composite's, see below) as a held set of
-    # their own with this weight: the
+    # star" for "a striped yellow star"; only where the concept is a part of others, see
+    # below) as a held set of their own with this weight: the
     # prompts one word away from an erased one share the most text states with it, so the
     # solve pulls them along with the erasure ("solid" drifting to outlined when striped maps
     # there). None = only as part of the kept set where they are catalog prompts. Striped step
@@ -121,8 +121,9 @@ class EraseConfig:
     # quax back (3 of 32). But from the base at 3 the composite solid orange circle keeps 11 of
     # 32 at its own step (6 without), 8 at step 3 with quax 3 and striped 5 held-out: a
     # composite's one-part rewrites are its nearest prompts of all (sixteenth-session/).
-    # Without a composite's, at 3: the other sequence meets related retention at step 6 (0.964
-    # at 32 images, 0.928 without) but quality is 1.41x the base's (1.09x without); on the
+    # Without a composite's (but with a character's), at 3: the other sequence meets related
+    # retention at step 6 (0.964 at 32 images, 0.928 without) but quality is 1.41x the base's
+    # (1.09x without); on the
     # default sequence blip's look ("striped blue square", held only as a kept prompt) is lost
     # with blip (related 0.750 at step 2, 0.625 at step 3: the other characters, blip's
     # rewrites, held hard, the erasure moves into the look's directions).
