@@ -81,6 +81,24 @@ def _drift(a: UNet2DConditionModel, b: UNet2DConditionModel) -> float:
     return math.sqrt(sq)
 
 
+def _check_reusable(step_dir: Path, erased: list[str], cfg: EraseConfig) -> None:
+    """A step on disk is reused only if it erased the same concepts with the same settings:
+    a rerun with another `--set` must not quietly pick up the other run's versions."""
+    manifest = read_manifest(step_dir)
+    if manifest.get("erased") != erased:
+        raise ValueError(f"{step_dir} erased {manifest.get('erased')}, not {erased}: "
+                         "use another --out for another sequence")
+    saved = manifest.get("config")
+    wanted = json.loads(json.dumps(cfg.as_dict()))
+    if not isinstance(saved, dict) or saved != wanted:
+        saved = saved if isinstance(saved, dict) else {}
+        differing = sorted(k for k in saved.keys() | wanted.keys() if saved.get(k) != wanted.get(k))
+        shown = ", ".join(f"{k}={saved.get(k)!r} (now {wanted.get(k)!r})" for k in differing[:6])
+        raise ValueError(f"{step_dir} was made with other settings: {shown}"
+                         + (f" and {len(differing) - 6} more" if len(differing) > 6 else "")
+                         + "; use another --out for other settings")
+
+
 def run_method(name: str, model: LoadedModel, catalog: Catalog, evaluator: WorldEvaluator,
                base: GeneratedSet, sequence: list[str], out: Path, seed: int,
                log: Callable[[str], None], overrides: dict[str, object] | None = None,
@@ -95,12 +113,9 @@ def run_method(name: str, model: LoadedModel, catalog: Catalog, evaluator: World
         step_dir = out / name / f"step-{i}"
         concept = catalog[concept_name]
         if (step_dir / "metrics.json").is_file():
+            _check_reusable(step_dir, erased + [concept_name], cfg)
             new_unet = load_version(base_unet, step_dir)
             record = json.loads((step_dir / "metrics.json").read_text())
-            saved = read_manifest(step_dir).get("erased")
-            if saved != erased + [concept_name]:
-                raise ValueError(f"{step_dir} erased {saved}, not {erased + [concept_name]}: "
-                                 "use another --out for another sequence")
             if reevaluate:  # same weights, current evaluator (e.g. after a metric changed)
                 metrics = step_metrics(evaluator, new_unet, erased + [concept_name], base)
                 record |= {k: v for k, v in metrics.items() if k != "erased"}

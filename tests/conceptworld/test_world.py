@@ -217,3 +217,32 @@ def test_the_final_check_is_reused_only_for_the_same_last_artifact(tmp_path: Pat
     again = final_check(evaluator, model.unet, ["star"], 2, tmp_path / "lacu", base_sets)
     assert again["version"] != first["version"] and len(base_sets) == 1
     assert again["quality"] == again["base_quality"]
+
+
+@shipped
+def test_a_benchmark_step_is_reused_only_for_the_same_sequence_and_settings(
+    tmp_path: Path,
+) -> None:
+    from bench.continual import config_for, run_method
+    from workers.engine.concepts import load_catalog
+    from workers.engine.loading import load_model
+    from workers.engine.versions import save_version
+
+    model = load_model(MODEL_DIR, device="cpu")
+    catalog = load_catalog(MODEL_DIR)
+    step = tmp_path / "lacu" / "step-1"
+    manifest = {"method": "lacu", "config": config_for("lacu", 0).as_dict(), "erased": ["star"]}
+    save_version(step, model.unet, model.unet, manifest)
+    (step / "metrics.json").write_text(json.dumps({"step": 1, "erased": "star"}))
+
+    def rerun(sequence: list[str], overrides: dict[str, object] | None = None) -> list:
+        # Reuse reads what is on disk: no evaluator or base images are needed.
+        steps, _ = run_method("lacu", model, catalog, None, None, sequence,  # type: ignore[arg-type]
+                              tmp_path, 0, lambda _: None, overrides)
+        return steps
+
+    assert rerun(["star"]) == [{"step": 1, "erased": "star"}]
+    with pytest.raises(ValueError, match=r"replay_top_k=8 \(now 4\).*another --out"):
+        rerun(["star"], {"replay_top_k": 4})
+    with pytest.raises(ValueError, match="erased \\['star'\\], not \\['diamond'\\]"):
+        rerun(["diamond"])
