@@ -246,3 +246,20 @@ def test_a_benchmark_step_is_reused_only_for_the_same_sequence_and_settings(
         rerun(["star"], {"replay_top_k": 4})
     with pytest.raises(ValueError, match="erased \\['star'\\], not \\['diamond'\\]"):
         rerun(["diamond"])
+
+
+@shipped
+def test_quality_by_step_reads_an_unchanged_version_as_the_base(tmp_path: Path) -> None:
+    from bench.quality_by_step import quality_by_step
+    from workers.engine.loading import load_model
+    from workers.engine.versions import save_version
+
+    model = load_model(MODEL_DIR, device="cpu")
+    save_version(tmp_path / "step-1", model.unet, model.unet, {"erased": ["star"]})
+    result = quality_by_step(tmp_path, images=2, sampling_steps=2)
+    assert "star" not in result["kept"] and "diamond" in result["kept"]  # type: ignore[operator]
+    (row,) = result["steps"]  # type: ignore[misc]
+    assert row["step"] == 1 and row["ratio"] == pytest.approx(1.0)
+    assert row["quality_worse_by_concept"] == {}
+    with pytest.raises(ValueError, match="no step 3"):
+        quality_by_step(tmp_path, images=2, steps=[3])
