@@ -256,3 +256,25 @@ def test_a_forget_prompts_rewrites_are_held_apart_when_asked(
     for whole in (catalog["solid red circle"], catalog["zorbo"]):  # no part of another
         assert plan_step(tiny_model, tiny_model.unet, [ForgetRequest(whole, whole.prompts)],
                          [], catalog, asked).rewrite_prompts == []
+
+
+def test_a_forget_characters_look_is_held_apart_when_asked(
+        tiny_model: LoadedModel, tiny_folder: Path) -> None:
+    catalog = load_catalog(tiny_folder)
+    mimi, look = catalog["mimi"], catalog["solid orange circle"]
+    request = ForgetRequest(mimi, mimi.prompts[:2])
+    cfg = method_config("lacu", map_k=2, retain_k=2, replay_top_k=2)
+    unet = tiny_model.unet
+    assert plan_step(tiny_model, unet, [request], [catalog["zorbo"]], catalog, cfg
+                     ).look_prompts == []
+    asked = cfg.with_(consolidate_looks=2.0)
+    plan = plan_step(tiny_model, unet, [request], [catalog["zorbo"]], catalog, asked)
+    assert plan.look_prompts == list(look.prompts)
+    rest, looks = held_sets(tiny_model, copy.deepcopy(unet), plan, asked)
+    assert looks.weight == 2.0 and looks.prompts == plan.look_prompts
+    assert not set(rest.prompts) & set(looks.prompts)
+    assert set(plan.hold_prompts + plan.held_erasures) == set(rest.prompts) | set(looks.prompts)
+    # erasing the composite holds no character; a character whose look is gone has none
+    assert plan_step(tiny_model, unet, [ForgetRequest(look, look.prompts)], [], catalog, asked
+                     ).look_prompts == []
+    assert plan_step(tiny_model, unet, [request], [look], catalog, asked).look_prompts == []

@@ -128,6 +128,13 @@ class EraseConfig:
     # with blip (related 0.750 at step 2, 0.625 at step 3: the other characters, blip's
     # rewrites, held hard, the erasure moves into the look's directions).
     consolidate_rewrites: float | None = None
+    # An erased character's look (the kept concept made of its parts: "a solid orange circle"
+    # for mimi) as a held set of its own with this weight. Mapped to another character, the
+    # erasure leaks that character's colour into the look: after the default sequence's three
+    # character steps the step-10 kept set is drawn at 1.57x the base's quality distance
+    # (2.0x at step 10), mimi's look turned toward tikka's yellow (float32,
+    # bench/results/seventeenth-session/). None = only as part of the kept set.
+    consolidate_looks: float | None = None
     # The unconditional prompt as a held set of its own with this weight: classifier-free
     # guidance reads it in every image, and as one prompt among hundreds its keys/values move
     # more than the median kept concept's (bench/results/tenth-session-probes/). None = part of
@@ -194,6 +201,7 @@ class EraseConfig:
                    "consolidate_erased": self.consolidate_erased,
                    "consolidate_neighbours": self.consolidate_neighbours,
                    "consolidate_rewrites": self.consolidate_rewrites,
+                   "consolidate_looks": self.consolidate_looks,
                    "consolidate_unconditional": self.consolidate_unconditional}
         for name, weight in weights.items():
             if weight is not None and not weight >= 0:  # NaN fails too

@@ -69,6 +69,8 @@ class StepPlan:
     memory_targets: dict[str, str] = field(default_factory=dict)
     # consolidate_rewrites: every allowed rewrite of a forget prompt, held to the teacher's K/V
     rewrite_prompts: list[str] = field(default_factory=list)
+    # consolidate_looks: the prompts of a forget character's look, held to the teacher's K/V
+    look_prompts: list[str] = field(default_factory=list)
 
     @property
     def mappings(self) -> list[MappingChoice]:
@@ -153,6 +155,10 @@ def plan_step(model: LoadedModel, unet: UNet2DConditionModel, requests: list[For
             if r.concept.name in parts for m in group
             for c in candidate_rewrites(m.forget_prompt, r.concept, catalog, banned))
             if c not in forget_prompts]
+    looks: list[str] = []
+    if cfg.consolidate > 0 and cfg.consolidate_looks is not None:
+        looks = [p for c in character_looks(forget, catalog, banned) for p in c.prompts
+                 if not catalog.mentions(p, banned)]
     if cfg.lambda_hold > 0 or cfg.consolidate > 0:
         # every kept catalog prompt, and every earlier erased one that does not name a concept
         # erased now ("a purple star drawn as an outline" holds outlined, but also purple)
@@ -161,7 +167,18 @@ def plan_step(model: LoadedModel, unet: UNet2DConditionModel, requests: list[For
             _with_variants(list(c.prompts), c, catalog, banned, cfg)
             if cfg.consolidate_erased_variants else c.prompts) if not catalog.mentions(p, now)]
     return StepPlan(mapping_groups, replay, memory_groups, hold, held_erasures, memory_targets,
-                    rewrites)
+                    rewrites, looks)
+
+
+def character_looks(forget: list[CatalogConcept], catalog: Catalog, banned: set[str]
+                    ) -> list[CatalogConcept]:
+    """The kept concepts each forget character is drawn as: made of the same parts and not a
+    character themselves (mimi's look is "solid orange circle"; erasing that composite holds
+    no character, which contains it and goes with it)."""
+    return [c for f in forget if f.kind == "character" and f.contains
+            for c in catalog.concepts.values()
+            if c.kind != "character" and c.name not in banned
+            and set(c.contains) == set(f.contains)]
 
 
 def _with_variants(prompts: list[str], concept: CatalogConcept, catalog: Catalog,
@@ -296,6 +313,10 @@ def held_sets(model: LoadedModel, teacher: UNet2DConditionModel, plan: StepPlan,
         taken = {p for h in apart for p in h.prompts}
         apart.append(Held(teacher, [p for p in plan.rewrite_prompts if p not in taken],
                           cfg.consolidate_rewrites))
+    if cfg.consolidate_looks is not None:
+        taken = {p for h in apart for p in h.prompts}
+        apart.append(Held(teacher, [p for p in plan.look_prompts if p not in taken],
+                          cfg.consolidate_looks))
     if cfg.consolidate_unconditional is not None and UNCONDITIONAL in kept:
         apart.append(Held(teacher, [UNCONDITIONAL], cfg.consolidate_unconditional))
     apart = [h for h in apart if h.prompts]
