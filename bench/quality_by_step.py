@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 
 from workers.conceptworld.cli import JUDGE_PATH, MODEL_DIR
-from workers.conceptworld.evaluate import WorldEvaluator, retention_sets
+from workers.conceptworld.evaluate import WorldEvaluator, kept_check, retention_sets
 from workers.conceptworld.judge import Judge
 from workers.engine.loading import load_model
 from workers.engine.versions import load_version, read_manifest
@@ -41,22 +41,21 @@ def quality_by_step(method_dir: Path, images: int, steps: list[int] | None = Non
     erased = read_manifest(folders[max(folders)])["erased"]
     if not isinstance(erased, list):
         raise ValueError(f"{folders[max(folders)]}: the manifest's erased concepts are not a list")
-    related, general = retention_sets([str(e) for e in erased])
+    names = [str(e) for e in erased]
+    related, general = retention_sets(names)
     kept = related + general
     model = load_model(MODEL_DIR, device="cpu")
     evaluator = WorldEvaluator(model, Judge.load(JUDGE_PATH), per_concept=images,
                                steps=sampling_steps)
     base = evaluator.generate_for(kept)
-    base_quality = evaluator.retained_quality(base, kept)
-    base_own = {n: evaluator.retained_quality(base, [n]) for n in kept}
     rows = []
     for step in chosen:
-        after = evaluator.generate_for(kept, load_version(model.unet, folders[step]))
-        quality = evaluator.retained_quality(after, kept)
-        worse = sorted(((evaluator.retained_quality(after, [n]) - base_own[n], n)
-                        for n in kept), reverse=True)
-        rows.append({"step": step, "quality": quality, "ratio": quality / base_quality,
-                     "quality_worse_by_concept": {n: round(d, 2) for d, n in worse[:5] if d > 0}})
+        check = kept_check(evaluator, load_version(model.unet, folders[step]), names, images,
+                           base=base)
+        rows.append({"step": step, "quality": check["quality"],
+                     "ratio": float(check["quality"]) / float(check["base_quality"]),  # type: ignore[arg-type]
+                     "quality_worse_by_concept": check["quality_worse_by_concept"]})
+    base_quality = evaluator.retained_quality(base, kept)
     return {"method_dir": str(method_dir), "kept": kept, "images": images,
             "base_quality": base_quality, "steps": rows}
 

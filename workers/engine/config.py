@@ -123,10 +123,11 @@ class EraseConfig:
     # composite's one-part rewrites are its nearest prompts of all (sixteenth-session/).
     # Without a composite's (but with a character's), at 3: the other sequence meets related
     # retention at step 6 (0.964 at 32 images, 0.928 without) but quality is 1.41x the base's
-    # (1.09x without); on the
-    # default sequence blip's look ("striped blue square", held only as a kept prompt) is lost
-    # with blip (related 0.750 at step 2, 0.625 at step 3: the other characters, blip's
-    # rewrites, held hard, the erasure moves into the look's directions).
+    # (1.09x without); on the default sequence blip's look ("striped blue square", held only
+    # as a kept prompt) is lost with blip (related 0.750 at step 2). Parts only (now), at 3:
+    # the other sequence meets every bar at step 6 (related 0.950, quality 1.0x at 32
+    # images); the default sequence in float32 misses forgetting by one image (0.062) with
+    # quality 1.99x (bench/results/seventeenth-session/), so it stays off.
     consolidate_rewrites: float | None = None
     # An erased character's look (the kept concept made of its parts: "a solid orange circle"
     # for mimi) as a held set of its own with this weight. Mapped to another character, the

@@ -309,14 +309,11 @@ def held_sets(model: LoadedModel, teacher: UNet2DConditionModel, plan: StepPlan,
     if cfg.consolidate_neighbours is not None:
         replayed = [p for p in plan.replay.prompts if p != UNCONDITIONAL and p in kept]
         apart.append(Held(teacher, replayed, cfg.consolidate_neighbours))
-    if cfg.consolidate_rewrites is not None:
-        taken = {p for h in apart for p in h.prompts}
-        apart.append(Held(teacher, [p for p in plan.rewrite_prompts if p not in taken],
-                          cfg.consolidate_rewrites))
-    if cfg.consolidate_looks is not None:
-        taken = {p for h in apart for p in h.prompts}
-        apart.append(Held(teacher, [p for p in plan.look_prompts if p not in taken],
-                          cfg.consolidate_looks))
+    for prompts, weight in ((plan.rewrite_prompts, cfg.consolidate_rewrites),
+                            (plan.look_prompts, cfg.consolidate_looks)):
+        if weight is not None:
+            taken = {p for h in apart for p in h.prompts}
+            apart.append(Held(teacher, [p for p in prompts if p not in taken], weight))
     if cfg.consolidate_unconditional is not None and UNCONDITIONAL in kept:
         apart.append(Held(teacher, [UNCONDITIONAL], cfg.consolidate_unconditional))
     apart = [h for h in apart if h.prompts]
