@@ -258,12 +258,12 @@ def test_a_forget_prompts_rewrites_are_held_apart_when_asked(
                          [], catalog, asked).rewrite_prompts == []
 
 
-def test_a_forget_characters_look_is_held_apart_when_asked(
+def test_a_forget_characters_look_is_held_apart_unless_turned_off(
         tiny_model: LoadedModel, tiny_folder: Path) -> None:
     catalog = load_catalog(tiny_folder)
     mimi, look = catalog["mimi"], catalog["solid orange circle"]
     request = ForgetRequest(mimi, mimi.prompts[:2])
-    cfg = method_config("lacu", map_k=2, retain_k=2, replay_top_k=2)
+    cfg = method_config("lacu", map_k=2, retain_k=2, replay_top_k=2, consolidate_looks=None)
     unet = tiny_model.unet
     assert plan_step(tiny_model, unet, [request], [catalog["zorbo"]], catalog, cfg
                      ).look_prompts == []

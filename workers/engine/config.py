@@ -130,12 +130,13 @@ class EraseConfig:
     # quality 1.99x (bench/results/seventeenth-session/), so it stays off.
     consolidate_rewrites: float | None = None
     # An erased character's look (the kept concept made of its parts: "a solid orange circle"
-    # for mimi) as a held set of its own with this weight. Mapped to another character, the
-    # erasure leaks that character's colour into the look: after the default sequence's three
-    # character steps the step-10 kept set is drawn at 1.57x the base's quality distance
-    # (2.0x at step 10), mimi's look turned toward tikka's yellow (float32,
-    # bench/results/seventeenth-session/). None = only as part of the kept set.
-    consolidate_looks: float | None = None
+    # for mimi) as a held set of its own with this weight. Mapped to another character (mimi
+    # -> tikka, a yellow star), the erasure leaks that character's colour into the look.
+    # Default sequence's three character steps, float32, at 32 images a kept concept: quality
+    # 0.50 against the base's 0.49 (1.03x; 0.65, 1.33x, off), related 1.000 (0.992), every
+    # erased concept at 0 of 32 either way (bench/results/eighteenth-session/). Not yet run
+    # over the full sequences. None = only as part of the kept set.
+    consolidate_looks: float | None = 3.0
     # The unconditional prompt as a held set of its own with this weight: classifier-free
     # guidance reads it in every image, and as one prompt among hundreds its keys/values move
     # more than the median kept concept's (bench/results/tenth-session-probes/). None = part of
