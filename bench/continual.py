@@ -168,8 +168,8 @@ def final_check(evaluator: WorldEvaluator, unet: UNet2DConditionModel, erased: l
     kept = tuple(related + general)
     if kept not in base_sets:
         base_sets[kept] = evaluator.generate_for(list(kept), None, per_concept=images)
-    record = {"erased": erased, "version": version, **kept_check(evaluator, unet, erased, images,
-                                              base=base_sets[kept])}
+    check = kept_check(evaluator, unet, erased, images, base=base_sets[kept])
+    record = {"erased": erased, "version": version, **check.as_dict()}
     path.write_text(json.dumps(record, indent=1))
     return record
 

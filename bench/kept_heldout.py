@@ -34,7 +34,7 @@ def kept_retention(step_dir: Path, images: int) -> dict[str, object]:
     version = load_version(model.unet, step_dir)
     out: dict[str, object] = {"step_dir": str(step_dir), "erased": erased, "images": images}
     for name, heldout in (("request", False), ("heldout", True)):
-        out[name] = kept_check(evaluator, version, erased, images, heldout=heldout)
+        out[name] = kept_check(evaluator, version, erased, images, heldout=heldout).as_dict()
     return out
 
 

@@ -48,14 +48,13 @@ def quality_by_step(method_dir: Path, images: int, steps: list[int] | None = Non
     evaluator = WorldEvaluator(model, Judge.load(JUDGE_PATH), per_concept=images,
                                steps=sampling_steps)
     base = evaluator.generate_for(kept)
+    base_quality = evaluator.retained_quality(base, kept)
     rows = []
     for step in chosen:
         check = kept_check(evaluator, load_version(model.unet, folders[step]), names, images,
                            base=base)
-        rows.append({"step": step, "quality": check["quality"],
-                     "ratio": float(check["quality"]) / float(check["base_quality"]),  # type: ignore[arg-type]
-                     "quality_worse_by_concept": check["quality_worse_by_concept"]})
-    base_quality = evaluator.retained_quality(base, kept)
+        rows.append({"step": step, "quality": check.quality, "ratio": check.quality_ratio,
+                     "quality_worse_by_concept": check.quality_worse_by_concept})
     return {"method_dir": str(method_dir), "kept": kept, "images": images,
             "base_quality": base_quality, "steps": rows}
 

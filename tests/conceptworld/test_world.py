@@ -177,12 +177,12 @@ def test_kept_check_reads_the_base_as_fully_retained_and_refuses_other_base_imag
     related, general = retention_sets(erased)
     base = evaluator.generate_for(related + general, per_concept=2)
     check = kept_check(evaluator, None, erased, 2, base=base)
-    assert check["images"] == 2 and check["templates"] == "request"
-    assert check["quality"] == check["base_quality"]
-    assert check["largest_losses"] == {} and check["quality_worse_by_concept"] == {}
-    for key in ("related_retention", "general_retention"):
-        value = check[key]
+    assert check.images == 2 and check.templates == "request"
+    assert check.quality == check.base_quality and check.quality_ratio == 1.0
+    assert check.largest_losses == {} and check.quality_worse_by_concept == {}
+    for value in (check.related_retention, check.general_retention):
         assert isinstance(value, float) and (np.isnan(value) or value == 1.0)
+    assert check.as_dict()["related_retention"] is check.related_retention
     with pytest.raises(ValueError, match="kept concepts"):
         kept_check(evaluator, None, ["zorbo"], 2, base=base)
     with pytest.raises(ValueError, match="kept concepts"):

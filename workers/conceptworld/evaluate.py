@@ -146,9 +146,31 @@ def retention(after: GeneratedSet, base: GeneratedSet, names: list[str]) -> floa
     return mean_rate(after, names) / reference if reference else float("nan")
 
 
+@dataclass(frozen=True)
+class KeptCheck:
+    """Retention and drawing quality of the kept concepts against the base (`kept_check`)."""
+
+    images: int
+    templates: str
+    related_retention: float
+    general_retention: float
+    quality: float
+    base_quality: float
+    largest_losses: dict[str, float]
+    quality_worse_by_concept: dict[str, float]
+    seconds: float
+
+    @property
+    def quality_ratio(self) -> float:
+        return self.quality / self.base_quality
+
+    def as_dict(self) -> dict[str, object]:
+        return dict(self.__dict__)
+
+
 def kept_check(evaluator: WorldEvaluator, unet: UNet2DConditionModel | None, erased: list[str],
                per_concept: int, *, heldout: bool = False, base: GeneratedSet | None = None
-               ) -> dict[str, object]:
+               ) -> KeptCheck:
     """Retention and drawing quality of the concepts kept after erasing `erased`, at
     `per_concept` images each, against the base model on the same prompts and seeds.
 
@@ -167,17 +189,17 @@ def kept_check(evaluator: WorldEvaluator, unet: UNet2DConditionModel | None, era
     # each concept's images alone: biased upward at this count, but base and version share it
     worse = sorted(((evaluator.retained_quality(after, [n])
                      - evaluator.retained_quality(base, [n])), n) for n in kept)[::-1]
-    return {
-        "images": per_concept,
-        "templates": "held-out" if heldout else "request",
-        "related_retention": retention(after, base, related),
-        "general_retention": retention(after, base, general),
-        "quality": evaluator.retained_quality(after, kept),
-        "base_quality": evaluator.retained_quality(base, kept),
-        "largest_losses": {n: round(d, 3) for d, n in losses[:4] if d < 0},
-        "quality_worse_by_concept": {n: round(d, 2) for d, n in worse[:6] if d > 0},
-        "seconds": after.seconds,
-    }
+    return KeptCheck(
+        images=per_concept,
+        templates="held-out" if heldout else "request",
+        related_retention=retention(after, base, related),
+        general_retention=retention(after, base, general),
+        quality=evaluator.retained_quality(after, kept),
+        base_quality=evaluator.retained_quality(base, kept),
+        largest_losses={n: round(d, 3) for d, n in losses[:4] if d < 0},
+        quality_worse_by_concept={n: round(d, 2) for d, n in worse[:6] if d > 0},
+        seconds=after.seconds,
+    )
 
 
 def step_metrics(evaluator: WorldEvaluator, unet: UNet2DConditionModel | None, erased: list[str],
