@@ -278,3 +278,29 @@ def test_a_forget_characters_look_is_held_apart_unless_turned_off(
     assert plan_step(tiny_model, unet, [ForgetRequest(look, look.prompts)], [], catalog, asked
                      ).look_prompts == []
     assert plan_step(tiny_model, unet, [request], [look], catalog, asked).look_prompts == []
+
+
+def test_the_concepts_a_step_maps_to_are_held_apart_when_asked(
+        tiny_model: LoadedModel, tiny_folder: Path) -> None:
+    catalog = load_catalog(tiny_folder)
+    mimi = catalog["mimi"]
+    request = ForgetRequest(mimi, mimi.prompts[:2])
+    cfg = method_config("lacu", map_k=2, retain_k=2, replay_top_k=2)
+    unet = tiny_model.unet
+    assert plan_step(tiny_model, unet, [request], [], catalog, cfg).target_prompts == []
+    asked = cfg.with_(consolidate_targets=2.0)
+    plan = plan_step(tiny_model, unet, [request], [], catalog, asked)
+    chosen = {catalog.concepts[n] for n in catalog.concepts
+              if any(t == n or t.endswith(f" {n}") for t in plan.targets().values())}
+    assert chosen and all(c.kind == "character" for c in chosen)
+    assert set(plan.target_prompts) == {p for c in chosen for p in c.prompts}
+    held = held_sets(tiny_model, copy.deepcopy(unet), plan, asked)
+    (targets,) = [h for h in held if h.weight == 2.0]
+    assert set(targets.prompts) == set(plan.target_prompts) - set(plan.look_prompts)
+    assert set(plan.hold_prompts + plan.held_erasures) == {p for h in held for p in h.prompts}
+    # a rewrite's shared words are not targets: only the word it swapped in
+    from workers.engine.erase import target_concepts
+    from workers.engine.targets import MappingChoice
+    swap = [MappingChoice("a striped yellow star", "a solid yellow star", 0.0, 1)]
+    assert [c.name for c in target_concepts(swap, catalog, {"striped"})] == ["solid"]
+    assert target_concepts(swap, catalog, {"striped", "solid"}) == []

@@ -137,6 +137,11 @@ class EraseConfig:
     # erased concept at 0 of 32 either way (bench/results/eighteenth-session/). Not yet run
     # over the full sequences. None = only as part of the kept set.
     consolidate_looks: float | None = 3.0
+    # The kept concepts the forget prompts are mapped to (tikka, for mimi -> tikka) as a held
+    # set of their own with this weight: the mapping pulls the forget prompts' output onto the
+    # target's, and the solve can pull the target's K/V along (tikka was the concept drawn
+    # worst after the three character steps with looks held). None = part of the kept set.
+    consolidate_targets: float | None = None
     # The unconditional prompt as a held set of its own with this weight: classifier-free
     # guidance reads it in every image, and as one prompt among hundreds its keys/values move
     # more than the median kept concept's (bench/results/tenth-session-probes/). None = part of
@@ -204,6 +209,7 @@ class EraseConfig:
                    "consolidate_neighbours": self.consolidate_neighbours,
                    "consolidate_rewrites": self.consolidate_rewrites,
                    "consolidate_looks": self.consolidate_looks,
+                   "consolidate_targets": self.consolidate_targets,
                    "consolidate_unconditional": self.consolidate_unconditional}
         for name, weight in weights.items():
             if weight is not None and not weight >= 0:  # NaN fails too

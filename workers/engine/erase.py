@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from diffusers import UNet2DConditionModel
 
-from workers.engine.concepts import Catalog, CatalogConcept
+from workers.engine.concepts import Catalog, CatalogConcept, find_phrase
 from workers.engine.conditioning import encode_prompts
 from workers.engine.config import EraseConfig, PreserveSampling
 from workers.engine.gpu import compile_unet
@@ -71,6 +71,8 @@ class StepPlan:
     rewrite_prompts: list[str] = field(default_factory=list)
     # consolidate_looks: the prompts of a forget character's look, held to the teacher's K/V
     look_prompts: list[str] = field(default_factory=list)
+    # consolidate_targets: the prompts of the kept concepts the forget prompts are mapped to
+    target_prompts: list[str] = field(default_factory=list)
 
     @property
     def mappings(self) -> list[MappingChoice]:
@@ -159,6 +161,11 @@ def plan_step(model: LoadedModel, unet: UNet2DConditionModel, requests: list[For
     if cfg.consolidate > 0 and cfg.consolidate_looks is not None:
         looks = [p for c in character_looks(forget, catalog, banned) for p in c.prompts
                  if not catalog.mentions(p, banned)]
+    targets: list[str] = []
+    if cfg.consolidate > 0 and cfg.consolidate_targets is not None:
+        mappings = [m for group in mapping_groups for m in group]
+        targets = [p for c in target_concepts(mappings, catalog, banned) for p in c.prompts
+                   if not catalog.mentions(p, banned)]
     if cfg.lambda_hold > 0 or cfg.consolidate > 0:
         # every kept catalog prompt, and every earlier erased one that does not name a concept
         # erased now ("a purple star drawn as an outline" holds outlined, but also purple)
@@ -167,7 +174,7 @@ def plan_step(model: LoadedModel, unet: UNet2DConditionModel, requests: list[For
             _with_variants(list(c.prompts), c, catalog, banned, cfg)
             if cfg.consolidate_erased_variants else c.prompts) if not catalog.mentions(p, now)]
     return StepPlan(mapping_groups, replay, memory_groups, hold, held_erasures, memory_targets,
-                    rewrites, looks)
+                    rewrites, looks, targets)
 
 
 def character_looks(forget: list[CatalogConcept], catalog: Catalog, banned: set[str]
@@ -179,6 +186,18 @@ def character_looks(forget: list[CatalogConcept], catalog: Catalog, banned: set[
             for c in catalog.concepts.values()
             if c.kind != "character" and c.name not in banned
             and set(c.contains) == set(f.contains)]
+
+
+def target_concepts(mappings: list[MappingChoice], catalog: Catalog, banned: set[str]
+                    ) -> list[CatalogConcept]:
+    """The kept concepts the forget prompts are mapped to: named in a target but not in its
+    forget prompt (tikka for "mimi" -> "tikka"; solid for "a striped yellow star" -> "a solid
+    yellow star", not yellow or star)."""
+    def names(prompt: str, concept: CatalogConcept) -> bool:
+        return any(find_phrase(prompt, form) for form in concept.surface_forms)
+
+    return [c for c in catalog.concepts.values() if c.name not in banned
+            and any(names(m.target, c) and not names(m.forget_prompt, c) for m in mappings)]
 
 
 def _with_variants(prompts: list[str], concept: CatalogConcept, catalog: Catalog,
@@ -310,7 +329,8 @@ def held_sets(model: LoadedModel, teacher: UNet2DConditionModel, plan: StepPlan,
         replayed = [p for p in plan.replay.prompts if p != UNCONDITIONAL and p in kept]
         apart.append(Held(teacher, replayed, cfg.consolidate_neighbours))
     for prompts, weight in ((plan.rewrite_prompts, cfg.consolidate_rewrites),
-                            (plan.look_prompts, cfg.consolidate_looks)):
+                            (plan.look_prompts, cfg.consolidate_looks),
+                            (plan.target_prompts, cfg.consolidate_targets)):
         if weight is not None:
             taken = {p for h in apart for p in h.prompts}
             apart.append(Held(teacher, [p for p in prompts if p not in taken], weight))
