@@ -298,9 +298,11 @@ def test_the_concepts_a_step_maps_to_are_held_apart_when_asked(
     (targets,) = [h for h in held if h.weight == 2.0]
     assert set(targets.prompts) == set(plan.target_prompts) - set(plan.look_prompts)
     assert set(plan.hold_prompts + plan.held_erasures) == {p for h in held for p in h.prompts}
-    # a rewrite's shared words are not targets: only the word it swapped in
+    # a rewrite's shared words are not targets: only what it swapped in (the word, and the
+    # composite the new prompt now names)
     from workers.engine.erase import target_concepts
     from workers.engine.targets import MappingChoice
     swap = [MappingChoice("a striped yellow star", "a solid yellow star", 0.0, 1)]
-    assert [c.name for c in target_concepts(swap, catalog, {"striped"})] == ["solid"]
+    assert [c.name for c in target_concepts(swap, catalog, {"striped"})] == [
+        "solid", "solid yellow star"]
     assert target_concepts(swap, catalog, {"striped", "solid"}) == []

@@ -191,12 +191,13 @@ def character_looks(forget: list[CatalogConcept], catalog: Catalog, banned: set[
 def target_concepts(mappings: list[MappingChoice], catalog: Catalog, banned: set[str]
                     ) -> list[CatalogConcept]:
     """The kept concepts the forget prompts are mapped to: named in a target but not in its
-    forget prompt (tikka for "mimi" -> "tikka"; solid for "a striped yellow star" -> "a solid
-    yellow star", not yellow or star)."""
+    forget prompt (tikka for "mimi" -> "tikka"; solid and the composite solid yellow star for
+    "a striped yellow star" -> "a solid yellow star", not yellow or star)."""
     def names(prompt: str, concept: CatalogConcept) -> bool:
         return any(find_phrase(prompt, form) for form in concept.surface_forms)
 
-    return [c for c in catalog.concepts.values() if c.name not in banned
+    return [c for c in catalog.concepts.values()
+            if c.name not in banned and not banned.intersection(c.contains)
             and any(names(m.target, c) and not names(m.forget_prompt, c) for m in mappings)]
 
 
