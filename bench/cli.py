@@ -18,6 +18,12 @@ def _precision(value: str) -> str:
     return value
 
 
+def _device(value: str) -> str:
+    if value not in ("cpu", "cuda", "auto"):
+        raise typer.BadParameter(f"{value!r} is not one of cpu, cuda, auto")
+    return value
+
+
 bench_app = typer.Typer(help="Benchmarks: commands that print numbers.", no_args_is_help=True)
 
 
@@ -48,6 +54,8 @@ def continual(
     precision: str = typer.Option("auto", callback=_precision, help="auto, float32 or bfloat16 "
                                   "(auto: bf16 on CUDA and AVX512-BF16 CPUs); training and "
                                   "sampling."),
+    device: str = typer.Option("cpu", callback=_device, help="cpu, cuda, or auto (cuda when "
+                               "there is one)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Erase a sequence step by step from the same base with each method; measure every step."""
@@ -65,7 +73,7 @@ def continual(
                            per_concept=per_concept, forget_per_concept=forget_images,
                            overrides=parse_overrides(settings),
                            log=lambda line: typer.echo(line, err=True), reevaluate=reevaluate,
-                           precision=precision, final_images=final_images)
+                           precision=precision, final_images=final_images, device=device)
     if as_json:
         typer.echo(json.dumps(result, indent=1))
     else:

@@ -48,6 +48,13 @@ ABLATIONS: dict[str, dict[str, object]] = {
 }
 
 
+def device_name(device: torch.device) -> str:
+    """"cuda: NVIDIA H200" or "cpu: 2 threads": where the numbers were measured."""
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    return f"cpu: {torch.get_num_threads()} threads"
+
+
 def config_for(name: str, seed: int, overrides: dict[str, object] | None = None) -> EraseConfig:
     overrides = overrides or {}
     if name in ABLATIONS:
@@ -178,10 +185,13 @@ def run_benchmark(model_dir: Path, judge_path: Path, methods: list[str], sequenc
                   out: Path, *, seed: int = 0, per_concept: int = 8, forget_per_concept: int = 32,
                   overrides: dict[str, object] | None = None,
                   log: Callable[[str], None] = print, reevaluate: bool = False,
-                  precision: str = "auto", final_images: int = 32) -> dict[str, object]:
-    """`final_images`: images a kept concept for the last step's check (0 = none)."""
+                  precision: str = "auto", final_images: int = 32, device: str = "cpu"
+                  ) -> dict[str, object]:
+    """`final_images`: images a kept concept for the last step's check (0 = none); `device`:
+    cpu, cuda, or auto (cuda when there is one)."""
     torch.manual_seed(seed)
-    model = load_model(model_dir, device="cpu", precision=precision)
+    model = load_model(model_dir, device=None if device == "auto" else device,
+                       precision=precision)
     catalog = load_catalog(model_dir)
     unknown = [c for c in sequence if c not in catalog]
     if unknown:
@@ -194,7 +204,8 @@ def run_benchmark(model_dir: Path, judge_path: Path, methods: list[str], sequenc
         "base": {"model": str(model_dir), "per_concept": {c.name: base.rate(c.name)
                                                           for c in CATALOG},
                  "quality": base_quality, "eval_seconds": base.seconds,
-                 "autocast": str(model.autocast_dtype or "float32").removeprefix("torch.")},
+                 "autocast": str(model.autocast_dtype or "float32").removeprefix("torch."),
+                 "device": device_name(model.device)},
         "sequence": sequence, "methods": {},
     }
     out.mkdir(parents=True, exist_ok=True)
