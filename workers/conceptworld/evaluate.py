@@ -117,7 +117,7 @@ def _frechet(a: np.ndarray, b: np.ndarray) -> float:
 def _frechet_stats(mu_a: np.ndarray, cov_a: np.ndarray, mu_b: np.ndarray, cov_b: np.ndarray
                    ) -> float:
     """‖μ_a − μ_b‖² + tr(Σ_a + Σ_b − 2 (Σ_a Σ_b)^½)."""
-    covmean = np.real(linalg.sqrtm(cov_a @ cov_b, disp=False)[0])
+    covmean = np.real(linalg.sqrtm(cov_a @ cov_b))  # no `disp`: SciPy 1.18 dropped it
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * covmean))
 
 
