@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from tests.engine.conftest import FAST_STEP
-from workers.engine.concepts import load_catalog
+from workers.engine.concepts import Catalog, CatalogConcept, load_catalog
 from workers.engine.conditioning import encode_prompts
-from workers.engine.config import method_config
-from workers.engine.erase import ForgetRequest, erase, held_sets, plan_step
+from workers.engine.config import EraseConfig, method_config
+from workers.engine.erase import ForgetRequest, StepPlan, erase, held_sets, plan_step
 from workers.engine.hold import Held, KVHold, kv_reading_change, kv_weights
 from workers.engine.loading import LoadedModel
 from workers.engine.trainable import mark_trainable
@@ -24,6 +24,15 @@ def _student(model: LoadedModel) -> torch.nn.Module:
     student = copy.deepcopy(model.unet)
     mark_trainable(student, "attn2-kv")
     return student
+
+
+def _off_and_on(model: LoadedModel, request: ForgetRequest, erased: list[CatalogConcept],
+                catalog: Catalog, cfg: EraseConfig, **setting: object
+                ) -> tuple[StepPlan, StepPlan, EraseConfig]:
+    """One step's plan under `cfg`, and under `cfg` with `setting` (the config returned too)."""
+    asked = cfg.with_(**setting)
+    return (plan_step(model, model.unet, [request], erased, catalog, cfg),
+            plan_step(model, model.unet, [request], erased, catalog, asked), asked)
 
 
 def test_hold_is_zero_at_initialisation(tiny_model: LoadedModel) -> None:
@@ -240,10 +249,9 @@ def test_a_forget_prompts_rewrites_are_held_apart_when_asked(
     striped = catalog["striped"]
     request = ForgetRequest(striped, striped.prompts[:2])
     cfg = method_config("lacu", map_k=2, retain_k=2, replay_top_k=2)
-    plain = plan_step(tiny_model, tiny_model.unet, [request], [catalog["outlined"]], catalog, cfg)
+    plain, plan, asked = _off_and_on(tiny_model, request, [catalog["outlined"]], catalog, cfg,
+                                     consolidate_rewrites=0.5)
     assert plain.rewrite_prompts == []
-    asked = cfg.with_(consolidate_rewrites=0.5)
-    plan = plan_step(tiny_model, tiny_model.unet, [request], [catalog["outlined"]], catalog, asked)
     forget = {m.forget_prompt for m in plan.mappings}
     assert plan.rewrite_prompts and not set(plan.rewrite_prompts) & forget
     assert {m.target for m in plan.mappings} <= set(plan.rewrite_prompts)
@@ -265,10 +273,9 @@ def test_a_forget_characters_look_is_held_apart_unless_turned_off(
     request = ForgetRequest(mimi, mimi.prompts[:2])
     cfg = method_config("lacu", map_k=2, retain_k=2, replay_top_k=2, consolidate_looks=None)
     unet = tiny_model.unet
-    assert plan_step(tiny_model, unet, [request], [catalog["zorbo"]], catalog, cfg
-                     ).look_prompts == []
-    asked = cfg.with_(consolidate_looks=2.0)
-    plan = plan_step(tiny_model, unet, [request], [catalog["zorbo"]], catalog, asked)
+    plain, plan, asked = _off_and_on(tiny_model, request, [catalog["zorbo"]], catalog, cfg,
+                                     consolidate_looks=2.0)
+    assert plain.look_prompts == []
     assert plan.look_prompts == list(look.prompts)
     rest, looks = held_sets(tiny_model, copy.deepcopy(unet), plan, asked)
     assert looks.weight == 2.0 and looks.prompts == plan.look_prompts
@@ -287,9 +294,9 @@ def test_the_concepts_a_step_maps_to_are_held_apart_when_asked(
     request = ForgetRequest(mimi, mimi.prompts[:2])
     cfg = method_config("lacu", map_k=2, retain_k=2, replay_top_k=2)
     unet = tiny_model.unet
-    assert plan_step(tiny_model, unet, [request], [], catalog, cfg).target_prompts == []
-    asked = cfg.with_(consolidate_targets=2.0)
-    plan = plan_step(tiny_model, unet, [request], [], catalog, asked)
+    plain, plan, asked = _off_and_on(tiny_model, request, [], catalog, cfg,
+                                     consolidate_targets=2.0)
+    assert plain.target_prompts == []
     chosen = {catalog.concepts[n] for n in catalog.concepts
               if any(t == n or t.endswith(f" {n}") for t in plan.targets().values())}
     assert chosen and all(c.kind == "character" for c in chosen)
