@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tests.engine.conftest import FAST_STEP
-from workers.engine.concepts import Catalog, CatalogConcept, load_catalog
+from workers.engine.concepts import Catalog, load_catalog
 from workers.engine.conditioning import encode_prompts
 from workers.engine.config import EraseConfig, method_config
 from workers.engine.erase import ForgetRequest, StepPlan, erase, held_sets, plan_step
@@ -26,13 +26,18 @@ def _student(model: LoadedModel) -> torch.nn.Module:
     return student
 
 
-def _off_and_on(model: LoadedModel, request: ForgetRequest, erased: list[CatalogConcept],
-                catalog: Catalog, cfg: EraseConfig, **setting: object
-                ) -> tuple[StepPlan, StepPlan, EraseConfig]:
-    """One step's plan under `cfg`, and under `cfg` with `setting` (the config returned too)."""
-    asked = cfg.with_(**setting)
-    return (plan_step(model, model.unet, [request], erased, catalog, cfg),
-            plan_step(model, model.unet, [request], erased, catalog, asked), asked)
+def _off_and_on(model: LoadedModel, catalog: Catalog, name: str, erased: list[str],
+                off: dict[str, object] | None = None, **on: object
+                ) -> tuple[ForgetRequest, StepPlan, StepPlan, EraseConfig]:
+    """A step erasing `name` (two of its prompts) after `erased`, planned under a small LACU
+    config (with `off`), and under it with `on`; the request and the second config too."""
+    concept = catalog[name]
+    request = ForgetRequest(concept, concept.prompts[:2])
+    before = [catalog[n] for n in erased]
+    cfg = method_config("lacu", map_k=2, retain_k=2, replay_top_k=2, **(off or {}))
+    asked = cfg.with_(**on)
+    return (request, plan_step(model, model.unet, [request], before, catalog, cfg),
+            plan_step(model, model.unet, [request], before, catalog, asked), asked)
 
 
 def test_hold_is_zero_at_initialisation(tiny_model: LoadedModel) -> None:
@@ -246,11 +251,8 @@ def test_the_kv_reading_change_between_two_versions_is_the_hold_of_one_against_t
 def test_a_forget_prompts_rewrites_are_held_apart_when_asked(
         tiny_model: LoadedModel, tiny_folder: Path) -> None:
     catalog = load_catalog(tiny_folder)
-    striped = catalog["striped"]
-    request = ForgetRequest(striped, striped.prompts[:2])
-    cfg = method_config("lacu", map_k=2, retain_k=2, replay_top_k=2)
-    plain, plan, asked = _off_and_on(tiny_model, request, [catalog["outlined"]], catalog, cfg,
-                                     consolidate_rewrites=0.5)
+    _, plain, plan, asked = _off_and_on(tiny_model, catalog, "striped", ["outlined"],
+                                        consolidate_rewrites=0.5)
     assert plain.rewrite_prompts == []
     forget = {m.forget_prompt for m in plan.mappings}
     assert plan.rewrite_prompts and not set(plan.rewrite_prompts) & forget
@@ -269,12 +271,10 @@ def test_a_forget_prompts_rewrites_are_held_apart_when_asked(
 def test_a_forget_characters_look_is_held_apart_unless_turned_off(
         tiny_model: LoadedModel, tiny_folder: Path) -> None:
     catalog = load_catalog(tiny_folder)
-    mimi, look = catalog["mimi"], catalog["solid orange circle"]
-    request = ForgetRequest(mimi, mimi.prompts[:2])
-    cfg = method_config("lacu", map_k=2, retain_k=2, replay_top_k=2, consolidate_looks=None)
+    look = catalog["solid orange circle"]
     unet = tiny_model.unet
-    plain, plan, asked = _off_and_on(tiny_model, request, [catalog["zorbo"]], catalog, cfg,
-                                     consolidate_looks=2.0)
+    request, plain, plan, asked = _off_and_on(tiny_model, catalog, "mimi", ["zorbo"],
+                                              {"consolidate_looks": None}, consolidate_looks=2.0)
     assert plain.look_prompts == []
     assert plan.look_prompts == list(look.prompts)
     rest, looks = held_sets(tiny_model, copy.deepcopy(unet), plan, asked)
@@ -290,12 +290,8 @@ def test_a_forget_characters_look_is_held_apart_unless_turned_off(
 def test_the_concepts_a_step_maps_to_are_held_apart_when_asked(
         tiny_model: LoadedModel, tiny_folder: Path) -> None:
     catalog = load_catalog(tiny_folder)
-    mimi = catalog["mimi"]
-    request = ForgetRequest(mimi, mimi.prompts[:2])
-    cfg = method_config("lacu", map_k=2, retain_k=2, replay_top_k=2)
     unet = tiny_model.unet
-    plain, plan, asked = _off_and_on(tiny_model, request, [], catalog, cfg,
-                                     consolidate_targets=2.0)
+    _, plain, plan, asked = _off_and_on(tiny_model, catalog, "mimi", [], consolidate_targets=2.0)
     assert plain.target_prompts == []
     chosen = {catalog.concepts[n] for n in catalog.concepts
               if any(t == n or t.endswith(f" {n}") for t in plan.targets().values())}
