@@ -263,3 +263,14 @@ def test_quality_by_step_reads_an_unchanged_version_as_the_base(tmp_path: Path) 
     assert row["quality_worse_by_concept"] == {}
     with pytest.raises(ValueError, match="no step 3"):
         quality_by_step(tmp_path, images=2, steps=[3])
+
+
+def test_the_benchmark_names_its_device_and_refuses_an_unknown_one() -> None:
+    from typer.testing import CliRunner
+
+    from bench.cli import bench_app
+    from bench.continual import device_name
+
+    assert device_name(torch.device("cpu")) == f"cpu: {torch.get_num_threads()} threads"
+    result = CliRunner().invoke(bench_app, ["continual", "--device", "gpu", "--methods", "lacu"])
+    assert result.exit_code == 2 and "'gpu' is not one of cpu, cuda, auto" in result.output
