@@ -231,7 +231,8 @@ def test_a_benchmark_step_is_reused_only_for_the_same_sequence_and_settings(
     model = load_model(MODEL_DIR, device="cpu")
     catalog = load_catalog(MODEL_DIR)
     step = tmp_path / "lacu" / "step-1"
-    manifest = {"method": "lacu", "config": config_for("lacu", 0).as_dict(), "erased": ["star"]}
+    manifest: dict[str, object] = {"method": "lacu", "config": config_for("lacu", 0).as_dict(),
+                                   "erased": ["star"]}
     save_version(step, model.unet, model.unet, manifest)
     (step / "metrics.json").write_text(json.dumps({"step": 1, "erased": "star"}))
 
@@ -258,7 +259,9 @@ def test_quality_by_step_reads_an_unchanged_version_as_the_base(tmp_path: Path) 
     save_version(tmp_path / "step-1", model.unet, model.unet, {"erased": ["star"]})
     result = quality_by_step(tmp_path, images=2, sampling_steps=2)
     assert "star" not in result["kept"] and "diamond" in result["kept"]  # type: ignore[operator]
-    (row,) = result["steps"]  # type: ignore[misc]
+    steps = result["steps"]
+    assert isinstance(steps, list)
+    (row,) = steps
     assert row["step"] == 1 and row["ratio"] == pytest.approx(1.0)
     assert row["quality_worse_by_concept"] == {}
     with pytest.raises(ValueError, match="no step 3"):
