@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import get_args
 
@@ -12,16 +13,17 @@ from app.settings import Precision
 from workers.conceptworld.cli import JUDGE_PATH, MODEL_DIR
 
 
-def _precision(value: str) -> str:
-    if value not in get_args(Precision):
-        raise typer.BadParameter(f"{value!r} is not one of {', '.join(get_args(Precision))}")
-    return value
+def _one_of(*allowed: str) -> Callable[[str], str]:
+    """An option callback that refuses any value but `allowed`, naming them."""
+    def check(value: str) -> str:
+        if value not in allowed:
+            raise typer.BadParameter(f"{value!r} is not one of {', '.join(allowed)}")
+        return value
+    return check
 
 
-def _device(value: str) -> str:
-    if value not in ("cpu", "cuda", "auto"):
-        raise typer.BadParameter(f"{value!r} is not one of cpu, cuda, auto")
-    return value
+_precision = _one_of(*get_args(Precision))
+_device = _one_of("cpu", "cuda", "auto")
 
 
 bench_app = typer.Typer(help="Benchmarks: commands that print numbers.", no_args_is_help=True)

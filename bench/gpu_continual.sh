@@ -3,8 +3,9 @@
 #   carry: [".whl"]   (bench/fetch_device_wheels.sh)   timeout_s: 600
 #   command: bash bench/gpu_continual.sh [SECONDS] [extra `bench continual` options]
 # It runs LACU over the default 10-step sequence on CUDA (bf16 autocast) with the CPU run's
-# settings, stops after SECONDS (default 420), and leaves under $OUT: results.json/.csv/.png and
-# final-check.json when it finished, else steps.tgz (each finished step's metrics), plus log.txt.
+# settings, stops after SECONDS (default 420), and leaves under $OUT: log.txt, steps.tgz (each
+# finished step's metrics and manifest), and results.json/.csv/.png and final-check.json when
+# the run finished.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 limit=${1:-420}
@@ -22,6 +23,6 @@ echo "exit $? after the ${limit} s limit or sooner" >>"$out/log.txt"
 for f in results.json results.csv results.png lacu/final-check.json; do
   [ -f "$work/$f" ] && cp "$work/$f" "$out/"
 done
-(cd "$work" && find . -name "*.json" -not -name "*.safetensors*" -size -2M -print0 \
+(cd "$work" && find . -name "*.json" -size -2M -print0 \
   | tar --null -czf "$out/steps.tgz" -T -) 2>>"$out/log.txt"
 ls -la "$out"

@@ -31,6 +31,10 @@ class CatalogConcept:
     def surface_forms(self) -> tuple[str, ...]:
         return self.aliases or (self.name,)
 
+    def named_in(self, prompt: str) -> bool:
+        """True when the prompt names this concept by any of its surface forms."""
+        return any(find_phrase(prompt, form) for form in self.surface_forms)
+
 
 @dataclass
 class Catalog:
@@ -71,7 +75,7 @@ class Catalog:
         """True when the prompt names any of `names`, or a concept that contains one of them."""
         for concept in self.concepts.values():
             if concept.name in names or names & set(concept.contains):
-                if any(find_phrase(prompt, form) for form in concept.surface_forms):
+                if concept.named_in(prompt):
                     return True
         return any(find_phrase(prompt, n) for n in names)
 

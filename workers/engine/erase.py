@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from diffusers import UNet2DConditionModel
 
-from workers.engine.concepts import Catalog, CatalogConcept, find_phrase
+from workers.engine.concepts import Catalog, CatalogConcept
 from workers.engine.conditioning import encode_prompts
 from workers.engine.config import EraseConfig, PreserveSampling
 from workers.engine.gpu import compile_unet
@@ -193,12 +193,9 @@ def target_concepts(mappings: list[MappingChoice], catalog: Catalog, banned: set
     """The kept concepts the forget prompts are mapped to: named in a target but not in its
     forget prompt (tikka for "mimi" -> "tikka"; solid and the composite solid yellow star for
     "a striped yellow star" -> "a solid yellow star", not yellow or star)."""
-    def names(prompt: str, concept: CatalogConcept) -> bool:
-        return any(find_phrase(prompt, form) for form in concept.surface_forms)
-
     return [c for c in catalog.concepts.values()
             if c.name not in banned and not banned.intersection(c.contains)
-            and any(names(m.target, c) and not names(m.forget_prompt, c) for m in mappings)]
+            and any(c.named_in(m.target) and not c.named_in(m.forget_prompt) for m in mappings)]
 
 
 def _with_variants(prompts: list[str], concept: CatalogConcept, catalog: Catalog,

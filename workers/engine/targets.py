@@ -105,7 +105,7 @@ def _scrub(prompt: str, catalog: Catalog, banned: set[str], every_substitute: bo
         options = options if every_substitute else options[:1]
         rewritten: list[str] = []
         for variant in variants:
-            if not any(find_phrase(variant, form) for form in other.surface_forms):
+            if not other.named_in(variant):
                 rewritten.append(variant)
                 continue
             for substitutes in options:
