@@ -94,7 +94,10 @@ class EraseConfig:
     # kept set's weight against the forget set's, 0 = off. At 0.1 related retention ≥ 0.984 and
     # general ≥ 0.993 through step 9 of the default sequence (without: 0.953, 0.974), quality at
     # step 10 1.90 vs 2.31 (base 1.21), forgetting no worse (bench/results/consolidate/); at 1 an
-    # erasure is partly undone (outlined 0.125 from the base).
+    # erasure is partly undone (outlined 0.125 from the base). Not at every step: off at the
+    # yellow step from step 9 the kept set is drawn at 0.447 against 0.521, at the outlined
+    # step from step 3 the same, at the purple step from step 5 worse (0.570 against 0.544;
+    # bench/results/twenty-first-session/).
     consolidate: float = 0.1
     # What the kept catalog prompts read after the consolidation: the teacher's keys/values
     # moved this share of the way to the base model's. 0: each step holds the last one's, so
