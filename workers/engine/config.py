@@ -96,7 +96,7 @@ class EraseConfig:
     # step 10 1.90 vs 2.31 (base 1.21), forgetting no worse (bench/results/consolidate/); at 1 an
     # erasure is partly undone (outlined 0.125 from the base). Not at every step: off at the
     # yellow step from step 9 the kept set is drawn at 0.447 against 0.521, at the outlined
-    # step from step 3 the same, at the purple step from step 5 worse (0.570 against 0.544;
+    # step from step 3 no different, at the purple step from step 5 worse (0.570 against 0.544;
     # bench/results/twenty-first-session/).
     consolidate: float = 0.1
     # What the kept catalog prompts read after the consolidation: the teacher's keys/values
