@@ -214,6 +214,26 @@ def test_replayed_and_unconditional_prompts_are_held_with_their_own_weight_when_
     assert from_base[-1].prompts == plan.held_erasures
 
 
+def test_replayed_prompts_can_be_held_to_what_the_trained_student_reads(
+        tiny_model: LoadedModel, tiny_folder: Path) -> None:
+    catalog = load_catalog(tiny_folder)
+    request = ForgetRequest(catalog["purple"], catalog["purple"].prompts[:2])
+    cfg = method_config("lacu", map_k=2, retain_k=2, replay_top_k=2, consolidate_neighbours=1.0,
+                        consolidate_neighbours_from="student", consolidate_base_share=0.5)
+    plan = plan_step(tiny_model, tiny_model.unet, [request], [catalog["outlined"]], catalog, cfg)
+    teacher, student = copy.deepcopy(tiny_model.unet), copy.deepcopy(tiny_model.unet)
+    *rest, replayed = held_sets(tiny_model, teacher, plan, cfg, trained=student)
+    assert replayed.source is student and replayed.weight == 1.0
+    assert set(replayed.prompts) == (set(plan.replay.prompts) & set(plan.hold_prompts)) - {""}
+    # the rest blend teacher and base as before; the student's set does not
+    assert all(h.source is not student for h in rest)
+    assert not {p for h in rest for p in h.prompts} & set(replayed.prompts)
+    with pytest.raises(ValueError, match="needs the trained student"):
+        held_sets(tiny_model, teacher, plan, cfg)
+    with pytest.raises(ValueError, match="consolidate_neighbours_from must be"):
+        cfg.with_(consolidate_neighbours_from="base")
+
+
 def test_kept_prompts_read_a_blend_of_teacher_and_base_at_one_weight_a_token(
         tiny_model: LoadedModel, tiny_folder: Path) -> None:
     catalog = load_catalog(tiny_folder)

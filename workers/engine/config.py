@@ -113,6 +113,13 @@ class EraseConfig:
     # each weighs little. None = part of the kept set. Not better at one step
     # (bench/results/tenth-session-probes/).
     consolidate_neighbours: float | None = None
+    # What the replayed prompts held apart (`consolidate_neighbours`) read: the teacher's K/V,
+    # or the trained student's. Training distilled them from the teacher in output space
+    # together with the erasure, so the student's K/V are ones that draw them as the teacher
+    # did and leave the forget prompts mapped; holding them to the teacher's instead pulls
+    # the nearest kept prompts (those sharing the most text directions with the forget ones)
+    # against the erasure, and the solve spreads the difference over them.
+    consolidate_neighbours_from: ConsolidateAnchor = "teacher"
     # The forget prompts' allowed rewrites (each candidate of target selection: "a solid yellow
     # star" for "a striped yellow star"; only where the concept is a part of others, see
     # below) as a held set of their own with this weight: the
@@ -205,7 +212,8 @@ class EraseConfig:
 
     def __post_init__(self) -> None:
         choices = {"replay_sampling": PreserveSampling, "memory_sampling": PreserveSampling,
-                   "memory_targets": MemoryTargets, "consolidate_anchor": ConsolidateAnchor}
+                   "memory_targets": MemoryTargets, "consolidate_anchor": ConsolidateAnchor,
+                   "consolidate_neighbours_from": ConsolidateAnchor}
         for name, kind in choices.items():
             if getattr(self, name) not in get_args(kind):
                 allowed = " or ".join(repr(a) for a in get_args(kind))

@@ -302,7 +302,7 @@ def erase(model: LoadedModel, unet: UNet2DConditionModel, requests: list[ForgetR
     seconds["training"] = time.perf_counter() - clock
     if cfg.consolidate > 0:
         clock = time.perf_counter()
-        consolidate_kv(model, student, held_sets(model, teacher, plan, cfg),
+        consolidate_kv(model, student, held_sets(model, teacher, plan, cfg, trained=student),
                        [m.forget_prompt for m in plan.mappings], ridge=cfg.consolidate_ridge,
                        anchor=teacher if cfg.consolidate_anchor == "teacher" else None,
                        hold_shared_prefixes=cfg.consolidate_shared_prefixes)
@@ -312,39 +312,48 @@ def erase(model: LoadedModel, unet: UNet2DConditionModel, requests: list[ForgetR
 
 
 def held_sets(model: LoadedModel, teacher: UNet2DConditionModel, plan: StepPlan,
-              cfg: EraseConfig) -> list[Held]:
+              cfg: EraseConfig, *, trained: UNet2DConditionModel | None = None) -> list[Held]:
     """What the consolidation holds: earlier erasures read the teacher's K/V; kept prompts the
     teacher's moved `consolidate_base_share` of the way to the base model's (a set read from
     both sources in proportion reads the blend: the solve is linear in them), the replayed
-    ones and the unconditional prompt apart with weights of their own where set. Every token
+    ones (read from the teacher or, `consolidate_neighbours_from`, the `trained` student) and
+    the unconditional prompt apart with weights of their own where set. Every token
     of the kept and earlier erased prompts weighs alike unless `consolidate_erased` says
     otherwise: each set's weight is its share of those prompts."""
     share = cfg.consolidate_base_share
     erased_weight = cfg.consolidate if cfg.consolidate_erased is None else cfg.consolidate_erased
     kept = set(plan.hold_prompts)
     apart: list[Held] = []
+    trained_apart: list[Held] = []  # read from the student: no blend with the base model
     if cfg.consolidate_neighbours is not None:
         replayed = [p for p in plan.replay.prompts if p != UNCONDITIONAL and p in kept]
-        apart.append(Held(teacher, replayed, cfg.consolidate_neighbours))
+        if cfg.consolidate_neighbours_from == "teacher":
+            apart.append(Held(teacher, replayed, cfg.consolidate_neighbours))
+        elif trained is None:
+            raise ValueError("consolidate_neighbours_from='student' needs the trained student")
+        else:
+            trained_apart.append(Held(trained, replayed, cfg.consolidate_neighbours))
     for prompts, weight in ((plan.rewrite_prompts, cfg.consolidate_rewrites),
                             (plan.look_prompts, cfg.consolidate_looks),
                             (plan.target_prompts, cfg.consolidate_targets)):
         if weight is not None:
-            taken = {p for h in apart for p in h.prompts}
+            taken = {p for h in apart + trained_apart for p in h.prompts}
             apart.append(Held(teacher, [p for p in prompts if p not in taken], weight))
     if cfg.consolidate_unconditional is not None and UNCONDITIONAL in kept:
         apart.append(Held(teacher, [UNCONDITIONAL], cfg.consolidate_unconditional))
     apart = [h for h in apart if h.prompts]
-    held_apart = {p for h in apart for p in h.prompts}
+    trained_apart = [h for h in trained_apart if h.prompts]
+    held_apart = {p for h in apart + trained_apart for p in h.prompts}
     rest = [p for p in plan.hold_prompts if p not in held_apart]
     if share == 0 and erased_weight == cfg.consolidate:
-        return [Held(teacher, rest + plan.held_erasures, cfg.consolidate), *apart]
+        return [Held(teacher, rest + plan.held_erasures, cfg.consolidate), *apart,
+                *trained_apart]
     pool = max(len(rest) + len(plan.held_erasures), 1)
     kept_sets = [Held(teacher, rest, cfg.consolidate * len(rest) / pool), *apart]
     blended = [Held(source, h.prompts, h.weight * part) for h in kept_sets
                for source, part in ((teacher, 1 - share), (model.unet, share)) if part > 0]
     erased = Held(teacher, plan.held_erasures, erased_weight * len(plan.held_erasures) / pool)
-    return [h for h in [*blended, erased] if h.prompts and h.weight > 0]
+    return [h for h in [*blended, erased, *trained_apart] if h.prompts and h.weight > 0]
 
 
 def _forget_batch(plan: StepPlan, cfg: EraseConfig, rng: random.Random
