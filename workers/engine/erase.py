@@ -331,7 +331,7 @@ def held_sets(model: LoadedModel, teacher: UNet2DConditionModel, plan: StepPlan,
             apart.append(Held(teacher, replayed, cfg.consolidate_neighbours))
         elif trained is None:
             raise ValueError("consolidate_neighbours_from='student' needs the trained student")
-        else:
+        elif replayed:
             trained_apart.append(Held(trained, replayed, cfg.consolidate_neighbours))
     for prompts, weight in ((plan.rewrite_prompts, cfg.consolidate_rewrites),
                             (plan.look_prompts, cfg.consolidate_looks),
@@ -342,7 +342,6 @@ def held_sets(model: LoadedModel, teacher: UNet2DConditionModel, plan: StepPlan,
     if cfg.consolidate_unconditional is not None and UNCONDITIONAL in kept:
         apart.append(Held(teacher, [UNCONDITIONAL], cfg.consolidate_unconditional))
     apart = [h for h in apart if h.prompts]
-    trained_apart = [h for h in trained_apart if h.prompts]
     held_apart = {p for h in apart + trained_apart for p in h.prompts}
     rest = [p for p in plan.hold_prompts if p not in held_apart]
     if share == 0 and erased_weight == cfg.consolidate:
