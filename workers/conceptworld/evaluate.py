@@ -86,10 +86,14 @@ class WorldEvaluator:
         is meant to change which values are drawn ("outlined" no longer drawn when asked for),
         not how well; the accuracy metrics score the first, this scores the second (a model
         that draws the wrong concept cleanly scores well here and badly there)."""
+        rows = np.concatenate([np.arange(gen.rows(n).start, gen.rows(n).stop) for n in names])
+        return self.retained_quality_of_rows(gen, rows)
+
+    def retained_quality_of_rows(self, gen: GeneratedSet, rows: np.ndarray) -> float:
+        """`retained_quality` over chosen image rows of `gen` instead of whole concepts."""
         from workers.conceptworld.render import render_scene
         from workers.conceptworld.world import Scene
 
-        rows = np.concatenate([np.arange(gen.rows(n).start, gen.rows(n).stop) for n in names])
         labels = {head: gen.verdicts.labels(head)
                   for head in ("shape", "colour", "texture", "character")}
         seen = [Scene(labels["shape"][i], labels["colour"][i], labels["texture"][i],

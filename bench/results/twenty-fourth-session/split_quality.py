@@ -12,35 +12,17 @@ over the rows whose prompt names an erased concept, and over the rest.
 from __future__ import annotations
 
 import json
-import random
 import sys
 
 import numpy as np
-import torch
 
-from workers.conceptworld import evaluate
 from workers.conceptworld.cli import JUDGE_PATH, MODEL_DIR
-from workers.conceptworld.evaluate import GeneratedSet, WorldEvaluator, retention_sets
+from workers.conceptworld.evaluate import WorldEvaluator, retention_sets
 from workers.conceptworld.judge import Judge
-from workers.conceptworld.render import render_scene
-from workers.conceptworld.world import CONCEPT_BY_NAME, Scene
+from workers.conceptworld.world import CONCEPT_BY_NAME
 from workers.engine.concepts import load_catalog
 from workers.engine.loading import load_model
 from workers.engine.versions import load_version, read_manifest
-
-
-def quality(evaluator: WorldEvaluator, generated: GeneratedSet, rows: list[int]) -> float:
-    """`evaluator.retained_quality` over chosen rows instead of whole concepts."""
-    labels = {head: generated.verdicts.labels(head)
-              for head in ("shape", "colour", "texture", "character")}
-    seen = [Scene(labels["shape"][i], labels["colour"][i], labels["texture"][i],
-                  None if labels["character"][i] == "none" else labels["character"][i])
-            for i in rows]
-    rng = random.Random(evaluate.QUALITY_REFERENCE_SEED)
-    renders = np.stack([render_scene(scene, rng) for scene in seen for _ in range(4)])
-    reference = torch.from_numpy(renders).permute(0, 3, 1, 2).float() / 255
-    feats = evaluator.judge.features(generated.images[torch.tensor(rows)]).double().numpy()
-    return evaluate._frechet(feats, evaluator.judge.features(reference).double().numpy())
 
 
 def main() -> None:
@@ -63,8 +45,8 @@ def main() -> None:
                        ("names_erased", np.flatnonzero(names_erased)),
                        ("clean", np.flatnonzero(~names_erased))):
         if len(rows) > 1:
-            q_base = quality(evaluator, base, rows.tolist())
-            q_version = quality(evaluator, version, rows.tolist())
+            q_base = evaluator.retained_quality_of_rows(base, rows)
+            q_version = evaluator.retained_quality_of_rows(version, rows)
             out[name] = {"base": round(q_base, 3), "version": round(q_version, 3),
                          "ratio": round(q_version / q_base, 3)}
     out["prompts_naming_erased"] = sorted({p for p, n in zip(prompts, names_erased, strict=True)
