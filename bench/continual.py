@@ -11,6 +11,7 @@ import json
 import math
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -29,9 +30,10 @@ from workers.engine.concepts import Catalog, load_catalog
 from workers.engine.config import EraseConfig, method_config
 from workers.engine.erase import ForgetRequest, erase
 from workers.engine.loading import LoadedModel, load_model
+from workers.engine.tokens import changed_rows
 from workers.engine.versions import (
     artifact_digest,
-    load_version,
+    load_version_model,
     read_manifest,
     save_version,
 )
@@ -110,36 +112,40 @@ def run_method(name: str, model: LoadedModel, catalog: Catalog, evaluator: World
                base: GeneratedSet, sequence: list[str], out: Path, seed: int,
                log: Callable[[str], None], overrides: dict[str, object] | None = None,
                reevaluate: bool = False
-               ) -> tuple[list[dict[str, object]], UNet2DConditionModel]:
-    """Every step of `sequence` with one method: its records, and the last version's UNet."""
+               ) -> tuple[list[dict[str, object]], LoadedModel, UNet2DConditionModel]:
+    """Every step of `sequence` with one method: its records, and the last version (the model
+    view holding its token rows, and its UNet)."""
     cfg = config_for(name, seed, overrides)
     base_unet = model.unet
-    unet, steps = base_unet, []
+    view, unet, steps = model, base_unet, []
     erased: list[str] = []
     for i, concept_name in enumerate(sequence, start=1):
         step_dir = out / name / f"step-{i}"
         concept = catalog[concept_name]
         if (step_dir / "metrics.json").is_file():
             _check_reusable(step_dir, erased + [concept_name], cfg)
-            new_unet = load_version(base_unet, step_dir)
+            new_view, new_unet = load_version_model(model, step_dir)
             record = json.loads((step_dir / "metrics.json").read_text())
             if reevaluate:  # same weights, current evaluator (e.g. after a metric changed)
-                metrics = step_metrics(evaluator, new_unet, erased + [concept_name], base)
+                metrics = step_metrics(replace(evaluator, model=new_view), new_unet,
+                                       erased + [concept_name], base)
                 record |= {k: v for k, v in metrics.items() if k != "erased"}
                 (step_dir / "metrics.json").write_text(json.dumps(record, indent=1))
             log(f"{name} step {i} ({concept_name}): reused from {step_dir}"
                 + (", evaluated again" if reevaluate else ""))
         else:
             clock = time.perf_counter()
-            new_unet, report = erase(model, unet, [ForgetRequest(concept, concept.prompts)],
+            new_unet, report = erase(view, unet, [ForgetRequest(concept, concept.prompts)],
                                      [catalog[e] for e in erased], catalog, cfg)
             seconds = time.perf_counter() - clock
-            metrics = step_metrics(evaluator, new_unet, erased + [concept_name], base)
+            new_view = report.model or view
+            metrics = step_metrics(replace(evaluator, model=new_view), new_unet,
+                                   erased + [concept_name], base)
             record = {
                 "step": i, "erased": concept_name, "seconds": seconds,
                 "seconds_by_stage": report.seconds, "rollouts_generated": report.rollouts_generated,
                 "drift_l2": _drift(new_unet, base_unet), "drift_l2_step": _drift(new_unet, unet),
-                "final_losses": report.final_losses,
+                "final_losses": report.final_losses, "token_rows": report.token_rows,
                 "targets": report.plan.targets(), "memory_targets": report.plan.memory_targets,
                 "neighbours": report.plan.replay.neighbours,
                 **{k: v for k, v in metrics.items() if k != "erased"},
@@ -147,15 +153,16 @@ def run_method(name: str, model: LoadedModel, catalog: Catalog, evaluator: World
             save_version(step_dir, base_unet, new_unet,
                          {"method": name, "config": cfg.as_dict(), "step": i,
                           "erased": erased + [concept_name], "targets": report.plan.targets(),
-                          "memory_targets": report.plan.memory_targets})
+                          "memory_targets": report.plan.memory_targets},
+                         token_rows=changed_rows(model, new_view))
             (step_dir / "metrics.json").write_text(json.dumps(record, indent=1))
             log(f"{name} step {i} ({concept_name}): {seconds:.0f}s, forget "
                 f"{record['forget_acc']}, related {record['related_retention']:.3f}, "
                 f"general {record['general_retention']:.3f}, quality {record['quality']:.2f}")
         erased.append(concept_name)
         steps.append(record)
-        unet = new_unet
-    return steps, unet
+        view, unet = new_view, new_unet
+    return steps, view, unet
 
 
 def final_check(evaluator: WorldEvaluator, unet: UNet2DConditionModel, erased: list[str],
@@ -211,13 +218,13 @@ def run_benchmark(model_dir: Path, judge_path: Path, methods: list[str], sequenc
     out.mkdir(parents=True, exist_ok=True)
     base_sets: dict[tuple[str, ...], GeneratedSet] = {}
     for name in methods:
-        steps, last = run_method(name, model, catalog, evaluator, base, sequence, out, seed, log,
-                                 overrides, reevaluate)
+        steps, last_view, last = run_method(name, model, catalog, evaluator, base, sequence,
+                                            out, seed, log, overrides, reevaluate)
         entry: dict[str, object] = {"config": config_for(name, seed, overrides).as_dict(),
                                     "steps": steps}
         if final_images:
-            check = final_check(evaluator, last, sequence, final_images, out / name, base_sets,
-                                reevaluate)
+            check = final_check(replace(evaluator, model=last_view), last, sequence,
+                                final_images, out / name, base_sets, reevaluate)
             entry["final_check"] = check
             log(f"{name} step {len(sequence)} at {final_images} images a kept concept: related "
                 f"{check['related_retention']:.3f}, general {check['general_retention']:.3f}, "
@@ -293,18 +300,21 @@ def merged_step_cost(model_dir: Path, judge_path: Path, concepts: list[str], out
     runs: dict[str, dict[str, object]] = {}
     for name, per_concept_batch in (("merged", True), ("merged_shared_batch", False)):
         clock = time.perf_counter()
-        merged, _ = erase(model, model.unet, requests, [], catalog,
-                          cfg.with_(forget_batch_per_concept=per_concept_batch))
+        merged, report = erase(model, model.unet, requests, [], catalog,
+                               cfg.with_(forget_batch_per_concept=per_concept_batch))
         seconds[name] = time.perf_counter() - clock
-        metrics = step_metrics(evaluator, merged, concepts, base)
+        metrics = step_metrics(replace(evaluator, model=report.model or model), merged,
+                               concepts, base)
         runs[name] = {"seconds": seconds[name], **{k: metrics[k] for k in keys}}
 
-    unet, single_seconds = model.unet, 0.0
+    view, unet, single_seconds = model, model.unet, 0.0
     for i, request in enumerate(requests):
         clock = time.perf_counter()
-        unet, _ = erase(model, unet, [request], [r.concept for r in requests[:i]], catalog, cfg)
+        unet, report = erase(view, unet, [request], [r.concept for r in requests[:i]], catalog,
+                             cfg)
+        view = report.model or view
         single_seconds += time.perf_counter() - clock
-    single_metrics = step_metrics(evaluator, unet, concepts, base)
+    single_metrics = step_metrics(replace(evaluator, model=view), unet, concepts, base)
     runs["sequential"] = {"seconds": single_seconds, **{k: single_metrics[k] for k in keys}}
     result: dict[str, object] = {"concepts": concepts, "k": len(concepts), **runs}
     for name in ("merged", "merged_shared_batch"):

@@ -46,13 +46,14 @@ def encode_prompts(model: LoadedModel, prompts: list[str]) -> Conditioning:
     """Encode prompts with the frozen text encoder(s); results are cached per prompt."""
     missing = [p for p in dict.fromkeys(prompts) if p not in model._prompt_cache]
     if missing:
-        fresh = _encode_uncached(model, missing)
+        fresh = encode_fresh(model, missing)
         for i, prompt in enumerate(missing):
             model._prompt_cache[prompt] = fresh.index(slice(i, i + 1))
     return Conditioning.cat([model._prompt_cache[p] for p in prompts])
 
 
-def _encode_uncached(model: LoadedModel, prompts: list[str]) -> Conditioning:
+def encode_fresh(model: LoadedModel, prompts: list[str]) -> Conditioning:
+    """Encode prompts without the cache, with gradients where the encoder has trainable parts."""
     ids = _token_ids(model.tokenizer, prompts, model.device)
     if not model.is_sdxl:
         return Conditioning(model.text_encoder(ids).last_hidden_state)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Literal, get_args
 
-TrainableGroup = Literal["full", "attn2", "attn2-kv"]
+UNetGroup = Literal["full", "attn2", "attn2-kv"]
+TrainableGroup = Literal["full", "attn2", "attn2-kv", "tokens"]
 Method = Literal["lacu", "naive", "esd", "dfr", "uce"]
 PreserveSampling = Literal["prompt", "concept"]  # a preserve slot: any prompt, or a concept first
 MemoryTargets = Literal["self", "mapping", "composites"]
@@ -178,6 +179,10 @@ class EraseConfig:
     # Cross-attention K/V: the only weights that see the text tokens alone, so an edit there moves
     # the erased prompt's keys/values and little else (q/out act on every prompt's features).
     trainable: TrainableGroup = "attn2-kv"
+    # With `tokens`: the UNet group a concept owning no token row is erased in (a composite
+    # named only by kept concepts' words, "solid red circle").
+    token_fallback: UNetGroup = "attn2-kv"
+    token_lr: float = 1e-2           # Adam on token rows (unit-scale embeddings, not K/V weights)
     # Optimizer steps. 80 left outlined in 2–3 of 32 images at its own step (request and
     # held-out) and 120 none on request templates (1 of 32 held-out); with 120 every erased
     # concept reads 0 of 32 at step 10 of the default sequence (bench/results/steps-120/).
@@ -251,18 +256,18 @@ def method_config(method: str, **overrides: object) -> EraseConfig:
     presets: dict[str, dict[str, object]] = {
         "lacu": {},
         # Fixed global anchor, no replay, no ℓ2 pull, no memory: the collapse case.
-        "naive": {"select_targets": False, "replay": "none", "lambda_reg": 0.0,
-                  "erasure_memory": False, "lambda_preserve": 0.0,
+        "naive": {"trainable": "attn2-kv", "select_targets": False, "replay": "none",
+                  "lambda_reg": 0.0, "erasure_memory": False, "lambda_preserve": 0.0,
                   "unlearn_on_target_rollouts": False, "consolidate": 0.0},
         # ESD-x: negative guidance on cross-attention, nothing preserved.
-        "esd": {"replay": "none", "lambda_reg": 0.0, "erasure_memory": False,
-                "lambda_preserve": 0.0, "select_targets": False,
+        "esd": {"trainable": "attn2-kv", "replay": "none", "lambda_reg": 0.0,
+                "erasure_memory": False, "lambda_preserve": 0.0, "select_targets": False,
                 "unlearn_on_target_rollouts": False, "consolidate": 0.0},
         # DFR (v1): a fixed context-preserving rewrite, global random replay, ℓ2, no memory;
         # replay distilled from the previous version whatever LACU's default share.
-        "dfr": {"select_targets": False, "replay": "global", "erasure_memory": False,
-                "unlearn_on_target_rollouts": False, "preserve_base_share": 0.0,
-                "replay_sampling": "prompt", "consolidate": 0.0},
+        "dfr": {"trainable": "attn2-kv", "select_targets": False, "replay": "global",
+                "erasure_memory": False, "unlearn_on_target_rollouts": False,
+                "preserve_base_share": 0.0, "replay_sampling": "prompt", "consolidate": 0.0},
         # UCE: closed form on cross-attention K/V; preserves the replay set's embeddings.
         "uce": {"trainable": "attn2-kv", "select_targets": False, "replay": "global",
                 "erasure_memory": False},

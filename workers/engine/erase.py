@@ -43,6 +43,7 @@ from workers.engine.targets import (
     select_mapping_targets,
     select_memory_targets,
 )
+from workers.engine.tokens import own_token_ids
 from workers.engine.trainable import mark_trainable
 
 ProgressFn = Callable[[ProgressEvent], None]
@@ -92,6 +93,11 @@ class StepReport:
     seconds: dict[str, float] = field(default_factory=dict)
     final_losses: dict[str, float] = field(default_factory=dict)
     rollouts_generated: int = 0
+    # The model the new UNet is used with: the input one, or (trainable `tokens`) a view whose
+    # text encoder holds the erased concepts' trained rows.
+    model: LoadedModel | None = None
+    # The token rows trained (trainable `tokens`), by token; empty when the UNet was.
+    token_rows: list[str] = field(default_factory=list)
 
 
 def plan_step(model: LoadedModel, unet: UNet2DConditionModel, requests: list[ForgetRequest],
@@ -212,15 +218,31 @@ def erase(model: LoadedModel, unet: UNet2DConditionModel, requests: list[ForgetR
           erased_before: list[CatalogConcept], catalog: Catalog, cfg: EraseConfig, *,
           progress: ProgressFn | None = None, should_stop: Callable[[], bool] | None = None
           ) -> tuple[UNet2DConditionModel, StepReport]:
-    """Return a new UNet with the requested concepts erased; `unet` (the teacher) is untouched."""
+    """Return a new UNet with the requested concepts erased; `unet` (the teacher) is untouched.
+
+    With trainable `tokens` the concepts that own token rows are erased there and the UNet is
+    returned as it was: `StepReport.model` is then the model view to use it with."""
     emit = progress or (lambda event: None)
     stop = should_stop or (lambda: False)
     torch.manual_seed(cfg.seed)
     clock = time.perf_counter()
     emit(ProgressEvent("selecting_targets", 0, cfg.steps))
+    rows = token_rows_to_train(model, requests, erased_before, catalog, cfg)
+    if cfg.trainable == "tokens" and not rows:
+        cfg = cfg.with_(trainable=cfg.token_fallback)
+    if rows:
+        # replay and memory are exact by construction (methods/token_rows.py): not planned
+        cfg = cfg.with_(replay="none", memory_targets="self", consolidate=0.0, lambda_hold=0.0)
     plan = plan_step(model, unet, requests, erased_before, catalog, cfg)
     seconds = {"planning": time.perf_counter() - clock}
     emit(ProgressEvent("building_replay", 0, cfg.steps))
+
+    if rows:
+        from workers.engine.methods.token_rows import erase_rows
+
+        view, last, more, generated = erase_rows(model, unet, plan, rows, cfg, emit, stop)
+        return unet, StepReport(plan, seconds | more, last, generated, view,
+                                model.tokenizer.convert_ids_to_tokens(rows))
 
     if cfg.method == "uce":
         from workers.engine.methods.uce import uce_edit
@@ -259,7 +281,7 @@ def erase(model: LoadedModel, unet: UNet2DConditionModel, requests: list[ForgetR
     for step in range(cfg.steps):
         if stop():
             raise Cancelled(f"stopped at training step {step} of {cfg.steps}")
-        forget = _forget_batch(plan, cfg, rng)
+        forget = forget_batch(plan, cfg, rng)
         keep = _preserve_batch(plan, n_memory, cfg, rng)
         forget_prompts = [m.forget_prompt for m in forget]
         # where each forget sample's x_0 comes from: its own rollouts, or its target's
@@ -308,7 +330,23 @@ def erase(model: LoadedModel, unet: UNet2DConditionModel, requests: list[ForgetR
                        hold_shared_prefixes=cfg.consolidate_shared_prefixes)
         seconds["consolidating"] = time.perf_counter() - clock
     student.eval().requires_grad_(False)
-    return student, StepReport(plan, seconds, losses, cache.generated)
+    return student, StepReport(plan, seconds, losses, cache.generated, model)
+
+
+def token_rows_to_train(model: LoadedModel, requests: list[ForgetRequest],
+                        erased_before: list[CatalogConcept], catalog: Catalog, cfg: EraseConfig
+                        ) -> list[int]:
+    """The token rows a `tokens` step trains: every requested concept's own (tokens.py), or
+    none when one of them owns none, the model has two text encoders, or the catalog lists no
+    kept prompt to tell a concept's own words from everyone's."""
+    if cfg.trainable != "tokens" or model.is_sdxl or cfg.method != "lacu":
+        return []
+    banned = {r.concept.name for r in requests} | {c.name for c in erased_before}
+    kept = retained_prompts(catalog, banned, [c for r in requests for c in r.protect])
+    if len(kept) < 2:  # the unconditional prompt alone
+        return []
+    owned = [own_token_ids(model, r.concept, kept) for r in requests]
+    return sorted({t for ids in owned for t in ids}) if all(owned) else []
 
 
 def held_sets(model: LoadedModel, teacher: UNet2DConditionModel, plan: StepPlan,
@@ -355,7 +393,7 @@ def held_sets(model: LoadedModel, teacher: UNet2DConditionModel, plan: StepPlan,
     return [h for h in [*blended, erased, *trained_apart] if h.prompts and h.weight > 0]
 
 
-def _forget_batch(plan: StepPlan, cfg: EraseConfig, rng: random.Random
+def forget_batch(plan: StepPlan, cfg: EraseConfig, rng: random.Random
                   ) -> list[MappingChoice]:
     """`batch_forget` mappings, drawn per requested concept where `forget_batch_per_concept`
     (a merged step's batch grows with its concepts) or from them all."""

@@ -1,4 +1,5 @@
-"""Version artifacts: the UNet tensors that differ from the base model, and a JSON manifest.
+"""Version artifacts: the UNet tensors that differ from the base model, the text encoder's token
+rows that do (tokens.py), and a JSON manifest.
 
 Loading a version = base folder + its tensors. Every version stores its difference from the
 *base*, not from its parent, so versions never depend on one another and purging one never
@@ -17,8 +18,13 @@ import torch
 from diffusers import UNet2DConditionModel
 from safetensors.torch import load_file, save_file
 
+from workers.engine.loading import LoadedModel
+from workers.engine.tokens import TokenRows, with_rows
+
 WEIGHTS = "weights.safetensors"
 MANIFEST = "manifest.json"
+# Keys of the token rows among the UNet's tensors (no UNet key starts with "text_encoder.")
+ROW_IDS, ROW_VALUES = "text_encoder.token_rows.ids", "text_encoder.token_rows.values"
 
 
 class ArtifactError(ValueError):
@@ -51,14 +57,19 @@ def changed_tensors(base: UNet2DConditionModel, edited: UNet2DConditionModel
 
 
 def save_version(out_dir: Path, base: UNet2DConditionModel, edited: UNet2DConditionModel,
-                 manifest: dict[str, object]) -> dict[str, object]:
-    """Write weights + manifest into a fresh folder (renamed into place, so never half-written)."""
+                 manifest: dict[str, object], *, token_rows: TokenRows | None = None
+                 ) -> dict[str, object]:
+    """Write weights + manifest into a fresh folder (renamed into place, so never half-written).
+
+    `token_rows`: the text encoder's rows that differ from the base model's."""
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise ArtifactError(f"{out_dir} is not empty; versions are never overwritten")
     tmp = out_dir.with_name(out_dir.name + ".partial")
     tmp.mkdir(parents=True, exist_ok=True)
     tensors = changed_tensors(base, edited)
+    if token_rows is not None and len(token_rows):
+        tensors |= {ROW_IDS: token_rows.ids.contiguous(), ROW_VALUES: token_rows.values}
     save_file(tensors, str(tmp / WEIGHTS))
     full = dict(manifest)
     full["weights_sha256"] = sha256_file(tmp / WEIGHTS)
@@ -86,8 +97,24 @@ def artifact_digest(artifact: Path) -> str:
 
 def load_version(base: UNet2DConditionModel, artifact: Path, *, expected_base: str | None = None
                  ) -> UNet2DConditionModel:
-    """A copy of `base` with the artifact's tensors applied, after checking digests."""
-    artifact = Path(artifact)
+    """A copy of `base` with the artifact's UNet tensors applied, after checking digests."""
+    return _applied(base, Path(artifact), _verified_tensors(Path(artifact), expected_base))
+
+
+def load_token_rows(artifact: Path, *, expected_base: str | None = None) -> TokenRows:
+    """The artifact's text-encoder token rows (none for a version that edited the UNet only)."""
+    return _rows(_verified_tensors(Path(artifact), expected_base))
+
+
+def load_version_model(model: LoadedModel, artifact: Path, *, expected_base: str | None = None
+                       ) -> tuple[LoadedModel, UNet2DConditionModel]:
+    """A version as the engine uses it: the model view holding its token rows (`model` itself
+    when it has none) and its UNet; `model` is the base."""
+    tensors = _verified_tensors(Path(artifact), expected_base)
+    return with_rows(model, _rows(tensors)), _applied(model.unet, Path(artifact), tensors)
+
+
+def _verified_tensors(artifact: Path, expected_base: str | None) -> dict[str, torch.Tensor]:
     manifest = read_manifest(artifact)
     weights = artifact / WEIGHTS
     if not weights.is_file():
@@ -96,9 +123,20 @@ def load_version(base: UNet2DConditionModel, artifact: Path, *, expected_base: s
         raise ArtifactError(f"{weights} does not match the digest in its manifest")
     if expected_base and manifest.get("base_digest") not in (None, expected_base):
         raise ArtifactError(f"{artifact} was made for another base model")
+    return load_file(str(weights))
+
+
+def _rows(tensors: dict[str, torch.Tensor]) -> TokenRows:
+    if ROW_IDS not in tensors:
+        return TokenRows(torch.zeros(0, dtype=torch.long), torch.zeros(0, 0))
+    return TokenRows(tensors[ROW_IDS], tensors[ROW_VALUES])
+
+
+def _applied(base: UNet2DConditionModel, artifact: Path, tensors: dict[str, torch.Tensor]
+             ) -> UNet2DConditionModel:
+    tensors = {k: v for k, v in tensors.items() if k not in (ROW_IDS, ROW_VALUES)}
     edited = copy.deepcopy(base)
     state = edited.state_dict()
-    tensors = load_file(str(weights))
     unknown = set(tensors) - set(state)
     if unknown:
         raise ArtifactError(f"{artifact} has tensors the base UNet lacks: {sorted(unknown)[:3]}")

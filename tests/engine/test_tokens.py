@@ -1,0 +1,98 @@
+"""Erasure in the concepts' own token rows (trainable group `tokens`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from workers.engine.concepts import Catalog, load_catalog
+from workers.engine.conditioning import encode_fresh
+from workers.engine.config import method_config
+from workers.engine.erase import ForgetRequest, erase
+from workers.engine.loading import LoadedModel
+from workers.engine.replay import retained_prompts
+from workers.engine.sampling import generate
+from workers.engine.tokens import changed_rows, own_token_ids
+from workers.engine.versions import load_token_rows, load_version_model, save_version
+
+FAST = {"steps": 3, "batch_forget": 4, "rollout_steps": 2, "map_k": 2, "retain_k": 2,
+        "rollouts_per_prompt": 1, "trainable": "tokens"}
+
+
+def _own(model: LoadedModel, catalog: Catalog, name: str) -> list[str]:
+    kept = retained_prompts(catalog, {name}, [])
+    return model.tokenizer.convert_ids_to_tokens(own_token_ids(model, catalog[name], kept))
+
+
+def test_own_tokens_are_the_words_no_kept_prompt_uses(tiny_model: LoadedModel,
+                                                      tiny_folder: Path) -> None:
+    catalog = load_catalog(tiny_folder)
+    assert _own(tiny_model, catalog, "zorbo") == ["zorbo</w>"]
+    # every word of a composite's names is a kept concept's word: it owns no row
+    assert _own(tiny_model, catalog, "solid red circle") == []
+    # function words never count as a concept's own, whatever the catalog's prompts use
+    assert set(_own(tiny_model, catalog, "outlined")) == {"outlined</w>", "drawn</w>",
+                                                          "outline</w>"}
+
+
+def test_token_step_changes_only_prompts_with_the_erased_word(tiny_model: LoadedModel,
+                                                              tiny_folder: Path) -> None:
+    catalog = load_catalog(tiny_folder)
+    concept = catalog["zorbo"]
+    unet, report = erase(tiny_model, tiny_model.unet, [ForgetRequest(concept, concept.prompts)],
+                         [], catalog, method_config("lacu", **FAST))
+    assert unet is tiny_model.unet and report.token_rows == ["zorbo</w>"]
+    view = report.model
+    assert view is not None and view.text_encoder is not tiny_model.text_encoder
+    kept = retained_prompts(catalog, {"zorbo"}, [])
+    with torch.no_grad():
+        assert torch.equal(encode_fresh(view, kept).hidden, encode_fresh(tiny_model, kept).hidden)
+        forget = list(concept.prompts)
+        assert not torch.equal(encode_fresh(view, forget).hidden,
+                               encode_fresh(tiny_model, forget).hidden)
+    rows = changed_rows(tiny_model, view)
+    assert rows.ids.tolist() == tiny_model.tokenizer.convert_tokens_to_ids(["zorbo</w>"])
+    # the base model's table is untouched
+    assert not len(changed_rows(tiny_model, tiny_model))
+
+
+def test_composite_falls_back_to_the_unet(tiny_model: LoadedModel, tiny_folder: Path) -> None:
+    catalog = load_catalog(tiny_folder)
+    concept = catalog["solid red circle"]
+    cfg = method_config("lacu", **FAST, batch_preserve=4, consolidate=0.0)
+    unet, report = erase(tiny_model, tiny_model.unet, [ForgetRequest(concept, concept.prompts)],
+                         [], catalog, cfg)
+    assert report.token_rows == [] and report.model is tiny_model
+    changed = [k for k, v in unet.state_dict().items()
+               if not torch.equal(v, tiny_model.unet.state_dict()[k])]
+    assert changed and all(k.endswith(("to_k.weight", "to_v.weight")) for k in changed)
+
+
+def test_token_version_round_trip_gives_identical_outputs(tiny_model: LoadedModel,
+                                                          tiny_folder: Path,
+                                                          tmp_path: Path) -> None:
+    catalog = load_catalog(tiny_folder)
+    concept = catalog["blip"]
+    unet, report = erase(tiny_model, tiny_model.unet, [ForgetRequest(concept, concept.prompts)],
+                         [], catalog, method_config("lacu", **FAST))
+    assert report.model is not None
+    manifest = save_version(tmp_path / "v1", tiny_model.unet, unet, {"erased": ["blip"]},
+                            token_rows=changed_rows(tiny_model, report.model))
+    assert manifest["tensors"] == ["text_encoder.token_rows.ids",
+                                   "text_encoder.token_rows.values"]
+    assert len(load_token_rows(tmp_path / "v1")) == 1
+    view, reloaded = load_version_model(tiny_model, tmp_path / "v1")
+    prompts, seeds = [concept.prompts[0], "a red circle"], [1, 2]
+    a = generate(report.model, prompts, seeds, unet=unet, steps=3, guidance=2.0)
+    b = generate(view, prompts, seeds, unet=reloaded, steps=3, guidance=2.0)
+    assert torch.equal(a, b)
+    base = generate(tiny_model, prompts, seeds, steps=3, guidance=2.0)
+    assert not torch.equal(a[0], base[0]) and torch.equal(a[1], base[1])
+
+
+@pytest.mark.parametrize("method", ["naive", "esd", "dfr", "uce"])
+def test_baselines_edit_the_unet_whatever_lacu_trains(method: str) -> None:
+    # the baselines are the published methods: their edits live in cross-attention
+    assert method_config(method).trainable == "attn2-kv"
