@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from workers.conceptworld.cli import JUDGE_PATH, MODEL_DIR
 from workers.conceptworld.evaluate import WorldEvaluator, kept_check
 from workers.conceptworld.judge import Judge
 from workers.engine.loading import load_model
-from workers.engine.versions import load_version, read_manifest
+from workers.engine.versions import load_version_model, read_manifest
 
 
 def kept_retention(step_dir: Path, images: int) -> dict[str, object]:
@@ -31,7 +32,8 @@ def kept_retention(step_dir: Path, images: int) -> dict[str, object]:
     if not isinstance(saved, list):
         raise ValueError(f"{step_dir}: the manifest's erased concepts are not a list")
     erased = [str(e) for e in saved]
-    version = load_version(model.unet, step_dir)
+    view, version = load_version_model(model, step_dir)
+    evaluator = replace(evaluator, model=view)
     out: dict[str, object] = {"step_dir": str(step_dir), "erased": erased, "images": images}
     for name, heldout in (("request", False), ("heldout", True)):
         out[name] = kept_check(evaluator, version, erased, images, heldout=heldout).as_dict()

@@ -9,7 +9,7 @@ from PIL import Image
 
 from workers.engine.loading import load_model
 from workers.engine.sampling import generate
-from workers.engine.versions import base_digest, load_version
+from workers.engine.versions import base_digest, load_version_model
 
 
 def probe(model_dir: Path, version: Path | None, prompt: str, n: int, seed: int, steps: int,
@@ -18,7 +18,7 @@ def probe(model_dir: Path, version: Path | None, prompt: str, n: int, seed: int,
     model = load_model(model_dir)
     unet = model.unet
     if version is not None:
-        unet = load_version(model.unet, version, expected_base=base_digest(model_dir))
+        model, unet = load_version_model(model, version, expected_base=base_digest(model_dir))
     images = generate(model, [prompt] * n, [seed + i for i in range(n)], steps=steps,
                       guidance=guidance, unet=unet)
     report: dict[str, object] = {"prompt": prompt, "n": n, "seed": seed,

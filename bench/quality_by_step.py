@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from workers.conceptworld.cli import JUDGE_PATH, MODEL_DIR
 from workers.conceptworld.evaluate import WorldEvaluator, kept_check, retention_sets
 from workers.conceptworld.judge import Judge
 from workers.engine.loading import load_model
-from workers.engine.versions import load_version, read_manifest
+from workers.engine.versions import load_version_model, read_manifest
 
 
 def step_dirs(method_dir: Path) -> dict[int, Path]:
@@ -51,8 +52,8 @@ def quality_by_step(method_dir: Path, images: int, steps: list[int] | None = Non
     base_quality = evaluator.retained_quality(base, kept)
     rows = []
     for step in chosen:
-        check = kept_check(evaluator, load_version(model.unet, folders[step]), names, images,
-                           base=base)
+        view, unet = load_version_model(model, folders[step])
+        check = kept_check(replace(evaluator, model=view), unet, names, images, base=base)
         rows.append({"step": step, "quality": check.quality, "ratio": check.quality_ratio,
                      "quality_worse_by_concept": check.quality_worse_by_concept})
     return {"method_dir": str(method_dir), "kept": kept, "images": images,

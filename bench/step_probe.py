@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from bench.continual import parse_overrides
@@ -32,7 +33,7 @@ from workers.engine.concepts import load_catalog
 from workers.engine.config import method_config
 from workers.engine.erase import ForgetRequest, erase
 from workers.engine.loading import load_model
-from workers.engine.versions import load_version
+from workers.engine.versions import load_version_model
 
 
 def main() -> None:
@@ -48,8 +49,9 @@ def main() -> None:
     model = load_model(MODEL_DIR, device="cpu")
     catalog = load_catalog(MODEL_DIR)
     evaluator = WorldEvaluator(model, Judge.load(JUDGE_PATH), per_concept=args.images)
-    teacher = model.unet if str(args.step_dir) == "base" else load_version(model.unet,
-                                                                           args.step_dir)
+    model, teacher = ((model, model.unet) if str(args.step_dir) == "base"
+                      else load_version_model(model, args.step_dir))
+    evaluator = replace(evaluator, model=model)
     concept = catalog[name]
     related, general = retention_sets([*erased, name])
     kept = related + general
@@ -62,12 +64,13 @@ def main() -> None:
     for settings in args.settings:
         cfg = method_config("lacu", **parse_overrides(settings))
         clock = time.perf_counter()
-        student, _ = erase(model, teacher, [ForgetRequest(concept, concept.prompts)],
-                           [catalog[e] for e in erased], catalog, cfg)
+        student, report = erase(model, teacher, [ForgetRequest(concept, concept.prompts)],
+                                [catalog[e] for e in erased], catalog, cfg)
         seconds = time.perf_counter() - clock
         names = [name, *erased]
-        request = evaluator.generate_for(names, student)
-        heldout = evaluator.generate_for(names, student, heldout=True)
+        judged = replace(evaluator, model=report.model or model)
+        request = judged.generate_for(names, student)
+        heldout = judged.generate_for(names, student, heldout=True)
         row: dict[str, object] = {
             "set": settings, "seconds": round(seconds), "images": args.images,
             "request": request.rate(name), "heldout": heldout.rate(name),
@@ -75,7 +78,7 @@ def main() -> None:
                         if request.rate(e) or heldout.rate(e)},
         }
         if before is not None:
-            after = evaluator.generate_for(kept, student, per_concept=args.quality)
+            after = judged.generate_for(kept, student, per_concept=args.quality)
             row |= {"quality": evaluator.retained_quality(after, kept),
                     "related_retention": _ratio(mean_rate(after, related),
                                                 mean_rate(before, related)),

@@ -66,7 +66,7 @@ def test_the_service_setting_reaches_the_engine(monkeypatch: pytest.MonkeyPatch,
         return SimpleNamespace(folder=Path(folder), unet=None)
 
     monkeypatch.setattr(service_api, "load_model", fake_load)
-    for name in ("model", "base_unet", "version_key", "version_unet", "evaluator"):
+    for name in ("model", "base_unet", "version_key", "version", "evaluator"):
         monkeypatch.setattr(service_api._Loaded, name, None)
     monkeypatch.setattr(service_api._Loaded, "parent_sets", {})
     monkeypatch.setenv("LETHE_PRECISION", "float32")

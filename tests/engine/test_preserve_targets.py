@@ -14,7 +14,7 @@ from workers.engine.conditioning import encode_prompts
 from workers.engine.config import method_config
 from workers.engine.erase import (
     StepPlan,
-    _forget_batch,
+    forget_batch,
     _memory_slots,
     _preserve_batch,
     _reference_eps,
@@ -155,12 +155,12 @@ def test_a_merged_step_draws_a_full_forget_batch_for_each_concept() -> None:
                                                                 "a star", "a drawing of a star")]
     plan = StepPlan([zorbo, star], ReplaySet({}, []), [])
     cfg = method_config("lacu", batch_forget=16)
-    batch = _forget_batch(plan, cfg, random.Random(0))
+    batch = forget_batch(plan, cfg, random.Random(0))
     assert len(batch) == 32
     assert set(batch[:16]) == set(zorbo) and set(batch[16:]) == set(star)
-    shared = _forget_batch(plan, cfg.with_(forget_batch_per_concept=False), random.Random(0))
+    shared = forget_batch(plan, cfg.with_(forget_batch_per_concept=False), random.Random(0))
     assert len(shared) == 16 and set(shared) <= set(zorbo + star)
     # one concept: the same draws as one shared batch, so single steps are unchanged
     alone = StepPlan([star], ReplaySet({}, []), [])
-    assert _forget_batch(alone, cfg, random.Random(3)) == _forget_batch(
+    assert forget_batch(alone, cfg, random.Random(3)) == forget_batch(
         alone, cfg.with_(forget_batch_per_concept=False), random.Random(3))

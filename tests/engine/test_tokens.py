@@ -96,3 +96,28 @@ def test_token_version_round_trip_gives_identical_outputs(tiny_model: LoadedMode
 def test_baselines_edit_the_unet_whatever_lacu_trains(method: str) -> None:
     # the baselines are the published methods: their edits live in cross-attention
     assert method_config(method).trainable == "attn2-kv"
+
+
+def test_export_writes_the_text_encoder_with_the_version_rows(tiny_model: LoadedModel,
+                                                              tiny_folder: Path,
+                                                              tmp_path: Path) -> None:
+    from transformers import CLIPTextModel
+
+    from workers.engine.export import build_folder
+
+    catalog = load_catalog(tiny_folder)
+    concept = catalog["gloop"]
+    unet, report = erase(tiny_model, tiny_model.unet, [ForgetRequest(concept, concept.prompts)],
+                         [], catalog, method_config("lacu", **FAST))
+    assert report.model is not None
+    rows = changed_rows(tiny_model, report.model)
+    save_version(tmp_path / "v1", tiny_model.unet, unet, {"erased": ["gloop"]}, token_rows=rows)
+    info = build_folder(tiny_folder, tmp_path / "v1", tmp_path / "export")
+    assert info["token_rows"] == 1
+    exported = CLIPTextModel.from_pretrained(tmp_path / "export" / "text_encoder")
+    table = exported.get_input_embeddings().weight
+    base = tiny_model.text_encoder.get_input_embeddings().weight
+    assert torch.equal(table[rows.ids], rows.values)
+    others = torch.ones(len(table), dtype=torch.bool)
+    others[rows.ids] = False
+    assert torch.equal(table[others], base[others])

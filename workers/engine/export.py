@@ -1,6 +1,7 @@
 """Export a version as a plain diffusers folder: the registered base folder with `unet/` replaced
 by the merged UNet (base weights + the version's changed tensors, `versions.load_version`),
-written with `UNet2DConditionModel.save_pretrained`. Anyone can load the result with
+written with `UNet2DConditionModel.save_pretrained`, and `text_encoder/` by the merged text
+encoder where the version edited token rows (tokens.py). Anyone can load the result with
 `UNet2DConditionModel.from_pretrained(folder, subfolder="unet")` (or a whole pipeline) without
 Lethe; the un-erased base UNet weights are not in it.
 """
@@ -15,9 +16,9 @@ import torch
 from diffusers import UNet2DConditionModel
 from safetensors import safe_open
 
-from workers.engine.versions import base_digest, load_version, read_manifest
+from workers.engine.versions import base_digest, load_token_rows, load_version, read_manifest
 
-UNET = "unet"
+UNET, TEXT_ENCODER = "unet", "text_encoder"
 
 
 def _base_dtype(model_dir: Path) -> torch.dtype | None:
@@ -40,15 +41,25 @@ def build_folder(model_dir: Path, artifact: Path | None, out_dir: Path) -> dict[
     if artifact is None:
         shutil.copytree(model_dir, out_dir)
         return {"weights": "base", "base_digest": base_digest(model_dir)}
-    shutil.copytree(model_dir, out_dir,  # everything but the un-erased UNet
-                    ignore=lambda d, names: [UNET] if Path(d) == model_dir else [])
+    expected = base_digest(model_dir)
+    rows = load_token_rows(Path(artifact), expected_base=expected)
+    replaced = [UNET, TEXT_ENCODER] if len(rows) else [UNET]
+    shutil.copytree(model_dir, out_dir,  # everything but the un-erased components
+                    ignore=lambda d, names: replaced if Path(d) == model_dir else [])
     dtype = _base_dtype(model_dir)
     base: Any = UNet2DConditionModel.from_pretrained(model_dir, subfolder=UNET, torch_dtype=dtype)
-    expected = base_digest(model_dir)
     merged: Any = load_version(base, Path(artifact), expected_base=expected)
     merged.save_pretrained(out_dir / UNET, safe_serialization=True)
+    if len(rows):
+        from transformers import CLIPTextModel
+
+        encoder: Any = CLIPTextModel.from_pretrained(model_dir / TEXT_ENCODER)
+        table = encoder.get_input_embeddings().weight
+        with torch.no_grad():
+            table[rows.ids] = rows.values.to(table.dtype)
+        encoder.save_pretrained(out_dir / TEXT_ENCODER, safe_serialization=True)
     manifest = read_manifest(Path(artifact))
-    return {"weights": "merged", "base_digest": expected,
+    return {"weights": "merged", "base_digest": expected, "token_rows": len(rows),
             "version_weights_sha256": manifest.get("weights_sha256"),
             "tensors_replaced": len(manifest.get("tensors") or []),  # type: ignore[arg-type]
             "dtype": str(next(merged.parameters()).dtype).removeprefix("torch.")}

@@ -10,7 +10,7 @@ import io
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from diffusers import UNet2DConditionModel
@@ -25,7 +25,13 @@ from workers.engine.erase import ForgetRequest, erase
 from workers.engine.loading import LoadedModel, load_model
 from workers.engine.progress import Cancelled, ProgressEvent
 from workers.engine.sampling import generate
-from workers.engine.versions import artifact_digest, base_digest, load_version, save_version
+from workers.engine.tokens import changed_rows
+from workers.engine.versions import (
+    artifact_digest,
+    base_digest,
+    load_version_model,
+    save_version,
+)
 
 __all__ = ["Cancelled", "ErasureRequest", "ProgressEvent", "StepOutcome", "erase_step",
            "load_catalog", "render_samples", "unknown_concepts", "warm_up"]
@@ -57,7 +63,7 @@ class _Loaded:
     model: LoadedModel | None = None
     base_unet: UNet2DConditionModel | None = None
     version_key: str | None = None
-    version_unet: UNet2DConditionModel | None = None
+    version: tuple[LoadedModel, UNet2DConditionModel] | None = None  # (model view, UNet)
     evaluator: WorldEvaluator | None = None
     # The parent's generated evaluation set, per parent ("base" or artifact digest): every
     # takedown on the same parent would otherwise regenerate it.
@@ -68,23 +74,24 @@ def _model(folder: Path) -> LoadedModel:
     if _Loaded.model is None or _Loaded.model.folder.resolve() != Path(folder).resolve():
         _Loaded.model = load_model(folder, precision=get_settings().precision)
         _Loaded.base_unet = _Loaded.model.unet
-        _Loaded.version_key, _Loaded.version_unet = None, None
+        _Loaded.version_key, _Loaded.version = None, None
         _Loaded.evaluator, _Loaded.parent_sets = None, {}
     return _Loaded.model
 
 
-def _unet_for(folder: Path, artifact: Path | None) -> UNet2DConditionModel:
+def _version_for(folder: Path, artifact: Path | None
+                 ) -> tuple[LoadedModel, UNet2DConditionModel]:
+    """A version as the engine uses it: the model view holding its token rows, and its UNet."""
     model = _model(folder)
     assert _Loaded.base_unet is not None
     if artifact is None:
-        return _Loaded.base_unet
+        return model, _Loaded.base_unet
     key = artifact_digest(artifact)
-    if _Loaded.version_key != key:
-        _Loaded.version_unet = load_version(_Loaded.base_unet, artifact,
-                                            expected_base=base_digest(model.folder))
+    if _Loaded.version_key != key or _Loaded.version is None:
+        _Loaded.version = load_version_model(model, artifact,
+                                             expected_base=base_digest(model.folder))
         _Loaded.version_key = key
-    assert _Loaded.version_unet is not None
-    return _Loaded.version_unet
+    return _Loaded.version
 
 
 def _resolve(catalog: Catalog, request: ErasureRequest) -> ForgetRequest:
@@ -120,13 +127,14 @@ def erase_step(model_dir: Path, parent_artifact: Path | None, requests: list[Era
     with _Loaded.lock:
         model = _model(model_dir)
         catalog = read_catalog(model_dir)
-        parent = _unet_for(model_dir, parent_artifact)
+        parent_view, parent = _version_for(model_dir, parent_artifact)
         resolved = [_resolve(catalog, r) for r in requests]
         erased_before = [catalog.concepts.get(n) or ad_hoc_concept(n, None)
                          for n in previously_erased]
         clock = time.perf_counter()
-        student, report = erase(model, parent, resolved, erased_before, catalog, cfg,
+        student, report = erase(parent_view, parent, resolved, erased_before, catalog, cfg,
                                 progress=progress, should_stop=should_stop)
+        student_view = report.model or parent_view
         train_seconds = time.perf_counter() - clock
         if should_stop():
             raise Cancelled("stopped after training")
@@ -135,7 +143,8 @@ def erase_step(model_dir: Path, parent_artifact: Path | None, requests: list[Era
         progress(ProgressEvent("evaluating", cfg.steps, cfg.steps))
         clock = time.perf_counter()
         parent_key = artifact_digest(parent_artifact) if parent_artifact else "base"
-        metrics, student_set = _evaluate(model, parent, parent_key, student, erased,
+        metrics, student_set = _evaluate((parent_view, parent), parent_key,
+                                         (student_view, student), erased,
                                          [r.concept.name for r in resolved])
         eval_seconds = time.perf_counter() - clock
         metrics["seconds"] = {**report.seconds, "step": train_seconds, "evaluation": eval_seconds}
@@ -151,7 +160,8 @@ def erase_step(model_dir: Path, parent_artifact: Path | None, requests: list[Era
             "neighbours": report.plan.replay.neighbours,
             "parent_digest": artifact_digest(parent_artifact) if parent_artifact else None,
             "base_digest": base_digest(model.folder), "metrics": metrics,
-        })
+            "token_rows": report.token_rows,
+        }, token_rows=changed_rows(model, student_view))
         digest = artifact_digest(out_dir)
         if student_set is not None:  # this version's images: the "before" of the next takedown
             _remember_set(digest, student_set)
@@ -178,13 +188,15 @@ def _world_evaluator(model: LoadedModel) -> WorldEvaluator | None:
     return evaluator
 
 
-def _catalog_set(evaluator: WorldEvaluator, key: str, unet: UNet2DConditionModel) -> GeneratedSet:
+def _catalog_set(evaluator: WorldEvaluator, key: str,
+                 version: tuple[LoadedModel, UNet2DConditionModel]) -> GeneratedSet:
     """A version's images of the whole catalog, generated once per version and process."""
     from workers.conceptworld.world import CATALOG
 
     cached = _Loaded.parent_sets.get(key)
     if cached is None:
-        cached = evaluator.generate_for([c.name for c in CATALOG], unet)
+        view, unet = version
+        cached = replace(evaluator, model=view).generate_for([c.name for c in CATALOG], unet)
         _remember_set(key, cached)
     return cached
 
@@ -198,20 +210,22 @@ def _remember_set(key: str, generated: GeneratedSet, keep: int = 3) -> None:
         del _Loaded.parent_sets[old]
 
 
-def _evaluate(model: LoadedModel, parent: UNet2DConditionModel, parent_key: str,
-              student: UNet2DConditionModel, erased: list[str], this_step: list[str]
-              ) -> tuple[dict[str, object], GeneratedSet | None]:
-    """Judge-based metrics and the student's generated set, where the model ships a judge."""
-    evaluator = _world_evaluator(model)
-    catalog = read_catalog(model.folder)
+def _evaluate(parent: tuple[LoadedModel, UNet2DConditionModel], parent_key: str,
+              student: tuple[LoadedModel, UNet2DConditionModel], erased: list[str],
+              this_step: list[str]) -> tuple[dict[str, object], GeneratedSet | None]:
+    """Judge-based metrics and the student's generated set, where the model ships a judge.
+    Each version is (model view, UNet)."""
+    evaluator = _world_evaluator(parent[0])
+    catalog = read_catalog(parent[0].folder)
     if evaluator is None or any(e not in catalog for e in erased):
         return {"evaluated": False, "reason": "this model has no judge for its concepts"}, None
     from workers.conceptworld.evaluate import step_metrics
     from workers.conceptworld.world import CATALOG
 
     before = _catalog_set(evaluator, parent_key, parent)
-    student_set = evaluator.generate_for([c.name for c in CATALOG], student)
-    after = step_metrics(evaluator, student, erased, before, everything=student_set)
+    judged = replace(evaluator, model=student[0])
+    student_set = judged.generate_for([c.name for c in CATALOG], student[1])
+    after = step_metrics(judged, student[1], erased, before, everything=student_set)
     parent_forget = {e: before.rate(e) for e in this_step}
     return {"evaluated": True, "before": {"forget_acc": parent_forget}, "after": after,
             "forget_acc": after["forget_acc"], "related_retention": after["related_retention"],
@@ -226,7 +240,7 @@ def warm_up(model_dir: Path) -> float:
         model = _model(model_dir)
         evaluator = _world_evaluator(model)
         if evaluator is not None and _Loaded.base_unet is not None:
-            _catalog_set(evaluator, "base", _Loaded.base_unet)
+            _catalog_set(evaluator, "base", (model, _Loaded.base_unet))
     return time.perf_counter() - clock
 
 
@@ -234,9 +248,8 @@ def render_samples(model_dir: Path, artifact: Path | None, prompt: str, seed: in
                    ) -> list[bytes]:
     """PNG bytes of `n` images for `prompt` from a version (base when `artifact` is None)."""
     with _Loaded.lock:
-        model = _model(model_dir)
-        unet = _unet_for(model_dir, artifact)
-        images = generate(model, [prompt] * n, [seed + i for i in range(n)], unet=unet)
+        view, unet = _version_for(model_dir, artifact)
+        images = generate(view, [prompt] * n, [seed + i for i in range(n)], unet=unet)
     out = []
     for img in images:
         arr = (img.permute(1, 2, 0).numpy() * 255).round().astype("uint8")
