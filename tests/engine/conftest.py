@@ -14,10 +14,11 @@ from workers.conceptworld.tokenizer import write_tokenizer
 from workers.conceptworld.world import catalog_json, vocabulary_corpus
 from workers.engine.loading import LoadedModel, load_model
 
-# One erasure step small enough for the tiny model, with a learning rate that moves it visibly.
+# One erasure step in the UNet's K/V (the token path: test_tokens.py) small enough for the tiny
+# model, with a learning rate that moves it visibly.
 FAST_STEP: dict[str, object] = {
     "steps": 6, "batch_forget": 2, "batch_preserve": 2, "rollout_steps": 2, "map_k": 2,
-    "retain_k": 2, "rollouts_per_prompt": 1, "lr": 1e-2}
+    "retain_k": 2, "rollouts_per_prompt": 1, "lr": 1e-2, "trainable": "attn2-kv"}
 
 
 def tiny_unet() -> UNet2DConditionModel:

@@ -18,8 +18,9 @@ from workers.engine.sampling import generate
 from workers.engine.trainable import mark_trainable, trainable_names
 from workers.engine.versions import load_version, save_version
 
+# The UNet path (K/V); the token path's own tests are in test_tokens.py
 FAST = {"steps": 3, "batch_forget": 4, "batch_preserve": 4, "rollout_steps": 2, "map_k": 2,
-        "retain_k": 2, "rollouts_per_prompt": 1}
+        "retain_k": 2, "rollouts_per_prompt": 1, "trainable": "attn2-kv"}
 
 
 def _request(folder: Path, name: str) -> tuple[ForgetRequest, object]:

@@ -14,10 +14,10 @@ from workers.engine.conditioning import encode_prompts
 from workers.engine.config import method_config
 from workers.engine.erase import (
     StepPlan,
-    forget_batch,
     _memory_slots,
     _preserve_batch,
     _reference_eps,
+    forget_batch,
 )
 from workers.engine.loading import LoadedModel
 from workers.engine.replay import ReplaySet

@@ -41,6 +41,7 @@ def test_token_step_changes_only_prompts_with_the_erased_word(tiny_model: Loaded
                                                               tiny_folder: Path) -> None:
     catalog = load_catalog(tiny_folder)
     concept = catalog["zorbo"]
+    teacher_table = tiny_model.text_encoder.get_input_embeddings().weight.clone()
     unet, report = erase(tiny_model, tiny_model.unet, [ForgetRequest(concept, concept.prompts)],
                          [], catalog, method_config("lacu", **FAST))
     assert unet is tiny_model.unet and report.token_rows == ["zorbo</w>"]
@@ -54,8 +55,41 @@ def test_token_step_changes_only_prompts_with_the_erased_word(tiny_model: Loaded
                                encode_fresh(tiny_model, forget).hidden)
     rows = changed_rows(tiny_model, view)
     assert rows.ids.tolist() == tiny_model.tokenizer.convert_tokens_to_ids(["zorbo</w>"])
-    # the base model's table is untouched
-    assert not len(changed_rows(tiny_model, tiny_model))
+    # the teacher's encoder is untouched and got no gradients
+    assert torch.equal(tiny_model.text_encoder.get_input_embeddings().weight, teacher_table)
+    assert all(p.grad is None and not p.requires_grad
+               for p in tiny_model.text_encoder.parameters())
+
+
+def test_a_merged_token_step_trains_every_concept_with_a_full_batch(
+        tiny_model: LoadedModel, tiny_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import workers.engine.methods.token_rows as token_module
+
+    catalog = load_catalog(tiny_folder)
+    requests = [ForgetRequest(catalog[n], catalog[n].prompts[:2]) for n in ("zorbo", "star")]
+    batches: list[int] = []
+    original = token_module.unlearn_loss
+
+    def counting(student_eps: torch.Tensor, target_eps: torch.Tensor) -> torch.Tensor:
+        batches.append(len(student_eps))
+        return original(student_eps, target_eps)
+
+    monkeypatch.setattr(token_module, "unlearn_loss", counting)
+    _, report = erase(tiny_model, tiny_model.unet, requests, [], catalog,
+                      method_config("lacu", **FAST))
+    assert sorted(report.token_rows) == ["star</w>", "zorbo</w>"]
+    assert batches == [2 * FAST["batch_forget"]] * FAST["steps"]  # type: ignore[operator]
+
+
+def test_a_seeded_token_step_is_reproducible(tiny_model: LoadedModel, tiny_folder: Path) -> None:
+    catalog = load_catalog(tiny_folder)
+    request = ForgetRequest(catalog["tikka"], catalog["tikka"].prompts)
+    cfg = method_config("lacu", **FAST)
+    views = [erase(tiny_model, tiny_model.unet, [request], [], catalog, cfg)[1].model
+             for _ in range(2)]
+    assert views[0] is not None and views[1] is not None
+    a, b = (changed_rows(tiny_model, v) for v in views)
+    assert torch.equal(a.ids, b.ids) and torch.equal(a.values, b.values)
 
 
 def test_composite_falls_back_to_the_unet(tiny_model: LoadedModel, tiny_folder: Path) -> None:

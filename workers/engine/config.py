@@ -176,9 +176,13 @@ class EraseConfig:
     # with shared prefixes, related retention at step 10 0.990 vs 0.979, solid red circle's
     # held-out relapse at step 9 gone (bench/results/consolidate-variants/).
     consolidate_erased_variants: bool = True
-    # Cross-attention K/V: the only weights that see the text tokens alone, so an edit there moves
-    # the erased prompt's keys/values and little else (q/out act on every prompt's features).
-    trainable: TrainableGroup = "attn2-kv"
+    # The erased concepts' own token rows (tokens.py): a kept prompt's text states are those of
+    # the base model bit for bit, so nothing kept is drawn differently. Over the ten steps of the
+    # default sequence the UNet path (K/V, consolidated) lost quality step by step, 1.27x the
+    # base's at step 10 at best, because every K/V edit is read by kept prompts too (about four
+    # of 64 text directions belong mostly to erased prompts: bench/results/twenty-fourth-
+    # session/). `attn2-kv`: cross-attention K/V, the UNet weights that see the text alone.
+    trainable: TrainableGroup = "tokens"
     # With `tokens`: the UNet group a concept owning no token row is erased in (a composite
     # named only by kept concepts' words, "solid red circle").
     token_fallback: UNetGroup = "attn2-kv"
