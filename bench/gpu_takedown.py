@@ -42,6 +42,7 @@ from workers.engine.losses import preserve_loss, unlearn_loss  # noqa: E402
 from workers.engine.progress import ProgressEvent  # noqa: E402
 from workers.engine.sampling import autocast_for, generate, predict_noise  # noqa: E402
 from workers.engine.sd_folders import build_components, count_parameters, write_folder  # noqa: E402
+from workers.engine.tokens import changed_rows  # noqa: E402
 from workers.engine.trainable import mark_trainable  # noqa: E402
 from workers.engine.versions import base_digest, save_version  # noqa: E402
 
@@ -200,14 +201,16 @@ def takedown(folder: Path, device: torch.device, steps: int, compile_student: bo
             (last - first) / (marks[last] - marks[first]), 3)
     with stage(device, stages, "save_version"):
         manifest = save_version(work / "version", model.unet, student, {
-            "erased": [concept.name], "base_digest": base_digest(folder), "config": cfg.as_dict()})
+            "erased": [concept.name], "base_digest": base_digest(folder), "config": cfg.as_dict()},
+            token_rows=changed_rows(model, report.model or model))
     stages["save_version"]["size_mib"] = round(int(manifest["size_bytes"]) / (1 << 20), 1)  # type: ignore[call-overload]
     out["takedown_seconds"] = round(erase_seconds + stages["save_version"]["seconds"], 3)
     out["final_losses"] = report.final_losses
     out["targets_sample"] = dict(list(report.plan.targets().items())[:3])
     out["replay_neighbours"] = report.plan.replay.neighbours
     with stage(device, stages, "preview_generate"):  # one decoded image from the new version
-        image = generate(model, [concept.prompts[0]], [0], steps=20, guidance=7.5, unet=student)
+        image = generate(report.model or model, [concept.prompts[0]], [0], steps=20,
+                         guidance=7.5, unet=student)
     out["preview_shape"] = list(image.shape)
     del student
     _free(device)

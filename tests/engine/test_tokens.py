@@ -7,11 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from workers.engine.concepts import Catalog, load_catalog
+from workers.engine.concepts import Catalog, ad_hoc_concept, load_catalog
 from workers.engine.conditioning import encode_fresh
 from workers.engine.config import method_config
 from workers.engine.erase import ForgetRequest, erase
-from workers.engine.loading import LoadedModel
+from workers.engine.loading import LoadedModel, Phrase
+from workers.engine.phrases import merge_phrases
 from workers.engine.replay import retained_prompts
 from workers.engine.sampling import generate
 from workers.engine.tokens import changed_rows, own_token_ids
@@ -30,7 +31,7 @@ def test_own_tokens_are_the_words_no_kept_prompt_uses(tiny_model: LoadedModel,
                                                       tiny_folder: Path) -> None:
     catalog = load_catalog(tiny_folder)
     assert _own(tiny_model, catalog, "zorbo") == ["zorbo</w>"]
-    # every word of a composite's names is a kept concept's word: it owns no row
+    # every word of a composite's names is a kept concept's word: it owns no word's row
     assert _own(tiny_model, catalog, "solid red circle") == []
     # function words never count as a concept's own, whatever the catalog's prompts use
     assert set(_own(tiny_model, catalog, "outlined")) == {"outlined</w>", "drawn</w>",
@@ -92,16 +93,51 @@ def test_a_seeded_token_step_is_reproducible(tiny_model: LoadedModel, tiny_folde
     assert torch.equal(a.ids, b.ids) and torch.equal(a.values, b.values)
 
 
-def test_composite_falls_back_to_the_unet(tiny_model: LoadedModel, tiny_folder: Path) -> None:
+def test_a_composite_owns_its_names_as_phrases(tiny_model: LoadedModel,
+                                               tiny_folder: Path, tmp_path: Path) -> None:
     catalog = load_catalog(tiny_folder)
     concept = catalog["solid red circle"]
+    unet, report = erase(tiny_model, tiny_model.unet, [ForgetRequest(concept, concept.prompts)],
+                         [], catalog, method_config("lacu", **FAST))
+    assert unet is tiny_model.unet
+    assert report.token_rows == ['"solid red circle"', '"red circle filled in"']
+    view = report.model
+    assert view is not None and [p.text for p in view.phrases] == ["solid red circle",
+                                                                   "red circle filled in"]
+    kept = retained_prompts(catalog, {"solid red circle"}, [])
+    assert "a red circle" in kept and "a solid orange circle" in kept
+    with torch.no_grad():
+        assert torch.equal(encode_fresh(view, kept).hidden, encode_fresh(tiny_model, kept).hidden)
+        forget = ["a solid red circle", "a Red  Circle filled in"]
+        assert not torch.equal(encode_fresh(view, forget).hidden,
+                               encode_fresh(tiny_model, forget).hidden)
+    save_version(tmp_path / "v1", tiny_model.unet, unet, {"erased": [concept.name]},
+                 token_rows=changed_rows(tiny_model, view))
+    reloaded, _ = load_version_model(tiny_model, tmp_path / "v1")
+    assert reloaded.phrases == view.phrases
+    prompts = ["a solid red circle", "a red circle filled in", "a red circle"]
+    with torch.no_grad():
+        assert torch.equal(encode_fresh(reloaded, prompts).hidden,
+                           encode_fresh(view, prompts).hidden)
+
+
+def test_without_a_catalog_the_step_trains_the_unet(tiny_model: LoadedModel) -> None:
+    # no kept prompt tells the concept's own words from everyone's
+    concept = ad_hoc_concept("zorbo", ["zorbo", "a picture of zorbo"])
     cfg = method_config("lacu", **FAST, batch_preserve=4, consolidate=0.0)
     unet, report = erase(tiny_model, tiny_model.unet, [ForgetRequest(concept, concept.prompts)],
-                         [], catalog, cfg)
+                         [], Catalog(), cfg)
     assert report.token_rows == [] and report.model is tiny_model
     changed = [k for k, v in unet.state_dict().items()
                if not torch.equal(v, tiny_model.unet.state_dict()[k])]
     assert changed and all(k.endswith(("to_k.weight", "to_v.weight")) for k in changed)
+
+
+def test_phrases_merge_longest_first() -> None:
+    phrases = (Phrase("red circle", (5, 6), 100), Phrase("solid red circle", (4, 5, 6), 101))
+    assert merge_phrases([1, 4, 5, 6, 2], phrases) == [1, 101, 2]
+    assert merge_phrases([1, 5, 6, 9, 5, 6], phrases) == [1, 100, 9, 100]
+    assert merge_phrases([1, 5, 2], phrases) == [1, 5, 2]
 
 
 def test_token_version_round_trip_gives_identical_outputs(tiny_model: LoadedModel,
@@ -155,3 +191,27 @@ def test_export_writes_the_text_encoder_with_the_version_rows(tiny_model: Loaded
     others = torch.ones(len(table), dtype=torch.bool)
     others[rows.ids] = False
     assert torch.equal(table[others], base[others])
+
+
+def test_export_reads_phrases_as_the_engine_does(tiny_model: LoadedModel, tiny_folder: Path,
+                                                  tmp_path: Path) -> None:
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    from workers.engine.export import build_folder
+
+    catalog = load_catalog(tiny_folder)
+    concept = catalog["solid red circle"]
+    unet, report = erase(tiny_model, tiny_model.unet, [ForgetRequest(concept, concept.prompts)],
+                         [], catalog, method_config("lacu", **FAST))
+    assert report.model is not None
+    save_version(tmp_path / "v1", tiny_model.unet, unet, {"erased": [concept.name]},
+                 token_rows=changed_rows(tiny_model, report.model))
+    build_folder(tiny_folder, tmp_path / "v1", tmp_path / "export")
+    tokenizer = CLIPTokenizer.from_pretrained(str(tmp_path / "export" / "tokenizer"))
+    encoder = CLIPTextModel.from_pretrained(tmp_path / "export" / "text_encoder")
+    prompts = ["a solid red circle", "a red circle filled in", "a red circle", "zorbo"]
+    ids = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length,
+                    truncation=True, return_tensors="pt").input_ids
+    with torch.no_grad():
+        exported = encoder(ids).last_hidden_state
+        assert torch.allclose(exported, encode_fresh(report.model, prompts).hidden, atol=1e-5)

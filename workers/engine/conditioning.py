@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from workers.engine.loading import LoadedModel
+from workers.engine.phrases import merge_phrases
 
 
 @dataclass
@@ -36,9 +37,21 @@ class Conditioning:
         return Conditioning(torch.cat([p.hidden for p in parts]), added)
 
 
-def _token_ids(tokenizer, prompts: list[str], device: torch.device) -> torch.Tensor:  # type: ignore[no-untyped-def]
-    return tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length,
-                     truncation=True, return_tensors="pt").input_ids.to(device)
+def token_ids(model: LoadedModel, prompts: list[str], second: bool = False) -> list[list[int]]:
+    """Each prompt's token ids as the (first or `second`) text encoder reads them: padded to the
+    tokenizer's length, each of the model's phrases (tokens.py) merged into its own token."""
+    tokenizer = model.tokenizer_2 if second else model.tokenizer
+    assert tokenizer is not None
+    length = tokenizer.model_max_length
+    if not model.phrases or second:
+        return tokenizer(prompts, padding="max_length", max_length=length,  # type: ignore[no-any-return]
+                         truncation=True).input_ids
+    rows = [merge_phrases(row, model.phrases)[:length] for row in tokenizer(prompts).input_ids]
+    return [row + [tokenizer.pad_token_id] * (length - len(row)) for row in rows]
+
+
+def _token_tensor(model: LoadedModel, prompts: list[str], second: bool = False) -> torch.Tensor:
+    return torch.tensor(token_ids(model, prompts, second), device=model.device)
 
 
 @torch.no_grad()
@@ -54,13 +67,13 @@ def encode_prompts(model: LoadedModel, prompts: list[str]) -> Conditioning:
 
 def encode_fresh(model: LoadedModel, prompts: list[str]) -> Conditioning:
     """Encode prompts without the cache, with gradients where the encoder has trainable parts."""
-    ids = _token_ids(model.tokenizer, prompts, model.device)
+    ids = _token_tensor(model, prompts)
     if not model.is_sdxl:
         return Conditioning(model.text_encoder(ids).last_hidden_state)
     # SDXL: penultimate hidden states of both encoders, concatenated; the second encoder's
     # projected pooled output and the size/crop time ids go in as added conditions.
     first = model.text_encoder(ids, output_hidden_states=True).hidden_states[-2]
-    ids2 = _token_ids(model.tokenizer_2, prompts, model.device)
+    ids2 = _token_tensor(model, prompts, second=True)
     out2 = model.text_encoder_2(ids2, output_hidden_states=True)  # type: ignore[misc]
     hidden = torch.cat([first, out2.hidden_states[-2]], dim=-1)
     pooled = out2.text_embeds

@@ -43,7 +43,7 @@ from workers.engine.targets import (
     select_mapping_targets,
     select_memory_targets,
 )
-from workers.engine.tokens import own_token_ids
+from workers.engine.tokens import Owned, owned_tokens, row_names
 from workers.engine.trainable import mark_trainable
 
 ProgressFn = Callable[[ProgressEvent], None]
@@ -240,9 +240,10 @@ def erase(model: LoadedModel, unet: UNet2DConditionModel, requests: list[ForgetR
     if rows:
         from workers.engine.methods.token_rows import erase_rows
 
-        view, last, more, generated = erase_rows(model, unet, plan, rows, cfg, emit, stop)
+        view, trained, last, more, generated = erase_rows(model, unet, plan, rows, cfg, emit,
+                                                          stop)
         return unet, StepReport(plan, seconds | more, last, generated, view,
-                                model.tokenizer.convert_ids_to_tokens(rows))
+                                row_names(view, trained))
 
     if cfg.method == "uce":
         from workers.engine.methods.uce import uce_edit
@@ -335,18 +336,22 @@ def erase(model: LoadedModel, unet: UNet2DConditionModel, requests: list[ForgetR
 
 def token_rows_to_train(model: LoadedModel, requests: list[ForgetRequest],
                         erased_before: list[CatalogConcept], catalog: Catalog, cfg: EraseConfig
-                        ) -> list[int]:
-    """The token rows a `tokens` step trains: every requested concept's own (tokens.py), or
-    none when one of them owns none, the model has two text encoders, or the catalog lists no
-    kept prompt to tell a concept's own words from everyone's."""
+                        ) -> Owned | None:
+    """What a `tokens` step trains: every requested concept's own words and phrases
+    (tokens.py), or None when one of them owns nothing, the model has two text encoders, or the
+    catalog lists no kept prompt to tell a concept's own words from everyone's."""
     if cfg.trainable != "tokens" or model.is_sdxl or cfg.method != "lacu":
-        return []
+        return None
     banned = {r.concept.name for r in requests} | {c.name for c in erased_before}
     kept = retained_prompts(catalog, banned, [c for r in requests for c in r.protect])
     if len(kept) < 2:  # the unconditional prompt alone
-        return []
-    owned = [own_token_ids(model, r.concept, kept) for r in requests]
-    return sorted({t for ids in owned for t in ids}) if all(owned) else []
+        return None
+    owned = [owned_tokens(model, r.concept, kept) for r in requests]
+    if not all(owned):
+        return None
+    ids = sorted({t for o in owned if o for t in o.ids})
+    phrases = list(dict.fromkeys(p for o in owned if o for p in o.phrases))
+    return Owned(ids, phrases)
 
 
 def held_sets(model: LoadedModel, teacher: UNet2DConditionModel, plan: StepPlan,

@@ -16,9 +16,10 @@ import torch
 from diffusers import UNet2DConditionModel
 from safetensors import safe_open
 
+from workers.engine.tokens import TokenRows
 from workers.engine.versions import base_digest, load_token_rows, load_version, read_manifest
 
-UNET, TEXT_ENCODER = "unet", "text_encoder"
+UNET, TEXT_ENCODER, TOKENIZER = "unet", "text_encoder", "tokenizer"
 
 
 def _base_dtype(model_dir: Path) -> torch.dtype | None:
@@ -43,7 +44,8 @@ def build_folder(model_dir: Path, artifact: Path | None, out_dir: Path) -> dict[
         return {"weights": "base", "base_digest": base_digest(model_dir)}
     expected = base_digest(model_dir)
     rows = load_token_rows(Path(artifact), expected_base=expected)
-    replaced = [UNET, TEXT_ENCODER] if len(rows) else [UNET]
+    replaced = [UNET, TEXT_ENCODER, TOKENIZER] if rows.phrases else (
+        [UNET, TEXT_ENCODER] if len(rows) else [UNET])
     shutil.copytree(model_dir, out_dir,  # everything but the un-erased components
                     ignore=lambda d, names: replaced if Path(d) == model_dir else [])
     dtype = _base_dtype(model_dir)
@@ -51,15 +53,31 @@ def build_folder(model_dir: Path, artifact: Path | None, out_dir: Path) -> dict[
     merged: Any = load_version(base, Path(artifact), expected_base=expected)
     merged.save_pretrained(out_dir / UNET, safe_serialization=True)
     if len(rows):
-        from transformers import CLIPTextModel
-
-        encoder: Any = CLIPTextModel.from_pretrained(model_dir / TEXT_ENCODER)
-        table = encoder.get_input_embeddings().weight
-        with torch.no_grad():
-            table[rows.ids] = rows.values.to(table.dtype)
-        encoder.save_pretrained(out_dir / TEXT_ENCODER, safe_serialization=True)
+        _write_text_encoder(model_dir, out_dir, rows)
     manifest = read_manifest(Path(artifact))
     return {"weights": "merged", "base_digest": expected, "token_rows": len(rows),
             "version_weights_sha256": manifest.get("weights_sha256"),
             "tensors_replaced": len(manifest.get("tensors") or []),  # type: ignore[arg-type]
             "dtype": str(next(merged.parameters()).dtype).removeprefix("torch.")}
+
+
+def _write_text_encoder(model_dir: Path, out_dir: Path, rows: TokenRows) -> None:
+    """The base text encoder with the version's rows; with phrases, its table grown by one row
+    each and the tokenizer reading each phrase as one added token (matched as a whole, after
+    the tokenizer's lower-casing), so a plain pipeline encodes prompts as Lethe does."""
+    from transformers import AddedToken, CLIPTextModel, CLIPTokenizer
+
+    encoder: Any = CLIPTextModel.from_pretrained(model_dir / TEXT_ENCODER)
+    if rows.phrases:
+        tokenizer = CLIPTokenizer.from_pretrained(str(model_dir / TOKENIZER))
+        for phrase in sorted(rows.phrases, key=lambda p: p.id):
+            tokenizer.add_tokens([AddedToken(phrase.text, normalized=True)])
+            if tokenizer.convert_tokens_to_ids(phrase.text) != phrase.id:
+                raise ValueError(f"phrase {phrase.text!r} would be token "
+                                 f"{tokenizer.convert_tokens_to_ids(phrase.text)}, not {phrase.id}")
+        tokenizer.save_pretrained(str(out_dir / TOKENIZER))
+        encoder.resize_token_embeddings(len(tokenizer))
+    table = encoder.get_input_embeddings().weight
+    with torch.no_grad():
+        table[rows.ids] = rows.values.to(table.dtype)
+    encoder.save_pretrained(out_dir / TEXT_ENCODER, safe_serialization=True)

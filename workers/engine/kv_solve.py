@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from workers.engine.conditioning import encode_prompts
+from workers.engine.conditioning import encode_prompts, token_ids
 from workers.engine.loading import LoadedModel
 from workers.engine.sampling import autocast_for
 from workers.engine.trainable import is_kv_projection
@@ -52,8 +52,7 @@ def shared_prefix_rows(model: LoadedModel, prompts: list[str], others: list[str]
     length = model.tokenizer.model_max_length
 
     def ids(texts: list[str]) -> list[list[int]]:
-        return model.tokenizer(texts, padding="max_length", max_length=length,
-                               truncation=True).input_ids  # type: ignore[no-any-return]
+        return token_ids(model, texts)
 
     prefixes = {tuple(row[:i + 1]) for row in ids(others) for i in range(length)}
     return torch.tensor([tuple(row[:i + 1]) in prefixes for row in ids(prompts)

@@ -22,6 +22,16 @@ class ModelFolderError(ValueError):
     """The folder is not a loadable diffusers-style model."""
 
 
+@dataclass(frozen=True)
+class Phrase:
+    """A phrase read as one token (tokens.py): where the base tokenizer's `token_ids` occur in a
+    row, the text encoder reads row `id` of its table, past the base vocabulary, instead."""
+
+    text: str
+    token_ids: tuple[int, ...]
+    id: int
+
+
 @dataclass
 class LoadedModel:
     folder: Path
@@ -38,6 +48,7 @@ class LoadedModel:
     zero_empty_prompt: bool = False
     # Sampling defaults: SD's pipeline defaults unless the folder's lethe.json says otherwise.
     guidance: float = 7.5
+    phrases: tuple[Phrase, ...] = ()
     _prompt_cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property

@@ -4,13 +4,13 @@ A word that no kept prompt uses ("zorbo", "purple" once purple is erased) can be
 input embedding without changing a single text state of any kept prompt: the encoder reads the
 table row by row, so a prompt without the word is encoded exactly as before. An erasure that
 edits only those rows leaves every kept prompt's images bit for bit as they were, and the
-erasure holds wherever the word appears, in wordings the request never wrote. A concept named
-only by words kept concepts share ("solid red circle") has no own row; it is erased in the
-UNet's cross-attention instead (erase.py).
+erasure holds wherever the word appears, in wordings the request never wrote. A name made only
+of words kept concepts use ("solid red circle": solid, red and circle) becomes a phrase read as
+one token of its own (`Phrase`, a row past the base vocabulary), where no kept prompt contains
+the whole phrase; otherwise the concept is erased in the UNet's cross-attention (erase.py).
 
 The trade-off: a concept evoked without its words (a paraphrase, a description of the look) is
-not erased by its rows. Concept Ablation (Kumari et al., 2023) found embedding-only edits less
-robust than UNet edits against such prompts; the UNet path stays available (`trainable`).
+not erased by its rows, as the UNet is unchanged; the UNet path stays available (`trainable`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from workers.engine.concepts import CatalogConcept
-from workers.engine.loading import LoadedModel
+from workers.engine.conditioning import token_ids
+from workers.engine.loading import LoadedModel, Phrase
+from workers.engine.phrases import merge_phrases
 
 # Words of a surface form that never count as the concept's own ("drawn as an outline" owns
 # "drawn" and "outline"): the catalog's prompts may not use them, but users' prompts do, and an
@@ -35,33 +37,76 @@ FUNCTION_WORDS = frozenset(
 
 @dataclass(frozen=True)
 class TokenRows:
-    """Rows of the input embedding table that differ from the base model's."""
+    """Rows of the input embedding table that differ from the base model's, and the phrases
+    read as one token (their rows are among `ids`)."""
 
     ids: torch.Tensor      # int64 [n]
     values: torch.Tensor   # [n, width]
+    phrases: tuple[Phrase, ...] = ()
 
     def __len__(self) -> int:
         return int(self.ids.numel())
 
 
+@dataclass(frozen=True)
+class Owned:
+    """What an erasure may train for some concepts: rows of words they own, and names of
+    theirs made only of shared words, as new phrases (text, base token ids)."""
+
+    ids: list[int]
+    phrases: list[tuple[str, tuple[int, ...]]]
+
+    def __bool__(self) -> bool:
+        return bool(self.ids or self.phrases)
+
+
+def owned_tokens(model: LoadedModel, concept: CatalogConcept, kept_prompts: list[str]
+                 ) -> Owned | None:
+    """What `concept` owns, or None when one of its names owns nothing.
+
+    A name owns its tokens that no kept prompt contains, function words aside; a name owning
+    no word owns itself as a phrase when no kept prompt contains the whole of it ("solid red
+    circle"; not "red circle" while "a solid red circle" is kept)."""
+    kept = token_ids(model, kept_prompts) if kept_prompts else []
+    used = {t for row in kept for t in row}
+    words: set[int] = set()
+    phrases: list[tuple[str, tuple[int, ...]]] = []
+    for form in concept.surface_forms:
+        mine = {t for w in form.lower().split() if w not in FUNCTION_WORDS
+                for t in _ids(model, w)} - used
+        if mine:
+            words |= mine
+            continue
+        sequence = tuple(_ids(model, form.lower()))
+        if not sequence or any(_contains(row, sequence) for row in kept):
+            return None
+        if sequence not in (p.token_ids for p in model.phrases):
+            phrases.append((form.lower(), sequence))
+    return Owned(sorted(words), phrases)
+
+
 def own_token_ids(model: LoadedModel, concept: CatalogConcept, kept_prompts: list[str]
                   ) -> list[int]:
-    """The token ids every surface form of `concept` owns, or [] when one form owns none.
+    """The rows of the words `concept` owns (`owned_tokens`; [] when it owns none)."""
+    owned = owned_tokens(model, concept, kept_prompts)
+    return owned.ids if owned else []
 
-    A form's own tokens are its tokens that no kept prompt contains, function words aside. A
-    concept with a form owning nothing ("solid red circle": solid, red and circle are kept
-    concepts' words) cannot be erased by its rows alone."""
-    tokenizer = model.tokenizer
-    used = {t for ids in tokenizer(kept_prompts).input_ids for t in ids} if kept_prompts else set()
-    owned: set[int] = set()
-    for form in concept.surface_forms:
-        words = [w for w in form.lower().split() if w not in FUNCTION_WORDS]
-        ids = {t for w in words for t in tokenizer(w, add_special_tokens=False).input_ids}
-        mine = ids - used
-        if not mine:
-            return []
-        owned |= mine
-    return sorted(owned)
+
+def _ids(model: LoadedModel, text: str) -> list[int]:
+    base = model.tokenizer(text, add_special_tokens=False).input_ids
+    return merge_phrases(base, model.phrases)
+
+
+def _contains(row: list[int], sequence: tuple[int, ...]) -> bool:
+    n = len(sequence)
+    return any(tuple(row[i:i + n]) == sequence for i in range(len(row) - n + 1))
+
+
+def row_names(model: LoadedModel, ids: list[int]) -> list[str]:
+    """What each row reads: its token, or its phrase in quotes."""
+    phrases = {p.id: p.text for p in model.phrases}
+    return [f'"{phrases[i]}"' if i in phrases else str(model.tokenizer.convert_ids_to_tokens(i))
+            for i in ids]
 
 
 def embedding_table(model: LoadedModel) -> torch.Tensor:
@@ -69,24 +114,30 @@ def embedding_table(model: LoadedModel) -> torch.Tensor:
 
 
 def changed_rows(base: LoadedModel, edited: LoadedModel) -> TokenRows:
-    """The rows of `edited`'s table that differ from `base`'s (empty when none do)."""
+    """The rows of `edited`'s table that differ from `base`'s (empty when none do): every row
+    past the base table's end (the phrases') included."""
     before, after = embedding_table(base), embedding_table(edited)
-    ids = (before != after).any(dim=1).nonzero().flatten()
-    return TokenRows(ids.cpu(), after[ids].detach().cpu().contiguous())
+    n = len(before)
+    ids = torch.cat([(before != after[:n]).any(dim=1).nonzero().flatten(),
+                     torch.arange(n, len(after), device=after.device)])
+    return TokenRows(ids.cpu(), after[ids].detach().cpu().contiguous(), edited.phrases)
 
 
 def with_rows(model: LoadedModel, rows: TokenRows) -> LoadedModel:
-    """`model` with its text encoder's rows `rows.ids` set to `rows.values`, as a view: every
-    other component shared, a text encoder and prompt cache of its own. No rows: `model`."""
+    """`model` with its text encoder's rows `rows.ids` set to `rows.values` (the table grown
+    for the phrases), as a view: every other component shared, a text encoder and prompt cache
+    of its own. No rows: `model`."""
     if not len(rows):
         return model
     if model.is_sdxl:
         raise ValueError("token rows are supported for single-text-encoder models only")
     encoder = copy.deepcopy(model.text_encoder)
-    table = encoder.get_input_embeddings().weight
+    table = encoder.get_input_embeddings().weight.detach()
+    grown = torch.cat([table, table.new_zeros(len(rows.phrases), table.shape[1])])
     with torch.no_grad():
-        table[rows.ids.to(table.device)] = rows.values.to(table.device, table.dtype)
-    return replace(model, text_encoder=encoder, _prompt_cache={})
+        grown[rows.ids.to(table.device)] = rows.values.to(table.device, table.dtype)
+    encoder.set_input_embeddings(nn.Embedding.from_pretrained(grown, freeze=True))
+    return replace(model, text_encoder=encoder, phrases=rows.phrases, _prompt_cache={})
 
 
 class RowEditedEmbedding(nn.Module):
@@ -107,14 +158,21 @@ class RowEditedEmbedding(nn.Module):
         return F.embedding(input_ids, self.weight_now())
 
 
-def trainable_rows(model: LoadedModel, ids: list[int]) -> tuple[LoadedModel, RowEditedEmbedding]:
-    """A view of `model` whose text encoder reads rows `ids` from a trainable parameter."""
+def trainable_rows(model: LoadedModel, owned: Owned
+                   ) -> tuple[LoadedModel, RowEditedEmbedding]:
+    """A view of `model` whose text encoder reads the owned rows from a trainable parameter:
+    the words' rows, and a new row for each new phrase, started at the mean of its words'."""
     if model.is_sdxl:
         raise ValueError("token rows are supported for single-text-encoder models only")
     encoder = copy.deepcopy(model.text_encoder)
-    embedding = RowEditedEmbedding(encoder.get_input_embeddings().weight, ids)
+    table = encoder.get_input_embeddings().weight.detach()
+    start = len(table)
+    phrases = tuple(Phrase(text, ids, start + i) for i, (text, ids) in enumerate(owned.phrases))
+    grown = torch.cat([table, *(table[list(p.token_ids)].mean(0, keepdim=True) for p in phrases)])
+    embedding = RowEditedEmbedding(grown, owned.ids + [p.id for p in phrases])
     encoder.set_input_embeddings(embedding)
-    return replace(model, text_encoder=encoder, _prompt_cache={}), embedding
+    return replace(model, text_encoder=encoder, phrases=model.phrases + phrases,
+                   _prompt_cache={}), embedding
 
 
 def frozen_rows(view: LoadedModel, embedding: RowEditedEmbedding) -> LoadedModel:

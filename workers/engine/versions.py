@@ -18,7 +18,7 @@ import torch
 from diffusers import UNet2DConditionModel
 from safetensors.torch import load_file, save_file
 
-from workers.engine.loading import LoadedModel
+from workers.engine.loading import LoadedModel, Phrase
 from workers.engine.tokens import TokenRows, with_rows
 
 WEIGHTS = "weights.safetensors"
@@ -74,6 +74,9 @@ def save_version(out_dir: Path, base: UNet2DConditionModel, edited: UNet2DCondit
     full = dict(manifest)
     full["weights_sha256"] = sha256_file(tmp / WEIGHTS)
     full["tensors"] = sorted(tensors)
+    if token_rows is not None and token_rows.phrases:
+        full["token_phrases"] = [{"text": p.text, "token_ids": list(p.token_ids), "id": p.id}
+                                 for p in token_rows.phrases]
     full["size_bytes"] = (tmp / WEIGHTS).stat().st_size
     (tmp / MANIFEST).write_text(json.dumps(full, indent=1, sort_keys=True))
     _fsync_dir(tmp)
@@ -98,23 +101,25 @@ def artifact_digest(artifact: Path) -> str:
 def load_version(base: UNet2DConditionModel, artifact: Path, *, expected_base: str | None = None
                  ) -> UNet2DConditionModel:
     """A copy of `base` with the artifact's UNet tensors applied, after checking digests."""
-    return _applied(base, Path(artifact), _verified_tensors(Path(artifact), expected_base))
+    return _applied(base, Path(artifact), _verified(Path(artifact), expected_base)[1])
 
 
 def load_token_rows(artifact: Path, *, expected_base: str | None = None) -> TokenRows:
     """The artifact's text-encoder token rows (none for a version that edited the UNet only)."""
-    return _rows(_verified_tensors(Path(artifact), expected_base))
+    return _rows(*_verified(Path(artifact), expected_base))
 
 
 def load_version_model(model: LoadedModel, artifact: Path, *, expected_base: str | None = None
                        ) -> tuple[LoadedModel, UNet2DConditionModel]:
     """A version as the engine uses it: the model view holding its token rows (`model` itself
     when it has none) and its UNet; `model` is the base."""
-    tensors = _verified_tensors(Path(artifact), expected_base)
-    return with_rows(model, _rows(tensors)), _applied(model.unet, Path(artifact), tensors)
+    manifest, tensors = _verified(Path(artifact), expected_base)
+    return (with_rows(model, _rows(manifest, tensors)),
+            _applied(model.unet, Path(artifact), tensors))
 
 
-def _verified_tensors(artifact: Path, expected_base: str | None) -> dict[str, torch.Tensor]:
+def _verified(artifact: Path, expected_base: str | None
+              ) -> tuple[dict[str, object], dict[str, torch.Tensor]]:
     manifest = read_manifest(artifact)
     weights = artifact / WEIGHTS
     if not weights.is_file():
@@ -123,13 +128,17 @@ def _verified_tensors(artifact: Path, expected_base: str | None) -> dict[str, to
         raise ArtifactError(f"{weights} does not match the digest in its manifest")
     if expected_base and manifest.get("base_digest") not in (None, expected_base):
         raise ArtifactError(f"{artifact} was made for another base model")
-    return load_file(str(weights))
+    return manifest, load_file(str(weights))
 
 
-def _rows(tensors: dict[str, torch.Tensor]) -> TokenRows:
+def _rows(manifest: dict[str, object], tensors: dict[str, torch.Tensor]) -> TokenRows:
     if ROW_IDS not in tensors:
         return TokenRows(torch.zeros(0, dtype=torch.long), torch.zeros(0, 0))
-    return TokenRows(tensors[ROW_IDS], tensors[ROW_VALUES])
+    saved = manifest.get("token_phrases") or []
+    assert isinstance(saved, list)
+    phrases = tuple(Phrase(str(p["text"]), tuple(int(i) for i in p["token_ids"]), int(p["id"]))
+                    for p in saved)
+    return TokenRows(tensors[ROW_IDS], tensors[ROW_VALUES], phrases)
 
 
 def _applied(base: UNet2DConditionModel, artifact: Path, tensors: dict[str, torch.Tensor]

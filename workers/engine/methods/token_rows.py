@@ -25,17 +25,17 @@ from workers.engine.losses import l2_pull, unlearn_loss
 from workers.engine.progress import Cancelled, ProgressEvent
 from workers.engine.rollouts import RolloutCache
 from workers.engine.sampling import autocast_for, predict_noise
-from workers.engine.tokens import frozen_rows, trainable_rows
+from workers.engine.tokens import Owned, frozen_rows, trainable_rows
 
 ProgressFn = Callable[[ProgressEvent], None]
 
 
-def erase_rows(model: LoadedModel, unet: torch.nn.Module, plan: StepPlan, ids: list[int],
+def erase_rows(model: LoadedModel, unet: torch.nn.Module, plan: StepPlan, owned: Owned,
                cfg: EraseConfig, emit: ProgressFn, stop: Callable[[], bool]
-               ) -> tuple[LoadedModel, dict[str, float], dict[str, float], int]:
-    """Train rows `ids` of `model`'s text encoder: the trained view, the last loss terms,
-    seconds per stage and the rollouts generated."""
-    student, embedding = trainable_rows(model, ids)
+               ) -> tuple[LoadedModel, list[int], dict[str, float], dict[str, float], int]:
+    """Train the `owned` rows of `model`'s text encoder: the trained view, the rows trained,
+    the last loss terms, seconds per stage and the rollouts generated."""
+    student, embedding = trainable_rows(model, owned)
     reference = [embedding.rows.detach().clone()]
     optimizer = torch.optim.Adam([embedding.rows], lr=cfg.token_lr)
     cache = RolloutCache(model, unet, steps=cfg.rollout_steps, guidance=cfg.rollout_guidance,
@@ -82,4 +82,5 @@ def erase_rows(model: LoadedModel, unet: torch.nn.Module, plan: StepPlan, ids: l
             emit(ProgressEvent("training", step + 1, cfg.steps, losses,
                                elapsed / (step + 1) * (cfg.steps - step - 1)))
     seconds["training"] = time.perf_counter() - clock
-    return frozen_rows(student, embedding), losses, seconds, cache.generated
+    trained = embedding.ids.tolist()
+    return frozen_rows(student, embedding), trained, losses, seconds, cache.generated
