@@ -111,6 +111,9 @@ def test_a_composite_owns_its_names_as_phrases(tiny_model: LoadedModel,
         forget = ["a solid red circle", "a Red  Circle filled in"]
         assert not torch.equal(encode_fresh(view, forget).hidden,
                                encode_fresh(tiny_model, forget).hidden)
+        # matched after the tokenizer's lower-casing and whitespace clean-up
+        assert torch.equal(encode_fresh(view, ["a Red  Circle filled in"]).hidden,
+                           encode_fresh(view, ["a red circle filled in"]).hidden)
     save_version(tmp_path / "v1", tiny_model.unet, unet, {"erased": [concept.name]},
                  token_rows=changed_rows(tiny_model, view))
     reloaded, _ = load_version_model(tiny_model, tmp_path / "v1")

@@ -183,8 +183,8 @@ class EraseConfig:
     # of 64 text directions belong mostly to erased prompts: bench/results/twenty-fourth-
     # session/). `attn2-kv`: cross-attention K/V, the UNet weights that see the text alone.
     trainable: TrainableGroup = "tokens"
-    # With `tokens`: the UNet group a concept owning no token row is erased in (a composite
-    # named only by kept concepts' words, "solid red circle").
+    # With `tokens`: the UNet group a step is erased in where token rows cannot be used (a
+    # model with two text encoders, or no catalog to tell a concept's own words apart).
     token_fallback: UNetGroup = "attn2-kv"
     token_lr: float = 1e-2           # Adam on token rows (unit-scale embeddings, not K/V weights)
     # Optimizer steps. 80 left outlined in 2–3 of 32 images at its own step (request and
