@@ -165,25 +165,27 @@ def run_method(name: str, model: LoadedModel, catalog: Catalog, evaluator: World
     return steps, view, unet
 
 
-def final_check(evaluator: WorldEvaluator, unet: UNet2DConditionModel, erased: list[str],
-                images: int, method_dir: Path, base_sets: dict[tuple[str, ...], GeneratedSet],
-                reevaluate: bool = False) -> dict[str, object]:
-    """The last version's kept concepts at `images` a concept against the base's
-    (`evaluate.kept_check`), kept in `method_dir/final-check.json` and reused on a rerun while
-    the last step's artifact is the same. `base_sets` caches the base's images per kept set
-    across methods."""
+def final_check(evaluator: WorldEvaluator, version: tuple[LoadedModel, UNet2DConditionModel],
+                erased: list[str], images: int, method_dir: Path,
+                base_sets: dict[tuple[str, ...], GeneratedSet], reevaluate: bool = False
+                ) -> dict[str, object]:
+    """The last version (model view, UNet) on the kept concepts at `images` a concept against
+    the base model's (`evaluate.kept_check`; `evaluator` holds the base model), kept in
+    `method_dir/final-check.json` and reused on a rerun while the last step's artifact is the
+    same. `base_sets` caches the base's images per kept set across methods."""
     path = method_dir / "final-check.json"
-    version = artifact_digest(method_dir / f"step-{len(erased)}")
+    digest = artifact_digest(method_dir / f"step-{len(erased)}")
     if path.is_file() and not reevaluate:
         saved = json.loads(path.read_text())
-        if (saved.get("version"), saved.get("images")) == (version, images):
+        if (saved.get("version"), saved.get("images")) == (digest, images):
             return dict(saved)
     related, general = retention_sets(erased)
     kept = tuple(related + general)
     if kept not in base_sets:
         base_sets[kept] = evaluator.generate_for(list(kept), None, per_concept=images)
-    check = kept_check(evaluator, unet, erased, images, base=base_sets[kept])
-    record = {"erased": erased, "version": version, **check.as_dict()}
+    view, unet = version
+    check = kept_check(evaluator, unet, erased, images, base=base_sets[kept], view=view)
+    record = {"erased": erased, "version": digest, **check.as_dict()}
     path.write_text(json.dumps(record, indent=1))
     return record
 
@@ -223,8 +225,8 @@ def run_benchmark(model_dir: Path, judge_path: Path, methods: list[str], sequenc
         entry: dict[str, object] = {"config": config_for(name, seed, overrides).as_dict(),
                                     "steps": steps}
         if final_images:
-            check = final_check(replace(evaluator, model=last_view), last, sequence,
-                                final_images, out / name, base_sets, reevaluate)
+            check = final_check(evaluator, (last_view, last), sequence, final_images,
+                                out / name, base_sets, reevaluate)
             entry["final_check"] = check
             log(f"{name} step {len(sequence)} at {final_images} images a kept concept: related "
                 f"{check['related_retention']:.3f}, general {check['general_retention']:.3f}, "

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import replace
 from pathlib import Path
 
 from workers.conceptworld.cli import JUDGE_PATH, MODEL_DIR
@@ -33,10 +32,10 @@ def kept_retention(step_dir: Path, images: int) -> dict[str, object]:
         raise ValueError(f"{step_dir}: the manifest's erased concepts are not a list")
     erased = [str(e) for e in saved]
     view, version = load_version_model(model, step_dir)
-    evaluator = replace(evaluator, model=view)
     out: dict[str, object] = {"step_dir": str(step_dir), "erased": erased, "images": images}
     for name, heldout in (("request", False), ("heldout", True)):
-        out[name] = kept_check(evaluator, version, erased, images, heldout=heldout).as_dict()
+        out[name] = kept_check(evaluator, version, erased, images, heldout=heldout,
+                               view=view).as_dict()
     return out
 
 

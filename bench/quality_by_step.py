@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import replace
 from pathlib import Path
 
 from workers.conceptworld.cli import JUDGE_PATH, MODEL_DIR
@@ -53,7 +52,7 @@ def quality_by_step(method_dir: Path, images: int, steps: list[int] | None = Non
     rows = []
     for step in chosen:
         view, unet = load_version_model(model, folders[step])
-        check = kept_check(replace(evaluator, model=view), unet, names, images, base=base)
+        check = kept_check(evaluator, unet, names, images, base=base, view=view)
         rows.append({"step": step, "quality": check.quality, "ratio": check.quality_ratio,
                      "quality_worse_by_concept": check.quality_worse_by_concept})
     return {"method_dir": str(method_dir), "kept": kept, "images": images,

@@ -197,6 +197,7 @@ def test_the_final_check_is_reused_only_for_the_same_last_artifact(tmp_path: Pat
     from workers.conceptworld.evaluate import WorldEvaluator
     from workers.conceptworld.judge import Judge
     from workers.engine.loading import load_model
+    from workers.engine.tokens import TokenRows, changed_rows, with_rows
     from workers.engine.versions import save_version
 
     model = load_model(MODEL_DIR, device="cpu")
@@ -206,17 +207,27 @@ def test_the_final_check_is_reused_only_for_the_same_last_artifact(tmp_path: Pat
         next(p for n, p in edited.named_parameters() if "attn2.to_v" in n).mul_(0.5)
     save_version(tmp_path / "lacu" / "step-1", model.unet, edited, {"erased": ["star"]})
     base_sets: dict = {}
-    first = final_check(evaluator, edited, ["star"], 2, tmp_path / "lacu", base_sets)
+    first = final_check(evaluator, (model, edited), ["star"], 2, tmp_path / "lacu", base_sets)
     assert (tmp_path / "lacu" / "final-check.json").is_file() and len(base_sets) == 1
     base_sets.clear()
-    reread = final_check(evaluator, edited, ["star"], 2, tmp_path / "lacu", base_sets)
+    reread = final_check(evaluator, (model, edited), ["star"], 2, tmp_path / "lacu", base_sets)
     assert json.dumps(reread) == json.dumps(first)  # NaN where the base draws none
     assert base_sets == {}  # read back, nothing generated
     shutil.rmtree(tmp_path / "lacu" / "step-1")  # the step made again, other weights
     save_version(tmp_path / "lacu" / "step-1", model.unet, model.unet, {"erased": ["star"]})
-    again = final_check(evaluator, model.unet, ["star"], 2, tmp_path / "lacu", base_sets)
+    again = final_check(evaluator, (model, model.unet), ["star"], 2, tmp_path / "lacu",
+                        base_sets)
     assert again["version"] != first["version"] and len(base_sets) == 1
     assert again["quality"] == again["base_quality"]
+    # a version with token rows is drawn by its view, the base by the base model
+    red = model.tokenizer.convert_tokens_to_ids("red</w>")
+    view = with_rows(model, TokenRows(torch.tensor([red]), torch.zeros(1, model.text_encoder
+                                                                        .config.hidden_size)))
+    shutil.rmtree(tmp_path / "lacu" / "step-1")
+    save_version(tmp_path / "lacu" / "step-1", model.unet, model.unet, {"erased": ["star"]},
+                 token_rows=changed_rows(model, view))
+    rows = final_check(evaluator, (view, model.unet), ["star"], 2, tmp_path / "lacu", base_sets)
+    assert rows["quality"] != rows["base_quality"]
 
 
 @shipped

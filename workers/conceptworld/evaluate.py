@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -173,14 +173,16 @@ class KeptCheck:
 
 
 def kept_check(evaluator: WorldEvaluator, unet: UNet2DConditionModel | None, erased: list[str],
-               per_concept: int, *, heldout: bool = False, base: GeneratedSet | None = None
-               ) -> KeptCheck:
+               per_concept: int, *, heldout: bool = False, base: GeneratedSet | None = None,
+               view: LoadedModel | None = None) -> KeptCheck:
     """Retention and drawing quality of the concepts kept after erasing `erased`, at
     `per_concept` images each, against the base model on the same prompts and seeds.
 
     The step metrics draw 8 images a concept; over ~25 kept concepts the Fréchet distance is
     then mostly small-sample bias plus noise of about ±0.15, so a 10 % quality bar needs more.
     `base`: the base model's images of the same kept concepts, when the caller has them.
+    `view`: the version's model view (its token rows) where it has one; `evaluator` holds the
+    base model, which draws `base`.
     """
     related, general = retention_sets(erased)
     kept = related + general
@@ -188,7 +190,8 @@ def kept_check(evaluator: WorldEvaluator, unet: UNet2DConditionModel | None, era
         base = evaluator.generate_for(kept, None, heldout=heldout, per_concept=per_concept)
     if base.concepts != kept or base.per_concept != per_concept:
         raise ValueError("base images are not of the kept concepts at this image count")
-    after = evaluator.generate_for(kept, unet, heldout=heldout, per_concept=per_concept)
+    judged = evaluator if view is None else replace(evaluator, model=view)
+    after = judged.generate_for(kept, unet, heldout=heldout, per_concept=per_concept)
     losses = sorted((after.rate(n) - base.rate(n), n) for n in kept)
     # each concept's images alone: biased upward at this count, but base and version share it
     worse = sorted(((evaluator.retained_quality(after, [n])
