@@ -249,8 +249,8 @@ def test_a_benchmark_step_is_reused_only_for_the_same_sequence_and_settings(
 
     def rerun(sequence: list[str], overrides: dict[str, object] | None = None) -> list:
         # Reuse reads what is on disk: no evaluator or base images are needed.
-        steps, _ = run_method("lacu", model, catalog, None, None, sequence,  # type: ignore[arg-type]
-                              tmp_path, 0, lambda _: None, overrides)
+        steps, _, _ = run_method("lacu", model, catalog, None, None, sequence,  # type: ignore[arg-type]
+                                 tmp_path, 0, lambda _: None, overrides)
         return steps
 
     assert rerun(["star"]) == [{"step": 1, "erased": "star"}]

@@ -123,23 +123,29 @@ def test_baselines_run_without_lacus_own_ingredients() -> None:
     assert method_config("lacu").consolidate > 0
 
 
+@pytest.mark.parametrize(("trainable", "loop"), [
+    ("attn2-kv", "workers.engine.erase"), ("tokens", "workers.engine.methods.token_rows")])
 def test_a_merged_step_maps_every_concept_and_feeds_each_a_full_forget_batch(
-        tiny_model: LoadedModel, tiny_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import workers.engine.erase as erase_module
+        tiny_model: LoadedModel, tiny_folder: Path, monkeypatch: pytest.MonkeyPatch,
+        trainable: str, loop: str) -> None:
+    import importlib
 
+    loop_module = importlib.import_module(loop)
     catalog = load_catalog(tiny_folder)
     requests = [ForgetRequest(catalog[n], catalog[n].prompts[:2]) for n in ("zorbo", "star")]
     batches: list[int] = []
-    original = erase_module.unlearn_loss
+    original = loop_module.unlearn_loss
 
     def counting(student_eps: torch.Tensor, target_eps: torch.Tensor) -> torch.Tensor:
         batches.append(len(student_eps))
-        return original(student_eps, target_eps)
+        return original(student_eps, target_eps)  # type: ignore[no-any-return]
 
-    monkeypatch.setattr(erase_module, "unlearn_loss", counting)
+    monkeypatch.setattr(loop_module, "unlearn_loss", counting)
     _, report = erase(tiny_model, tiny_model.unet, requests, [], catalog,
-                      method_config("lacu", **FAST))
+                      method_config("lacu", **FAST | {"trainable": trainable}))
     groups = report.plan.mapping_groups
     assert [{catalog.mentions(m.forget_prompt, {n}) for m in g}
             for g, n in zip(groups, ("zorbo", "star"), strict=True)] == [{True}, {True}]
-    assert batches == [2 * FAST["batch_forget"]] * FAST["steps"]
+    if trainable == "tokens":
+        assert sorted(report.token_rows) == ["star</w>", "zorbo</w>"]
+    assert batches == [2 * FAST["batch_forget"]] * FAST["steps"]  # type: ignore[operator]

@@ -6,20 +6,42 @@ from pathlib import Path
 
 import pytest
 import torch
+from diffusers import UNet2DConditionModel
 
-from workers.engine.concepts import Catalog, ad_hoc_concept, load_catalog
+from workers.engine.concepts import Catalog, CatalogConcept, ad_hoc_concept, load_catalog
 from workers.engine.conditioning import encode_fresh
 from workers.engine.config import method_config
-from workers.engine.erase import ForgetRequest, erase
+from workers.engine.erase import ForgetRequest, StepReport, erase
 from workers.engine.loading import LoadedModel, Phrase
 from workers.engine.phrases import merge_phrases
 from workers.engine.replay import retained_prompts
 from workers.engine.sampling import generate
 from workers.engine.tokens import changed_rows, own_token_ids
-from workers.engine.versions import load_token_rows, load_version_model, save_version
+from workers.engine.versions import (
+    load_token_rows,
+    load_version_model,
+    read_manifest,
+    save_version,
+)
 
 FAST = {"steps": 3, "batch_forget": 4, "rollout_steps": 2, "map_k": 2, "retain_k": 2,
         "rollouts_per_prompt": 1, "trainable": "tokens"}
+
+
+def _token_step(model: LoadedModel, catalog: Catalog, concept: CatalogConcept
+                ) -> tuple[UNet2DConditionModel, StepReport]:
+    return erase(model, model.unet, [ForgetRequest(concept, concept.prompts)], [], catalog,
+                 method_config("lacu", **FAST))
+
+
+def _saved_token_step(model: LoadedModel, catalog: Catalog, concept: CatalogConcept, out: Path
+                      ) -> tuple[UNet2DConditionModel, LoadedModel]:
+    """A token step saved as a version at `out`: its UNet and its model view."""
+    unet, report = _token_step(model, catalog, concept)
+    assert report.model is not None
+    save_version(out, model.unet, unet, {"erased": [concept.name]},
+                 token_rows=changed_rows(model, report.model))
+    return unet, report.model
 
 
 def _own(model: LoadedModel, catalog: Catalog, name: str) -> list[str]:
@@ -43,8 +65,7 @@ def test_token_step_changes_only_prompts_with_the_erased_word(tiny_model: Loaded
     catalog = load_catalog(tiny_folder)
     concept = catalog["zorbo"]
     teacher_table = tiny_model.text_encoder.get_input_embeddings().weight.clone()
-    unet, report = erase(tiny_model, tiny_model.unet, [ForgetRequest(concept, concept.prompts)],
-                         [], catalog, method_config("lacu", **FAST))
+    unet, report = _token_step(tiny_model, catalog, concept)
     assert unet is tiny_model.unet and report.token_rows == ["zorbo</w>"]
     view = report.model
     assert view is not None and view.text_encoder is not tiny_model.text_encoder
@@ -62,34 +83,14 @@ def test_token_step_changes_only_prompts_with_the_erased_word(tiny_model: Loaded
                for p in tiny_model.text_encoder.parameters())
 
 
-def test_a_merged_token_step_trains_every_concept_with_a_full_batch(
-        tiny_model: LoadedModel, tiny_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import workers.engine.methods.token_rows as token_module
-
-    catalog = load_catalog(tiny_folder)
-    requests = [ForgetRequest(catalog[n], catalog[n].prompts[:2]) for n in ("zorbo", "star")]
-    batches: list[int] = []
-    original = token_module.unlearn_loss
-
-    def counting(student_eps: torch.Tensor, target_eps: torch.Tensor) -> torch.Tensor:
-        batches.append(len(student_eps))
-        return original(student_eps, target_eps)
-
-    monkeypatch.setattr(token_module, "unlearn_loss", counting)
-    _, report = erase(tiny_model, tiny_model.unet, requests, [], catalog,
-                      method_config("lacu", **FAST))
-    assert sorted(report.token_rows) == ["star</w>", "zorbo</w>"]
-    assert batches == [2 * FAST["batch_forget"]] * FAST["steps"]  # type: ignore[operator]
-
-
 def test_a_seeded_token_step_is_reproducible(tiny_model: LoadedModel, tiny_folder: Path) -> None:
     catalog = load_catalog(tiny_folder)
     request = ForgetRequest(catalog["tikka"], catalog["tikka"].prompts)
     cfg = method_config("lacu", **FAST)
-    views = [erase(tiny_model, tiny_model.unet, [request], [], catalog, cfg)[1].model
-             for _ in range(2)]
-    assert views[0] is not None and views[1] is not None
-    a, b = (changed_rows(tiny_model, v) for v in views)
+    first, second = (erase(tiny_model, tiny_model.unet, [request], [], catalog, cfg)[1].model
+                     for _ in range(2))
+    assert first is not None and second is not None
+    a, b = changed_rows(tiny_model, first), changed_rows(tiny_model, second)
     assert torch.equal(a.ids, b.ids) and torch.equal(a.values, b.values)
 
 
@@ -97,8 +98,7 @@ def test_a_composite_owns_its_names_as_phrases(tiny_model: LoadedModel,
                                                tiny_folder: Path, tmp_path: Path) -> None:
     catalog = load_catalog(tiny_folder)
     concept = catalog["solid red circle"]
-    unet, report = erase(tiny_model, tiny_model.unet, [ForgetRequest(concept, concept.prompts)],
-                         [], catalog, method_config("lacu", **FAST))
+    unet, report = _token_step(tiny_model, catalog, concept)
     assert unet is tiny_model.unet
     assert report.token_rows == ['"solid red circle"', '"red circle filled in"']
     view = report.model
@@ -148,17 +148,13 @@ def test_token_version_round_trip_gives_identical_outputs(tiny_model: LoadedMode
                                                           tmp_path: Path) -> None:
     catalog = load_catalog(tiny_folder)
     concept = catalog["blip"]
-    unet, report = erase(tiny_model, tiny_model.unet, [ForgetRequest(concept, concept.prompts)],
-                         [], catalog, method_config("lacu", **FAST))
-    assert report.model is not None
-    manifest = save_version(tmp_path / "v1", tiny_model.unet, unet, {"erased": ["blip"]},
-                            token_rows=changed_rows(tiny_model, report.model))
-    assert manifest["tensors"] == ["text_encoder.token_rows.ids",
-                                   "text_encoder.token_rows.values"]
+    unet, student = _saved_token_step(tiny_model, catalog, concept, tmp_path / "v1")
+    assert read_manifest(tmp_path / "v1")["tensors"] == ["text_encoder.token_rows.ids",
+                                                         "text_encoder.token_rows.values"]
     assert len(load_token_rows(tmp_path / "v1")) == 1
     view, reloaded = load_version_model(tiny_model, tmp_path / "v1")
     prompts, seeds = [concept.prompts[0], "a red circle"], [1, 2]
-    a = generate(report.model, prompts, seeds, unet=unet, steps=3, guidance=2.0)
+    a = generate(student, prompts, seeds, unet=unet, steps=3, guidance=2.0)
     b = generate(view, prompts, seeds, unet=reloaded, steps=3, guidance=2.0)
     assert torch.equal(a, b)
     base = generate(tiny_model, prompts, seeds, steps=3, guidance=2.0)
@@ -179,12 +175,8 @@ def test_export_writes_the_text_encoder_with_the_version_rows(tiny_model: Loaded
     from workers.engine.export import build_folder
 
     catalog = load_catalog(tiny_folder)
-    concept = catalog["gloop"]
-    unet, report = erase(tiny_model, tiny_model.unet, [ForgetRequest(concept, concept.prompts)],
-                         [], catalog, method_config("lacu", **FAST))
-    assert report.model is not None
-    rows = changed_rows(tiny_model, report.model)
-    save_version(tmp_path / "v1", tiny_model.unet, unet, {"erased": ["gloop"]}, token_rows=rows)
+    _, student = _saved_token_step(tiny_model, catalog, catalog["gloop"], tmp_path / "v1")
+    rows = changed_rows(tiny_model, student)
     info = build_folder(tiny_folder, tmp_path / "v1", tmp_path / "export")
     assert info["token_rows"] == 1
     exported = CLIPTextModel.from_pretrained(tmp_path / "export" / "text_encoder")
@@ -203,12 +195,8 @@ def test_export_reads_phrases_as_the_engine_does(tiny_model: LoadedModel, tiny_f
     from workers.engine.export import build_folder
 
     catalog = load_catalog(tiny_folder)
-    concept = catalog["solid red circle"]
-    unet, report = erase(tiny_model, tiny_model.unet, [ForgetRequest(concept, concept.prompts)],
-                         [], catalog, method_config("lacu", **FAST))
-    assert report.model is not None
-    save_version(tmp_path / "v1", tiny_model.unet, unet, {"erased": [concept.name]},
-                 token_rows=changed_rows(tiny_model, report.model))
+    _, student = _saved_token_step(tiny_model, catalog, catalog["solid red circle"],
+                                   tmp_path / "v1")
     build_folder(tiny_folder, tmp_path / "v1", tmp_path / "export")
     tokenizer = CLIPTokenizer.from_pretrained(str(tmp_path / "export" / "tokenizer"))
     encoder = CLIPTextModel.from_pretrained(tmp_path / "export" / "text_encoder")
@@ -217,4 +205,4 @@ def test_export_reads_phrases_as_the_engine_does(tiny_model: LoadedModel, tiny_f
                     truncation=True, return_tensors="pt").input_ids
     with torch.no_grad():
         exported = encoder(ids).last_hidden_state
-        assert torch.allclose(exported, encode_fresh(report.model, prompts).hidden, atol=1e-5)
+        assert torch.allclose(exported, encode_fresh(student, prompts).hidden, atol=1e-5)
