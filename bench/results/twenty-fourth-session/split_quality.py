@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 
 import numpy as np
 
@@ -22,7 +23,7 @@ from workers.conceptworld.judge import Judge
 from workers.conceptworld.world import CONCEPT_BY_NAME
 from workers.engine.concepts import load_catalog
 from workers.engine.loading import load_model
-from workers.engine.versions import load_version, read_manifest
+from workers.engine.versions import load_version_model, read_manifest
 
 
 def main() -> None:
@@ -38,7 +39,8 @@ def main() -> None:
                for c in kept for j in range(images)]
     names_erased = np.array([catalog.mentions(p, set(erased)) for p in prompts])
     base = evaluator.generate_for(kept)
-    version = evaluator.generate_for(kept, load_version(model.unet, step_dir))
+    view, unet = load_version_model(model, step_dir)  # token rows, where the version has them
+    version = replace(evaluator, model=view).generate_for(kept, unet)
     out: dict[str, object] = {"step_dir": step_dir, "images": images,
                               "rows_naming_erased": int(names_erased.sum()), "rows": len(prompts)}
     for name, rows in (("all", np.arange(len(prompts))),
