@@ -138,7 +138,7 @@ def run_method(name: str, model: LoadedModel, catalog: Catalog, evaluator: World
             new_unet, report = erase(view, unet, [ForgetRequest(concept, concept.prompts)],
                                      [catalog[e] for e in erased], catalog, cfg)
             seconds = time.perf_counter() - clock
-            new_view = report.model or view
+            new_view = report.model
             metrics = step_metrics(replace(evaluator, model=new_view), new_unet,
                                    erased + [concept_name], base)
             record = {
@@ -305,7 +305,7 @@ def merged_step_cost(model_dir: Path, judge_path: Path, concepts: list[str], out
         merged, report = erase(model, model.unet, requests, [], catalog,
                                cfg.with_(forget_batch_per_concept=per_concept_batch))
         seconds[name] = time.perf_counter() - clock
-        metrics = step_metrics(replace(evaluator, model=report.model or model), merged,
+        metrics = step_metrics(replace(evaluator, model=report.model), merged,
                                concepts, base)
         runs[name] = {"seconds": seconds[name], **{k: metrics[k] for k in keys}}
 
@@ -314,7 +314,7 @@ def merged_step_cost(model_dir: Path, judge_path: Path, concepts: list[str], out
         clock = time.perf_counter()
         unet, report = erase(view, unet, [request], [r.concept for r in requests[:i]], catalog,
                              cfg)
-        view = report.model or view
+        view = report.model
         single_seconds += time.perf_counter() - clock
     single_metrics = step_metrics(replace(evaluator, model=view), unet, concepts, base)
     runs["sequential"] = {"seconds": single_seconds, **{k: single_metrics[k] for k in keys}}

@@ -202,14 +202,14 @@ def takedown(folder: Path, device: torch.device, steps: int, compile_student: bo
     with stage(device, stages, "save_version"):
         manifest = save_version(work / "version", model.unet, student, {
             "erased": [concept.name], "base_digest": base_digest(folder), "config": cfg.as_dict()},
-            token_rows=changed_rows(model, report.model or model))
+            token_rows=changed_rows(model, report.model))
     stages["save_version"]["size_mib"] = round(int(manifest["size_bytes"]) / (1 << 20), 1)  # type: ignore[call-overload]
     out["takedown_seconds"] = round(erase_seconds + stages["save_version"]["seconds"], 3)
     out["final_losses"] = report.final_losses
     out["targets_sample"] = dict(list(report.plan.targets().items())[:3])
     out["replay_neighbours"] = report.plan.replay.neighbours
     with stage(device, stages, "preview_generate"):  # one decoded image from the new version
-        image = generate(report.model or model, [concept.prompts[0]], [0], steps=20,
+        image = generate(report.model, [concept.prompts[0]], [0], steps=20,
                          guidance=7.5, unet=student)
     out["preview_shape"] = list(image.shape)
     del student

@@ -68,7 +68,7 @@ def main() -> None:
                                 [catalog[e] for e in erased], catalog, cfg)
         seconds = time.perf_counter() - clock
         names = [name, *erased]
-        judged = replace(evaluator, model=report.model or model)
+        judged = replace(evaluator, model=report.model)
         request = judged.generate_for(names, student)
         heldout = judged.generate_for(names, student, heldout=True)
         row: dict[str, object] = {

@@ -16,7 +16,7 @@ from workers.engine.loading import LoadedModel, Phrase
 from workers.engine.phrases import merge_phrases
 from workers.engine.replay import retained_prompts
 from workers.engine.sampling import generate
-from workers.engine.tokens import changed_rows, own_token_ids
+from workers.engine.tokens import changed_rows, owned_tokens
 from workers.engine.versions import (
     load_token_rows,
     load_version_model,
@@ -46,7 +46,8 @@ def _saved_token_step(model: LoadedModel, catalog: Catalog, concept: CatalogConc
 
 def _own(model: LoadedModel, catalog: Catalog, name: str) -> list[str]:
     kept = retained_prompts(catalog, {name}, [])
-    return model.tokenizer.convert_ids_to_tokens(own_token_ids(model, catalog[name], kept))
+    owned = owned_tokens(model, catalog[name], kept)
+    return model.tokenizer.convert_ids_to_tokens(owned.ids if owned else [])
 
 
 def test_own_tokens_are_the_words_no_kept_prompt_uses(tiny_model: LoadedModel,

@@ -90,12 +90,12 @@ class StepPlan:
 @dataclass
 class StepReport:
     plan: StepPlan
+    # The model the new UNet is used with: the input one, or (trainable `tokens`) a view whose
+    # text encoder holds the erased concepts' trained rows.
+    model: LoadedModel
     seconds: dict[str, float] = field(default_factory=dict)
     final_losses: dict[str, float] = field(default_factory=dict)
     rollouts_generated: int = 0
-    # The model the new UNet is used with: the input one, or (trainable `tokens`) a view whose
-    # text encoder holds the erased concepts' trained rows.
-    model: LoadedModel | None = None
     # The token rows trained (trainable `tokens`), by token; empty when the UNet was.
     token_rows: list[str] = field(default_factory=list)
 
@@ -242,7 +242,7 @@ def erase(model: LoadedModel, unet: UNet2DConditionModel, requests: list[ForgetR
 
         view, trained, last, more, generated = erase_rows(model, unet, plan, rows, cfg, emit,
                                                           stop)
-        return unet, StepReport(plan, seconds | more, last, generated, view,
+        return unet, StepReport(plan, view, seconds | more, last, generated,
                                 row_names(view, trained))
 
     if cfg.method == "uce":
@@ -251,7 +251,7 @@ def erase(model: LoadedModel, unet: UNet2DConditionModel, requests: list[ForgetR
         clock = time.perf_counter()
         student = uce_edit(model, unet, plan, cfg)
         seconds["training"] = time.perf_counter() - clock
-        return student, StepReport(plan, seconds)
+        return student, StepReport(plan, model, seconds)
 
     teacher = unet.eval().requires_grad_(False)
     student = copy.deepcopy(unet).train()
@@ -331,7 +331,7 @@ def erase(model: LoadedModel, unet: UNet2DConditionModel, requests: list[ForgetR
                        hold_shared_prefixes=cfg.consolidate_shared_prefixes)
         seconds["consolidating"] = time.perf_counter() - clock
     student.eval().requires_grad_(False)
-    return student, StepReport(plan, seconds, losses, cache.generated, model)
+    return student, StepReport(plan, model, seconds, losses, cache.generated)
 
 
 def token_rows_to_train(model: LoadedModel, requests: list[ForgetRequest],

@@ -1,5 +1,5 @@
 """Export a version as a plain diffusers folder: the registered base folder with `unet/` replaced
-by the merged UNet (base weights + the version's changed tensors, `versions.load_version`),
+by the merged UNet (base weights + the version's changed tensors, `versions.load_version_parts`),
 written with `UNet2DConditionModel.save_pretrained`, and `text_encoder/` by the merged text
 encoder where the version edited token rows (tokens.py). Anyone can load the result with
 `UNet2DConditionModel.from_pretrained(folder, subfolder="unet")` (or a whole pipeline) without
@@ -17,7 +17,7 @@ from diffusers import UNet2DConditionModel
 from safetensors import safe_open
 
 from workers.engine.tokens import TokenRows
-from workers.engine.versions import base_digest, load_token_rows, load_version, read_manifest
+from workers.engine.versions import base_digest, load_version_parts, read_manifest
 
 UNET, TEXT_ENCODER, TOKENIZER = "unet", "text_encoder", "tokenizer"
 
@@ -43,14 +43,13 @@ def build_folder(model_dir: Path, artifact: Path | None, out_dir: Path) -> dict[
         shutil.copytree(model_dir, out_dir)
         return {"weights": "base", "base_digest": base_digest(model_dir)}
     expected = base_digest(model_dir)
-    rows = load_token_rows(Path(artifact), expected_base=expected)
-    replaced = [UNET, TEXT_ENCODER, TOKENIZER] if rows.phrases else (
-        [UNET, TEXT_ENCODER] if len(rows) else [UNET])
-    shutil.copytree(model_dir, out_dir,  # everything but the un-erased components
-                    ignore=lambda d, names: replaced if Path(d) == model_dir else [])
     dtype = _base_dtype(model_dir)
     base: Any = UNet2DConditionModel.from_pretrained(model_dir, subfolder=UNET, torch_dtype=dtype)
-    merged: Any = load_version(base, Path(artifact), expected_base=expected)
+    rows, merged = load_version_parts(base, Path(artifact), expected_base=expected)
+    replaced = ([UNET] + ([TEXT_ENCODER] if len(rows) else [])
+                + ([TOKENIZER] if rows.phrases else []))
+    shutil.copytree(model_dir, out_dir,  # everything but the un-erased components
+                    ignore=lambda d, names: replaced if Path(d) == model_dir else [])
     merged.save_pretrained(out_dir / UNET, safe_serialization=True)
     if len(rows):
         _write_text_encoder(model_dir, out_dir, rows)

@@ -50,12 +50,8 @@ def shared_prefix_rows(model: LoadedModel, prompts: list[str], others: list[str]
     that position also begin one of `others`. The text encoders are causal, so such a state is
     exactly one of the others' ("a red star" shares "<bos> a red" with "a red circle")."""
     length = model.tokenizer.model_max_length
-
-    def ids(texts: list[str]) -> list[list[int]]:
-        return token_ids(model, texts)
-
-    prefixes = {tuple(row[:i + 1]) for row in ids(others) for i in range(length)}
-    return torch.tensor([tuple(row[:i + 1]) in prefixes for row in ids(prompts)
+    prefixes = {tuple(row[:i + 1]) for row in token_ids(model, others) for i in range(length)}
+    return torch.tensor([tuple(row[:i + 1]) in prefixes for row in token_ids(model, prompts)
                          for i in range(length)], dtype=torch.bool)
 
 

@@ -134,7 +134,7 @@ def erase_step(model_dir: Path, parent_artifact: Path | None, requests: list[Era
         clock = time.perf_counter()
         student, report = erase(parent_view, parent, resolved, erased_before, catalog, cfg,
                                 progress=progress, should_stop=should_stop)
-        student_view = report.model or parent_view
+        student_view = report.model
         train_seconds = time.perf_counter() - clock
         if should_stop():
             raise Cancelled("stopped after training")

@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import CLIPTextModel
 
 from workers.engine.concepts import CatalogConcept
 from workers.engine.conditioning import token_ids
@@ -85,13 +86,6 @@ def owned_tokens(model: LoadedModel, concept: CatalogConcept, kept_prompts: list
     return Owned(sorted(words), phrases)
 
 
-def own_token_ids(model: LoadedModel, concept: CatalogConcept, kept_prompts: list[str]
-                  ) -> list[int]:
-    """The rows of the words `concept` owns (`owned_tokens`; [] when it owns none)."""
-    owned = owned_tokens(model, concept, kept_prompts)
-    return owned.ids if owned else []
-
-
 def _ids(model: LoadedModel, text: str) -> list[int]:
     base = model.tokenizer(text, add_special_tokens=False).input_ids
     return merge_phrases(base, model.phrases)
@@ -129,10 +123,7 @@ def with_rows(model: LoadedModel, rows: TokenRows) -> LoadedModel:
     of its own. No rows: `model`."""
     if not len(rows):
         return model
-    if model.is_sdxl:
-        raise ValueError("token rows are supported for single-text-encoder models only")
-    encoder = copy.deepcopy(model.text_encoder)
-    table = encoder.get_input_embeddings().weight.detach()
+    encoder, table = _encoder_copy(model)
     grown = torch.cat([table, table.new_zeros(len(rows.phrases), table.shape[1])])
     with torch.no_grad():
         grown[rows.ids.to(table.device)] = rows.values.to(table.device, table.dtype)
@@ -162,10 +153,7 @@ def trainable_rows(model: LoadedModel, owned: Owned
                    ) -> tuple[LoadedModel, RowEditedEmbedding]:
     """A view of `model` whose text encoder reads the owned rows from a trainable parameter:
     the words' rows, and a new row for each new phrase, started at the mean of its words'."""
-    if model.is_sdxl:
-        raise ValueError("token rows are supported for single-text-encoder models only")
-    encoder = copy.deepcopy(model.text_encoder)
-    table = encoder.get_input_embeddings().weight.detach()
+    encoder, table = _encoder_copy(model)
     start = len(table)
     phrases = tuple(Phrase(text, ids, start + i) for i, (text, ids) in enumerate(owned.phrases))
     grown = torch.cat([table, *(table[list(p.token_ids)].mean(0, keepdim=True) for p in phrases)])
@@ -173,6 +161,14 @@ def trainable_rows(model: LoadedModel, owned: Owned
     encoder.set_input_embeddings(embedding)
     return replace(model, text_encoder=encoder, phrases=model.phrases + phrases,
                    _prompt_cache={}), embedding
+
+
+def _encoder_copy(model: LoadedModel) -> tuple[CLIPTextModel, torch.Tensor]:
+    """A copy of `model`'s text encoder for a view, and its input embedding table."""
+    if model.is_sdxl:
+        raise ValueError("token rows are supported for single-text-encoder models only")
+    encoder = copy.deepcopy(model.text_encoder)
+    return encoder, encoder.get_input_embeddings().weight.detach()
 
 
 def frozen_rows(view: LoadedModel, embedding: RowEditedEmbedding) -> LoadedModel:

@@ -109,13 +109,21 @@ def load_token_rows(artifact: Path, *, expected_base: str | None = None) -> Toke
     return _rows(*_verified(Path(artifact), expected_base))
 
 
+def load_version_parts(base: UNet2DConditionModel, artifact: Path, *,
+                       expected_base: str | None = None
+                       ) -> tuple[TokenRows, UNet2DConditionModel]:
+    """The artifact's token rows and a copy of `base` with its UNet tensors applied, from one
+    verified read."""
+    manifest, tensors = _verified(Path(artifact), expected_base)
+    return _rows(manifest, tensors), _applied(base, Path(artifact), tensors)
+
+
 def load_version_model(model: LoadedModel, artifact: Path, *, expected_base: str | None = None
                        ) -> tuple[LoadedModel, UNet2DConditionModel]:
     """A version as the engine uses it: the model view holding its token rows (`model` itself
     when it has none) and its UNet; `model` is the base."""
-    manifest, tensors = _verified(Path(artifact), expected_base)
-    return (with_rows(model, _rows(manifest, tensors)),
-            _applied(model.unet, Path(artifact), tensors))
+    rows, unet = load_version_parts(model.unet, artifact, expected_base=expected_base)
+    return with_rows(model, rows), unet
 
 
 def _verified(artifact: Path, expected_base: str | None
