@@ -75,6 +75,14 @@ def test_seeded_step_is_reproducible(tiny_model: LoadedModel, tiny_folder: Path)
         assert torch.equal(x, y), name
 
 
+def test_a_pushed_unlearn_target_trains_other_weights(tiny_model: LoadedModel,
+                                                     tiny_folder: Path) -> None:
+    request, catalog = _request(tiny_folder, "blip")
+    a, b = (erase(tiny_model, tiny_model.unet, [request], [], catalog,  # type: ignore[arg-type]
+                  method_config("lacu", **FAST, unlearn_push=push))[0] for push in (0.0, 1.0))
+    assert any(not torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters(), strict=True))
+
+
 def test_progress_reports_every_stage_in_order(tiny_model: LoadedModel,
                                                tiny_folder: Path) -> None:
     request, catalog = _request(tiny_folder, "tikka")
@@ -120,7 +128,8 @@ def test_baselines_run_without_lacus_own_ingredients() -> None:
         cfg = method_config(method)
         assert cfg.consolidate == 0.0 and cfg.lambda_hold == 0.0, method
         assert not cfg.erasure_memory and not cfg.unlearn_on_target_rollouts, method
-    assert method_config("lacu").consolidate > 0
+    assert all(method_config(m).unlearn_push == 0.0 for m in ("naive", "esd", "dfr", "uce"))
+    assert method_config("lacu").consolidate > 0 and method_config("lacu").unlearn_push > 0
 
 
 @pytest.mark.parametrize(("trainable", "loop"), [
@@ -142,7 +151,8 @@ def test_a_merged_step_maps_every_concept_and_feeds_each_a_full_forget_batch(
 
     monkeypatch.setattr(loop_module, "unlearn_loss", counting)
     _, report = erase(tiny_model, tiny_model.unet, requests, [], catalog,
-                      method_config("lacu", **FAST | {"trainable": trainable}))
+                      method_config("lacu", **FAST | {"trainable": trainable},
+                                    token_substitute=False))  # trained, not substituted
     groups = report.plan.mapping_groups
     assert [{catalog.mentions(m.forget_prompt, {n}) for m in g}
             for g, n in zip(groups, ("zorbo", "star"), strict=True)] == [{True}, {True}]

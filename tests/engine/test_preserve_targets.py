@@ -51,7 +51,8 @@ def test_replay_moves_to_the_base_by_its_share_and_the_rest_answers_like_the_tea
     def reference(share: float) -> torch.Tensor:
         with torch.no_grad():
             return _reference_eps(tiny_model, teacher, x_t, t, forget, keep, 1,
-                                  method_config("lacu", preserve_base_share=share), {})
+                                  method_config("lacu", preserve_base_share=share,
+                                                unlearn_push=0.0), {})
 
     assert torch.allclose(reference(0.0), on_teacher, atol=1e-5)
     for share in (0.5, 1.0):
@@ -69,12 +70,27 @@ def test_mapped_memory_answers_like_the_teacher_on_the_memory_prompts_target(
     mapped = {"a solid red circle": "a solid red square"}
     with torch.no_grad():
         eps = _reference_eps(tiny_model, tiny_model.unet, x_t, t, forget, keep, 1,
-                             method_config("lacu", memory_targets="mapping"), mapped)
+                             method_config("lacu", memory_targets="mapping", unlearn_push=0.0),
+                             mapped)
     expected = _eps(tiny_model, tiny_model.unet, x_t, t,
                     ["a red diamond", "a solid red square", "a red circle"])
     own = _eps(tiny_model, tiny_model.unet, x_t[1:2], t[1:2], ["a solid red circle"])
     assert torch.allclose(eps, expected, atol=1e-5)
     assert not torch.allclose(eps[1:2], own, atol=1e-5)
+
+
+def test_the_pushed_unlearn_target_moves_away_from_the_forget_prompt(
+        tiny_model: LoadedModel) -> None:
+    forget = [MappingChoice("a red star", "a red diamond", 0.0, 1)]
+    x_t, t = torch.randn(2, 3, 8, 8), torch.tensor([10, 700])
+    with torch.no_grad():
+        eps = _reference_eps(tiny_model, tiny_model.unet, x_t, t, forget, ["a red circle"], 0,
+                             method_config("lacu", unlearn_push=0.5), {})
+    target, own = (_eps(tiny_model, tiny_model.unet, x_t[:1], t[:1], [p])
+                   for p in ("a red diamond", "a red star"))
+    assert torch.allclose(eps[:1], target - 0.5 * (own - target), atol=1e-5)
+    assert torch.allclose(eps[1:], _eps(tiny_model, tiny_model.unet, x_t[1:], t[1:],
+                                        ["a red circle"]), atol=1e-5)
 
 
 def test_esd_targets_keep_negative_guidance_with_replay(tiny_model: LoadedModel) -> None:

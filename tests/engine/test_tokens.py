@@ -16,7 +16,7 @@ from workers.engine.loading import LoadedModel, Phrase
 from workers.engine.phrases import merge_phrases
 from workers.engine.replay import retained_prompts
 from workers.engine.sampling import generate
-from workers.engine.tokens import changed_rows, owned_tokens
+from workers.engine.tokens import changed_rows, owned_tokens, substituted_rows
 from workers.engine.versions import (
     load_token_rows,
     load_version_model,
@@ -93,6 +93,58 @@ def test_a_seeded_token_step_is_reproducible(tiny_model: LoadedModel, tiny_folde
     assert first is not None and second is not None
     a, b = changed_rows(tiny_model, first), changed_rows(tiny_model, second)
     assert torch.equal(a.ids, b.ids) and torch.equal(a.values, b.values)
+
+
+def test_a_pushed_unlearn_target_trains_other_rows(tiny_model: LoadedModel,
+                                                  tiny_folder: Path) -> None:
+    catalog = load_catalog(tiny_folder)
+    request = ForgetRequest(catalog["zorbo"], catalog["zorbo"].prompts)
+    rows = []
+    for push in (0.0, 1.0):
+        view = erase(tiny_model, tiny_model.unet, [request], [], catalog,
+                     method_config("lacu", **FAST, unlearn_push=push,
+                                   token_substitute=False))[1].model
+        rows.append(changed_rows(tiny_model, view))
+    assert torch.equal(rows[0].ids, rows[1].ids)
+    assert not torch.allclose(rows[0].values, rows[1].values)
+    with pytest.raises(ValueError, match="unlearn_push"):
+        method_config("lacu", unlearn_push=-0.5)
+
+
+def test_a_row_is_substituted_by_the_token_its_targets_put_in_its_place(
+        tiny_model: LoadedModel) -> None:
+    tok = tiny_model.tokenizer
+    yellow, star, orange, triangle, red = tok.convert_tokens_to_ids(
+        ["yellow</w>", "star</w>", "orange</w>", "triangle</w>", "red</w>"])
+    pairs = [("a yellow circle", "a orange circle"), ("a yellow square", "a orange square"),
+             ("a yellow ellipse", "a red ellipse"),
+             ("a yellow star", "a orange triangle"),  # two tokens changed: no vote
+             ("a red star drawn as an outline", "a red triangle drawn as an outline")]
+    assert substituted_rows(tiny_model, pairs, [yellow, star]) == {yellow: orange, star: triangle}
+    assert substituted_rows(tiny_model, pairs[3:4], [yellow, star]) == {}
+
+
+def test_a_substituted_row_draws_its_prompts_as_their_targets(tiny_model: LoadedModel,
+                                                               tiny_folder: Path) -> None:
+    catalog = load_catalog(tiny_folder)
+    concept = catalog["yellow"]
+    request = [ForgetRequest(concept, concept.prompts)]
+    cfg = method_config("lacu", **FAST)
+    assert cfg.token_substitute
+    _, report = erase(tiny_model, tiny_model.unet, request, [], catalog, cfg)
+    rows = changed_rows(tiny_model, report.model)
+    assert rows.ids.tolist() == tiny_model.tokenizer.convert_tokens_to_ids(["yellow</w>"])
+    target = substituted_rows(tiny_model, list(report.plan.targets().items()), rows.ids.tolist())
+    table = tiny_model.text_encoder.get_input_embeddings().weight
+    assert torch.equal(rows.values[0], table[target[int(rows.ids[0])]])
+    words = tiny_model.tokenizer.convert_ids_to_tokens(target[int(rows.ids[0])])
+    with torch.no_grad():
+        assert torch.equal(
+            encode_fresh(report.model, ["a yellow circle"]).hidden,
+            encode_fresh(tiny_model, [f"a {words.removesuffix('</w>')} circle"]).hidden)
+    trained = erase(tiny_model, tiny_model.unet, request, [], catalog,
+                    cfg.with_(token_substitute=False))[1].model
+    assert not torch.equal(changed_rows(tiny_model, trained).values[0], rows.values[0])
 
 
 def test_a_composite_owns_its_names_as_phrases(tiny_model: LoadedModel,

@@ -187,6 +187,14 @@ class EraseConfig:
     # model with two text encoders, or no catalog to tell a concept's own words apart).
     token_fallback: UNetGroup = "attn2-kv"
     token_lr: float = 1e-2           # Adam on token rows (unit-scale embeddings, not K/V weights)
+    # A word whose forget prompts' targets mostly swap it for one token ("a yellow circle" ->
+    # "a orange circle") takes that token's row, untrained: the exact map for those prompts,
+    # state for state (tokens.substituted_rows); phrases and words without one are trained.
+    # Yellow's step from step 9 of the default sequence, float32, 32 images of each kept
+    # concept naming yellow: their quality 1.08 (teacher 1.01) against 1.23 trained from its
+    # own row and 1.42 trained from orange's; ellipse 32 of 32 against 30; yellow 0 of 32
+    # either way (bench/results/twenty-seventh-session/).
+    token_substitute: bool = True
     # Optimizer steps. 80 left outlined in 2–3 of 32 images at its own step (request and
     # held-out) and 120 none on request templates (1 of 32 held-out); with 120 every erased
     # concept reads 0 of 32 at step 10 of the default sequence (bench/results/steps-120/).
@@ -210,6 +218,14 @@ class EraseConfig:
     # erased prompt walks toward the target's images, so the map must hold there too (with
     # forget rollouts alone, 1 image in 4 still showed the concept).
     unlearn_on_target_rollouts: bool = True
+    # Beyond LACU: the unlearn target pushed this far from the forget prompt's own prediction,
+    # ε_T(p*) − s·(ε_T(p_f) − ε_T(p*)) (ESD's negative guidance anchored at the target). The
+    # nearest target in score space can be one the model itself sometimes draws as the concept
+    # ("a outlined orange circle", drawn filled 2 of 32 times, for "a solid orange circle"):
+    # solid orange circle's step from the base (a phrase, trained), 32 images, request /
+    # held-out 0 / 0 against 2 / 2 unpushed, 63 s against 55 (bench/results/twenty-seventh-
+    # session/). Measured on token rows only; the K/V path reads the same setting.
+    unlearn_push: float = 1.0
     cache_rollouts: bool = True      # False: regenerate rollouts every step (as LACU's release)
     # --- GPU efficiency (no effect on results beyond float rounding)
     gradient_checkpointing: bool = False  # trade compute for memory when training the full UNet
@@ -237,6 +253,8 @@ class EraseConfig:
         for name, weight in weights.items():
             if weight is not None and not weight >= 0:  # NaN fails too
                 raise ValueError(f"{name} must be ≥ 0, not {weight}")
+        if not self.unlearn_push >= 0:
+            raise ValueError(f"unlearn_push must be ≥ 0, not {self.unlearn_push}")
         if self.consolidate_ridge <= 0:
             raise ValueError(f"consolidate_ridge must be > 0, not {self.consolidate_ridge}")
         if not 0.0 <= self.consolidate_base_share <= 1.0:
@@ -262,19 +280,20 @@ def method_config(method: str, **overrides: object) -> EraseConfig:
         # Fixed global anchor, no replay, no ℓ2 pull, no memory: the collapse case.
         "naive": {"trainable": "attn2-kv", "select_targets": False, "replay": "none",
                   "lambda_reg": 0.0, "erasure_memory": False, "lambda_preserve": 0.0,
-                  "unlearn_on_target_rollouts": False, "consolidate": 0.0},
+                  "unlearn_on_target_rollouts": False, "consolidate": 0.0, "unlearn_push": 0.0},
         # ESD-x: negative guidance on cross-attention, nothing preserved.
         "esd": {"trainable": "attn2-kv", "replay": "none", "lambda_reg": 0.0,
                 "erasure_memory": False, "lambda_preserve": 0.0, "select_targets": False,
-                "unlearn_on_target_rollouts": False, "consolidate": 0.0},
+                "unlearn_on_target_rollouts": False, "consolidate": 0.0, "unlearn_push": 0.0},
         # DFR (v1): a fixed context-preserving rewrite, global random replay, ℓ2, no memory;
         # replay distilled from the previous version whatever LACU's default share.
         "dfr": {"trainable": "attn2-kv", "select_targets": False, "replay": "global",
                 "erasure_memory": False, "unlearn_on_target_rollouts": False,
-                "preserve_base_share": 0.0, "replay_sampling": "prompt", "consolidate": 0.0},
+                "preserve_base_share": 0.0, "replay_sampling": "prompt", "consolidate": 0.0,
+                "unlearn_push": 0.0},
         # UCE: closed form on cross-attention K/V; preserves the replay set's embeddings.
         "uce": {"trainable": "attn2-kv", "select_targets": False, "replay": "global",
-                "erasure_memory": False},
+                "erasure_memory": False, "unlearn_push": 0.0},
     }
     if method not in presets:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(presets)}")

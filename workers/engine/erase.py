@@ -450,6 +450,10 @@ def _reference_eps(model: LoadedModel, teacher: UNet2DConditionModel, x_t: torch
         memory = [memory_targets.get(p, p) for p in keep[:n_memory]]
         prompts = [m.target for m in forget] + memory + keep[n_memory:]
         eps = predict_noise(teacher, x_t, t, encode_prompts(model, prompts))
+        if cfg.unlearn_push > 0:
+            own = predict_noise(teacher, x_t[:n], t[:n],
+                                encode_prompts(model, [m.forget_prompt for m in forget]))
+            eps = torch.cat([esd_target(eps[:n], own, cfg.unlearn_push), eps[n:]])
     start = n + n_memory
     share = cfg.preserve_base_share
     if share > 0 and start < len(eps) and model.unet is not teacher:

@@ -25,6 +25,7 @@ def l2_pull(params: Sequence[torch.Tensor], reference: Sequence[torch.Tensor]) -
                torch.zeros(()))
 
 
-def esd_target(eps_uncond: torch.Tensor, eps_concept: torch.Tensor, eta: float) -> torch.Tensor:
-    """ESD's negative guidance: ε_T(x_t, ∅) − η (ε_T(x_t, c) − ε_T(x_t, ∅))."""
-    return eps_uncond - eta * (eps_concept - eps_uncond)
+def esd_target(eps_anchor: torch.Tensor, eps_concept: torch.Tensor, eta: float) -> torch.Tensor:
+    """ESD's negative guidance: ε_T(x_t, a) − η (ε_T(x_t, c) − ε_T(x_t, a)); ESD's anchor a is
+    ∅, LACU's pushed unlearn target (`unlearn_push`) uses the mapping target p*."""
+    return eps_anchor - eta * (eps_concept - eps_anchor)

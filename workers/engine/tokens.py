@@ -149,18 +149,48 @@ class RowEditedEmbedding(nn.Module):
         return F.embedding(input_ids, self.weight_now())
 
 
-def trainable_rows(model: LoadedModel, owned: Owned
+def trainable_rows(model: LoadedModel, owned: Owned, substitutes: dict[int, int] | None = None
                    ) -> tuple[LoadedModel, RowEditedEmbedding]:
     """A view of `model` whose text encoder reads the owned rows from a trainable parameter:
-    the words' rows, and a new row for each new phrase, started at the mean of its words'."""
+    the words' rows, and a new row for each new phrase, started at the mean of its words'. A
+    word in `substitutes` instead takes its substitute token's row, frozen."""
+    substitutes = substitutes or {}
     encoder, table = _encoder_copy(model)
     start = len(table)
     phrases = tuple(Phrase(text, ids, start + i) for i, (text, ids) in enumerate(owned.phrases))
     grown = torch.cat([table, *(table[list(p.token_ids)].mean(0, keepdim=True) for p in phrases)])
-    embedding = RowEditedEmbedding(grown, owned.ids + [p.id for p in phrases])
+    for row, token in substitutes.items():
+        grown[row] = table[token]
+    embedding = RowEditedEmbedding(grown, [i for i in owned.ids if i not in substitutes]
+                                   + [p.id for p in phrases])
     encoder.set_input_embeddings(embedding)
     return replace(model, text_encoder=encoder, phrases=model.phrases + phrases,
                    _prompt_cache={}), embedding
+
+
+def substituted_rows(model: LoadedModel, pairs: list[tuple[str, str]], ids: list[int]
+                     ) -> dict[int, int]:
+    """For each row of `ids`: the token its mapping targets most often put in its place, where
+    a forget prompt and its target differ by that one token alone ("a yellow circle" -> "a
+    orange circle": yellow -> orange). Rows never substituted so are left out.
+
+    That token's row is the exact minimiser of the unlearn loss on every such prompt: the
+    prompt is then encoded as its target, state for state."""
+    wanted = set(ids)
+    counts: dict[int, dict[int, int]] = {}
+    for source, target in pairs:
+        a, b = (model.tokenizer(text).input_ids for text in (source, target))
+        a, b = merge_phrases(a, model.phrases), merge_phrases(b, model.phrases)
+        shorter = min(len(a), len(b))
+        start = next((i for i in range(shorter) if a[i] != b[i]), shorter)
+        end = 0
+        while end < shorter - start and a[-1 - end] == b[-1 - end]:
+            end += 1
+        old, new = a[start:len(a) - end], b[start:len(b) - end]
+        if len(old) == 1 and len(new) == 1 and old[0] in wanted and new[0] not in wanted:
+            votes = counts.setdefault(old[0], {})
+            votes[new[0]] = votes.get(new[0], 0) + 1
+    return {row: max(votes, key=lambda t: (votes[t], -t)) for row, votes in counts.items()}
 
 
 def _encoder_copy(model: LoadedModel) -> tuple[CLIPTextModel, torch.Tensor]:

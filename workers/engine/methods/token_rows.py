@@ -21,11 +21,11 @@ from workers.engine.conditioning import encode_fresh, encode_prompts
 from workers.engine.config import EraseConfig
 from workers.engine.erase import StepPlan, forget_batch
 from workers.engine.loading import LoadedModel
-from workers.engine.losses import l2_pull, unlearn_loss
+from workers.engine.losses import esd_target, l2_pull, unlearn_loss
 from workers.engine.progress import Cancelled, ProgressEvent
 from workers.engine.rollouts import RolloutCache
 from workers.engine.sampling import autocast_for, predict_noise
-from workers.engine.tokens import Owned, frozen_rows, trainable_rows
+from workers.engine.tokens import Owned, frozen_rows, substituted_rows, trainable_rows
 
 ProgressFn = Callable[[ProgressEvent], None]
 
@@ -33,9 +33,16 @@ ProgressFn = Callable[[ProgressEvent], None]
 def erase_rows(model: LoadedModel, unet: torch.nn.Module, plan: StepPlan, owned: Owned,
                cfg: EraseConfig, emit: ProgressFn, stop: Callable[[], bool]
                ) -> tuple[LoadedModel, list[int], dict[str, float], dict[str, float], int]:
-    """Train the `owned` rows of `model`'s text encoder: the trained view, the rows trained,
-    the last loss terms, seconds per stage and the rollouts generated."""
-    student, embedding = trainable_rows(model, owned)
+    """Train the `owned` rows of `model`'s text encoder: the trained view, the rows changed,
+    the last loss terms, seconds per stage and the rollouts generated. With
+    `token_substitute`, a word whose forget prompts' targets mostly swap it for one token
+    takes that token's row (the exact map for those prompts) and only the rest is trained."""
+    substitutes = (substituted_rows(model, [(m.forget_prompt, m.target) for m in plan.mappings],
+                                    owned.ids) if cfg.token_substitute else {})
+    student, embedding = trainable_rows(model, owned, substitutes)
+    trained = sorted(substitutes) + embedding.ids.tolist()
+    if not len(embedding.ids):  # every row substituted: nothing left to train
+        return frozen_rows(student, embedding), trained, {}, {}, 0
     reference = [embedding.rows.detach().clone()]
     optimizer = torch.optim.Adam([embedding.rows], lr=cfg.token_lr)
     cache = RolloutCache(model, unet, steps=cfg.rollout_steps, guidance=cfg.rollout_guidance,
@@ -64,6 +71,10 @@ def erase_rows(model: LoadedModel, unet: torch.nn.Module, plan: StepPlan, owned:
         with torch.no_grad(), autocast_for(model):
             target_eps = predict_noise(unet, x_t, t,
                                        encode_prompts(model, [m.target for m in forget]))
+            if cfg.unlearn_push > 0:
+                own = predict_noise(unet, x_t, t,
+                                    encode_prompts(model, [m.forget_prompt for m in forget]))
+                target_eps = esd_target(target_eps, own, cfg.unlearn_push)
         with autocast_for(model):
             student_eps = predict_noise(unet, x_t, t, encode_fresh(
                 student, [m.forget_prompt for m in forget]))
@@ -82,5 +93,4 @@ def erase_rows(model: LoadedModel, unet: torch.nn.Module, plan: StepPlan, owned:
             emit(ProgressEvent("training", step + 1, cfg.steps, losses,
                                elapsed / (step + 1) * (cfg.steps - step - 1)))
     seconds["training"] = time.perf_counter() - clock
-    trained = embedding.ids.tolist()
     return frozen_rows(student, embedding), trained, losses, seconds, cache.generated
