@@ -16,7 +16,12 @@ from workers.engine.loading import LoadedModel, Phrase
 from workers.engine.phrases import merge_phrases
 from workers.engine.replay import retained_prompts
 from workers.engine.sampling import generate
-from workers.engine.tokens import changed_rows, owned_tokens, substituted_rows
+from workers.engine.tokens import (
+    changed_rows,
+    embedding_table,
+    owned_tokens,
+    substituted_rows,
+)
 from workers.engine.versions import (
     load_token_rows,
     load_version_model,
@@ -145,6 +150,28 @@ def test_a_substituted_row_draws_its_prompts_as_their_targets(tiny_model: Loaded
     trained = erase(tiny_model, tiny_model.unet, request, [], catalog,
                     cfg.with_(token_substitute=False))[1].model
     assert not torch.equal(changed_rows(tiny_model, trained).values[0], rows.values[0])
+
+
+def test_an_erasure_substituted_by_a_word_erased_later_is_mapped_again(
+        tiny_model: LoadedModel, tiny_folder: Path) -> None:
+    catalog = load_catalog(tiny_folder)
+    star = catalog["star"]
+    cfg = method_config("lacu", **FAST)
+    first = erase(tiny_model, tiny_model.unet, [ForgetRequest(star, star.prompts)], [], catalog,
+                  cfg)[1].model
+    star_id = tiny_model.tokenizer.convert_tokens_to_ids("star</w>")
+    table = tiny_model.text_encoder.get_input_embeddings().weight
+    copied = [i for i in range(len(table)) if i != star_id
+              and torch.equal(embedding_table(first)[star_id], table[i])]
+    word = tiny_model.tokenizer.convert_ids_to_tokens(copied[0]).removesuffix("</w>")
+    later = next(c for c in catalog.of_kind(star.kind) if word in c.surface_forms)
+    _, report = erase(first, tiny_model.unet, [ForgetRequest(later, later.prompts)], [star],
+                      catalog, cfg)
+    assert "star</w>" in report.token_rows
+    assert not torch.equal(embedding_table(report.model)[star_id], table[copied[0]])
+    remapped = {p: t for p, t in report.plan.targets().items() if p in star.prompts}
+    assert remapped and not any(catalog.mentions(t, {"star", later.name})
+                                for t in remapped.values())
 
 
 def test_a_composite_owns_its_names_as_phrases(tiny_model: LoadedModel,

@@ -43,7 +43,7 @@ from workers.engine.targets import (
     select_mapping_targets,
     select_memory_targets,
 )
-from workers.engine.tokens import Owned, owned_tokens, row_names
+from workers.engine.tokens import Owned, owned_tokens, read_as, row_names, word_ids
 from workers.engine.trainable import mark_trainable
 
 ProgressFn = Callable[[ProgressEvent], None]
@@ -101,8 +101,10 @@ class StepReport:
 
 
 def plan_step(model: LoadedModel, unet: UNet2DConditionModel, requests: list[ForgetRequest],
-              erased_before: list[CatalogConcept], catalog: Catalog, cfg: EraseConfig
-              ) -> StepPlan:
+              erased_before: list[CatalogConcept], catalog: Catalog, cfg: EraseConfig,
+              read_as_now: dict[str, list[CatalogConcept]] | None = None) -> StepPlan:
+    """`read_as_now`: per requested concept, the earlier erasures whose rows copy one of its
+    words (tokens.read_as): their prompts are its forget prompts too."""
     banned = {r.concept.name for r in requests} | {c.name for c in erased_before}
     now = {r.concept.name for r in requests}
     earlier = [p for c in erased_before for p in c.prompts] if cfg.erasure_memory else []
@@ -112,6 +114,7 @@ def plan_step(model: LoadedModel, unet: UNet2DConditionModel, requests: list[For
         # star) is one of its forget prompts, mapped away from both
         naming = ([p for p in earlier if catalog.mentions(p, {r.concept.name})]
                   if cfg.forget_earlier_naming else [])
+        naming += [p for c in (read_as_now or {}).get(r.concept.name, []) for p in c.prompts]
         prompts = _with_variants(list(dict.fromkeys([*r.prompts, *naming])), r.concept, catalog,
                                  banned, cfg)
         if cfg.select_targets:
@@ -233,7 +236,17 @@ def erase(model: LoadedModel, unet: UNet2DConditionModel, requests: list[ForgetR
     if rows:
         # replay and memory are exact by construction (methods/token_rows.py): not planned
         cfg = cfg.with_(replay="none", memory_targets="self", consolidate=0.0, lambda_hold=0.0)
-    plan = plan_step(model, unet, requests, erased_before, catalog, cfg)
+    read_now: dict[str, list[CatalogConcept]] = {}
+    if rows:
+        # an earlier erasure substituted by a word erased now ("star" read as "diamond") is
+        # mapped again in this step, or it would draw what the word no longer does
+        for r in requests:
+            mine = word_ids(model, r.concept)
+            copies = {c.name: read_as(model, c, mine) for c in erased_before}
+            read_now[r.concept.name] = [c for c in erased_before if copies[c.name]]
+            rows = Owned(sorted({*rows.ids, *(w for ws in copies.values() for w in ws)}),
+                         rows.phrases)
+    plan = plan_step(model, unet, requests, erased_before, catalog, cfg, read_now)
     seconds = {"planning": time.perf_counter() - clock}
     emit(ProgressEvent("building_replay", 0, cfg.steps))
 

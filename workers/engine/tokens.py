@@ -86,6 +86,21 @@ def owned_tokens(model: LoadedModel, concept: CatalogConcept, kept_prompts: list
     return Owned(sorted(words), phrases)
 
 
+def word_ids(model: LoadedModel, concept: CatalogConcept) -> list[int]:
+    """The token ids of `concept`'s names, function words aside."""
+    return sorted({t for form in concept.surface_forms for w in form.lower().split()
+                   if w not in FUNCTION_WORDS for t in _ids(model, w)})
+
+
+def read_as(model: LoadedModel, earlier: CatalogConcept, ids: list[int]) -> list[int]:
+    """The words of an earlier erased concept whose rows are now copies of a row in `ids`
+    ("star" substituted by "diamond"): once those words are erased too, the earlier concept
+    would be drawn as what they no longer are."""
+    table = embedding_table(model)
+    return [w for w in word_ids(model, earlier) if w not in ids
+            and any(torch.equal(table[w], table[i]) for i in ids)]
+
+
 def _ids(model: LoadedModel, text: str) -> list[int]:
     base = model.tokenizer(text, add_special_tokens=False).input_ids
     return merge_phrases(base, model.phrases)
