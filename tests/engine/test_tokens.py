@@ -127,6 +127,10 @@ def test_a_row_is_substituted_by_the_token_its_targets_put_in_its_place(
              ("a red star drawn as an outline", "a red triangle drawn as an outline")]
     assert substituted_rows(tiny_model, pairs, [yellow, star]) == {yellow: orange, star: triangle}
     assert substituted_rows(tiny_model, pairs[3:4], [yellow, star]) == {}
+    # no row becomes a copy of an erased phrase's word: the next vote wins, or none
+    assert substituted_rows(tiny_model, pairs, [yellow, star], avoid={orange}) == {
+        yellow: red, star: triangle}
+    assert substituted_rows(tiny_model, pairs, [yellow], avoid={orange, red}) == {}
 
 
 def test_a_substituted_row_draws_its_prompts_as_their_targets(tiny_model: LoadedModel,

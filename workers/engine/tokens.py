@@ -183,15 +183,18 @@ def trainable_rows(model: LoadedModel, owned: Owned, substitutes: dict[int, int]
                    _prompt_cache={}), embedding
 
 
-def substituted_rows(model: LoadedModel, pairs: list[tuple[str, str]], ids: list[int]
-                     ) -> dict[int, int]:
+def substituted_rows(model: LoadedModel, pairs: list[tuple[str, str]], ids: list[int],
+                     avoid: set[int] | None = None) -> dict[int, int]:
     """For each row of `ids`: the token its mapping targets most often put in its place, where
     a forget prompt and its target differ by that one token alone ("a yellow circle" -> "a
     orange circle": yellow -> orange). Rows never substituted so are left out.
 
     That token's row is the exact minimiser of the unlearn loss on every such prompt: the
-    prompt is then encoded as its target, state for state."""
-    wanted = set(ids)
+    prompt is then encoded as its target, state for state. No row becomes a copy of a token
+    in `avoid`: the words of erased phrases, which a copy would spell again without the phrase
+    ("outlined" read as "solid" draws "a outlined red circle" as the erased "solid red
+    circle")."""
+    wanted, excluded = set(ids), set(ids) | (avoid or set())
     counts: dict[int, dict[int, int]] = {}
     for source, target in pairs:
         a, b = (model.tokenizer(text).input_ids for text in (source, target))
@@ -202,7 +205,7 @@ def substituted_rows(model: LoadedModel, pairs: list[tuple[str, str]], ids: list
         while end < shorter - start and a[-1 - end] == b[-1 - end]:
             end += 1
         old, new = a[start:len(a) - end], b[start:len(b) - end]
-        if len(old) == 1 and len(new) == 1 and old[0] in wanted and new[0] not in wanted:
+        if len(old) == 1 and len(new) == 1 and old[0] in wanted and new[0] not in excluded:
             votes = counts.setdefault(old[0], {})
             votes[new[0]] = votes.get(new[0], 0) + 1
     return {row: max(votes, key=lambda t: (votes[t], -t)) for row, votes in counts.items()}
