@@ -233,19 +233,19 @@ def erase(model: LoadedModel, unet: UNet2DConditionModel, requests: list[ForgetR
     rows = token_rows_to_train(model, requests, erased_before, catalog, cfg)
     if cfg.trainable == "tokens" and not rows:
         cfg = cfg.with_(trainable=cfg.token_fallback)
+    read_now: dict[str, list[CatalogConcept]] = {}
     if rows:
         # replay and memory are exact by construction (methods/token_rows.py): not planned
         cfg = cfg.with_(replay="none", memory_targets="self", consolidate=0.0, lambda_hold=0.0)
-    read_now: dict[str, list[CatalogConcept]] = {}
-    if rows:
         # an earlier erasure substituted by a word erased now ("star" read as "diamond") is
         # mapped again in this step, or it would draw what the word no longer does
+        copied: set[int] = set()
         for r in requests:
             mine = word_ids(model, r.concept)
             copies = {c.name: read_as(model, c, mine) for c in erased_before}
             read_now[r.concept.name] = [c for c in erased_before if copies[c.name]]
-            rows = Owned(sorted({*rows.ids, *(w for ws in copies.values() for w in ws)}),
-                         rows.phrases)
+            copied.update(w for ws in copies.values() for w in ws)
+        rows = Owned(sorted({*rows.ids, *copied}), rows.phrases)
     plan = plan_step(model, unet, requests, erased_before, catalog, cfg, read_now)
     seconds = {"planning": time.perf_counter() - clock}
     emit(ProgressEvent("building_replay", 0, cfg.steps))
@@ -463,10 +463,8 @@ def _reference_eps(model: LoadedModel, teacher: UNet2DConditionModel, x_t: torch
         memory = [memory_targets.get(p, p) for p in keep[:n_memory]]
         prompts = [m.target for m in forget] + memory + keep[n_memory:]
         eps = predict_noise(teacher, x_t, t, encode_prompts(model, prompts))
-        if cfg.unlearn_push > 0:
-            own = predict_noise(teacher, x_t[:n], t[:n],
-                                encode_prompts(model, [m.forget_prompt for m in forget]))
-            eps = torch.cat([esd_target(eps[:n], own, cfg.unlearn_push), eps[n:]])
+        eps = torch.cat([pushed_targets(model, teacher, x_t[:n], t[:n], forget, eps[:n], cfg),
+                         eps[n:]])
     start = n + n_memory
     share = cfg.preserve_base_share
     if share > 0 and start < len(eps) and model.unet is not teacher:
@@ -474,3 +472,14 @@ def _reference_eps(model: LoadedModel, teacher: UNet2DConditionModel, x_t: torch
                              encode_prompts(model, keep[n_memory:]))
         eps = torch.cat([eps[:start], eps[start:] + share * (base - eps[start:])])
     return eps
+
+
+def pushed_targets(model: LoadedModel, teacher: torch.nn.Module, x_t: torch.Tensor,
+                   t: torch.Tensor, forget: list[MappingChoice], target_eps: torch.Tensor,
+                   cfg: EraseConfig) -> torch.Tensor:
+    """The unlearn targets ε_T(p*) pushed `unlearn_push` away from each forget prompt's own
+    prediction (ESD's negative guidance anchored at p*); unchanged at 0."""
+    if cfg.unlearn_push <= 0:
+        return target_eps
+    own = predict_noise(teacher, x_t, t, encode_prompts(model, [m.forget_prompt for m in forget]))
+    return esd_target(target_eps, own, cfg.unlearn_push)

@@ -16,6 +16,7 @@ not erased by its rows, as the UNet is unchanged; the UNet path stays available 
 from __future__ import annotations
 
 import copy
+from collections import Counter, defaultdict
 from dataclasses import dataclass, replace
 
 import torch
@@ -195,10 +196,9 @@ def substituted_rows(model: LoadedModel, pairs: list[tuple[str, str]], ids: list
     ("outlined" read as "solid" draws "a outlined red circle" as the erased "solid red
     circle")."""
     wanted, excluded = set(ids), set(ids) | (avoid or set())
-    counts: dict[int, dict[int, int]] = {}
+    counts: defaultdict[int, Counter[int]] = defaultdict(Counter)
     for source, target in pairs:
-        a, b = (model.tokenizer(text).input_ids for text in (source, target))
-        a, b = merge_phrases(a, model.phrases), merge_phrases(b, model.phrases)
+        a, b = _ids(model, source), _ids(model, target)
         shorter = min(len(a), len(b))
         start = next((i for i in range(shorter) if a[i] != b[i]), shorter)
         end = 0
@@ -206,8 +206,7 @@ def substituted_rows(model: LoadedModel, pairs: list[tuple[str, str]], ids: list
             end += 1
         old, new = a[start:len(a) - end], b[start:len(b) - end]
         if len(old) == 1 and len(new) == 1 and old[0] in wanted and new[0] not in excluded:
-            votes = counts.setdefault(old[0], {})
-            votes[new[0]] = votes.get(new[0], 0) + 1
+            counts[old[0]][new[0]] += 1
     return {row: max(votes, key=lambda t: (votes[t], -t)) for row, votes in counts.items()}
 
 

@@ -19,9 +19,9 @@ import torch
 
 from workers.engine.conditioning import encode_fresh, encode_prompts
 from workers.engine.config import EraseConfig
-from workers.engine.erase import StepPlan, forget_batch
+from workers.engine.erase import StepPlan, forget_batch, pushed_targets
 from workers.engine.loading import LoadedModel
-from workers.engine.losses import esd_target, l2_pull, unlearn_loss
+from workers.engine.losses import l2_pull, unlearn_loss
 from workers.engine.progress import Cancelled, ProgressEvent
 from workers.engine.rollouts import RolloutCache
 from workers.engine.sampling import autocast_for, predict_noise
@@ -71,12 +71,8 @@ def erase_rows(model: LoadedModel, unet: torch.nn.Module, plan: StepPlan, owned:
         noise = torch.randn(x0.shape, generator=gen).to(model.device)
         x_t = model.scheduler.add_noise(x0, noise, t)
         with torch.no_grad(), autocast_for(model):
-            target_eps = predict_noise(unet, x_t, t,
-                                       encode_prompts(model, [m.target for m in forget]))
-            if cfg.unlearn_push > 0:
-                own = predict_noise(unet, x_t, t,
-                                    encode_prompts(model, [m.forget_prompt for m in forget]))
-                target_eps = esd_target(target_eps, own, cfg.unlearn_push)
+            target_eps = pushed_targets(model, unet, x_t, t, forget, predict_noise(
+                unet, x_t, t, encode_prompts(model, [m.target for m in forget])), cfg)
         with autocast_for(model):
             student_eps = predict_noise(unet, x_t, t, encode_fresh(
                 student, [m.forget_prompt for m in forget]))
