@@ -17,10 +17,13 @@ from workers.engine.phrases import merge_phrases
 from workers.engine.replay import retained_prompts
 from workers.engine.sampling import generate
 from workers.engine.tokens import (
+    TokenRows,
     changed_rows,
     embedding_table,
     owned_tokens,
+    spelled_alike,
     substituted_rows,
+    with_rows,
 )
 from workers.engine.versions import (
     load_token_rows,
@@ -127,10 +130,45 @@ def test_a_row_is_substituted_by_the_token_its_targets_put_in_its_place(
              ("a red star drawn as an outline", "a red triangle drawn as an outline")]
     assert substituted_rows(tiny_model, pairs, [yellow, star]) == {yellow: orange, star: triangle}
     assert substituted_rows(tiny_model, pairs[3:4], [yellow, star]) == {}
-    # no row becomes a copy of an erased phrase's word: the next vote wins, or none
-    assert substituted_rows(tiny_model, pairs, [yellow, star], avoid={orange}) == {
-        yellow: red, star: triangle}
-    assert substituted_rows(tiny_model, pairs, [yellow], avoid={orange, red}) == {}
+    # a row never copies another row erased with it: the next vote wins, or none
+    assert substituted_rows(tiny_model, pairs, [yellow, orange]) == {yellow: red}
+    assert substituted_rows(tiny_model, pairs, [yellow, orange, red]) == {}
+
+
+def test_a_phrase_spelled_with_a_copied_word_reads_as_the_phrase(
+        tiny_model: LoadedModel, tiny_folder: Path, tmp_path: Path) -> None:
+    catalog = load_catalog(tiny_folder)
+    unet, report = _token_step(tiny_model, catalog, catalog["solid red circle"])
+    tok = tiny_model.tokenizer
+    solid, outlined = tok.convert_tokens_to_ids(["solid</w>", "outlined</w>"])
+    rows = changed_rows(tiny_model, report.model)
+    # outlined erased later and substituted by solid: its row is a copy of solid's
+    copied = with_rows(tiny_model, TokenRows(
+        torch.cat([rows.ids, torch.tensor([outlined])]),
+        torch.cat([rows.values, embedding_table(tiny_model)[[solid]]]), rows.phrases))
+    kept = retained_prompts(catalog, {"solid red circle", "outlined"}, [])
+    alike, ids = spelled_alike(copied, kept)
+    assert [p.text for p in alike.phrases[len(rows.phrases):]] == ["outlined red circle"]
+    assert ids == [alike.phrases[-1].id]
+    with torch.no_grad():
+        def hidden(model: LoadedModel, prompt: str) -> torch.Tensor:
+            return encode_fresh(model, [prompt]).hidden
+
+        # unmerged, "outlined red circle" is the erased phrase's words: what it erased
+        assert not torch.equal(hidden(copied, "a outlined red circle"),
+                               hidden(copied, "a solid red circle"))
+        assert torch.equal(hidden(alike, "a outlined red circle"),
+                           hidden(alike, "a solid red circle"))
+        assert torch.equal(encode_fresh(alike, kept).hidden, encode_fresh(copied, kept).hidden)
+    # a kept word keeps its meaning, whatever its row is a copy of
+    assert spelled_alike(copied, retained_prompts(catalog, {"solid red circle"}, []))[1] == []
+    save_version(tmp_path / "v1", tiny_model.unet, unet, {"erased": ["solid red circle"]},
+                 token_rows=changed_rows(tiny_model, alike))
+    reloaded, _ = load_version_model(tiny_model, tmp_path / "v1")
+    assert reloaded.phrases == alike.phrases
+    with torch.no_grad():
+        assert torch.equal(hidden(reloaded, "a outlined red circle"),
+                           hidden(alike, "a outlined red circle"))
 
 
 def test_a_substituted_row_draws_its_prompts_as_their_targets(tiny_model: LoadedModel,

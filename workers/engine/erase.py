@@ -43,7 +43,14 @@ from workers.engine.targets import (
     select_mapping_targets,
     select_memory_targets,
 )
-from workers.engine.tokens import Owned, owned_tokens, read_as, row_names, word_ids
+from workers.engine.tokens import (
+    Owned,
+    owned_tokens,
+    read_as,
+    row_names,
+    spelled_alike,
+    word_ids,
+)
 from workers.engine.trainable import mark_trainable
 
 ProgressFn = Callable[[ProgressEvent], None]
@@ -255,8 +262,11 @@ def erase(model: LoadedModel, unet: UNet2DConditionModel, requests: list[ForgetR
 
         view, trained, last, more, generated = erase_rows(model, unet, plan, rows, cfg, emit,
                                                           stop)
+        banned = {r.concept.name for r in requests} | {c.name for c in erased_before}
+        view, spellings = spelled_alike(view, retained_prompts(
+            catalog, banned, [c for r in requests for c in r.protect]))
         return unet, StepReport(plan, view, seconds | more, last, generated,
-                                row_names(view, trained))
+                                row_names(view, trained + spellings))
 
     if cfg.method == "uce":
         from workers.engine.methods.uce import uce_edit

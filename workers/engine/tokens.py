@@ -16,6 +16,7 @@ not erased by its rows, as the UNet is unchanged; the UNet path stays available 
 from __future__ import annotations
 
 import copy
+import itertools
 from collections import Counter, defaultdict
 from dataclasses import dataclass, replace
 
@@ -184,18 +185,15 @@ def trainable_rows(model: LoadedModel, owned: Owned, substitutes: dict[int, int]
                    _prompt_cache={}), embedding
 
 
-def substituted_rows(model: LoadedModel, pairs: list[tuple[str, str]], ids: list[int],
-                     avoid: set[int] | None = None) -> dict[int, int]:
+def substituted_rows(model: LoadedModel, pairs: list[tuple[str, str]], ids: list[int]
+                     ) -> dict[int, int]:
     """For each row of `ids`: the token its mapping targets most often put in its place, where
     a forget prompt and its target differ by that one token alone ("a yellow circle" -> "a
     orange circle": yellow -> orange). Rows never substituted so are left out.
 
     That token's row is the exact minimiser of the unlearn loss on every such prompt: the
-    prompt is then encoded as its target, state for state. No row becomes a copy of a token
-    in `avoid`: the words of erased phrases, which a copy would spell again without the phrase
-    ("outlined" read as "solid" draws "a outlined red circle" as the erased "solid red
-    circle")."""
-    wanted, excluded = set(ids), set(ids) | (avoid or set())
+    prompt is then encoded as its target, state for state."""
+    wanted = set(ids)
     counts: defaultdict[int, Counter[int]] = defaultdict(Counter)
     for source, target in pairs:
         a, b = _ids(model, source), _ids(model, target)
@@ -205,9 +203,43 @@ def substituted_rows(model: LoadedModel, pairs: list[tuple[str, str]], ids: list
         while end < shorter - start and a[-1 - end] == b[-1 - end]:
             end += 1
         old, new = a[start:len(a) - end], b[start:len(b) - end]
-        if len(old) == 1 and len(new) == 1 and old[0] in wanted and new[0] not in excluded:
+        if len(old) == 1 and len(new) == 1 and old[0] in wanted and new[0] not in wanted:
             counts[old[0]][new[0]] += 1
     return {row: max(votes, key=lambda t: (votes[t], -t)) for row, votes in counts.items()}
+
+
+def spelled_alike(model: LoadedModel, kept_prompts: list[str]) -> tuple[LoadedModel, list[int]]:
+    """`model` with each phrase also read from every other spelling its encoder reads word for
+    word as the phrase's own, and the new phrases' ids. Once red's row is a copy of orange's,
+    "solid red circle" unmerged is "solid orange circle" unmerged, which draws what the phrase
+    "solid orange circle" erased: it becomes a phrase of its own with the phrase's row. A word
+    of a kept prompt is no such spelling, whatever its row: it keeps its meaning ("solid yellow
+    circle" stays itself when orange's row is a copy of yellow's)."""
+    if not model.phrases:
+        return model, []
+    used = {t for row in model.tokenizer(kept_prompts, add_special_tokens=False).input_ids
+            for t in row} if kept_prompts else set()
+    table = embedding_table(model)
+    vocabulary = len(table) - len(model.phrases)
+    known = {p.token_ids for p in model.phrases}
+    added: list[Phrase] = []
+    sources: list[int] = []
+    for phrase in model.phrases:
+        options = [[t, *(int(w) for w in (table[:vocabulary] == table[t]).all(dim=1).nonzero()
+                         if int(w) != t and int(w) not in used)] for t in phrase.token_ids]
+        for spelling in itertools.product(*options):
+            if spelling not in known:
+                known.add(spelling)
+                added.append(Phrase(model.tokenizer.decode(list(spelling)), spelling,
+                                    len(table) + len(added)))
+                sources.append(phrase.id)
+    if not added:
+        return model, []
+    encoder, base = _encoder_copy(model)
+    grown = torch.cat([base, base[sources]])
+    encoder.set_input_embeddings(nn.Embedding.from_pretrained(grown, freeze=True))
+    return (replace(model, text_encoder=encoder, phrases=model.phrases + tuple(added),
+                    _prompt_cache={}), [p.id for p in added])
 
 
 def _encoder_copy(model: LoadedModel) -> tuple[CLIPTextModel, torch.Tensor]:

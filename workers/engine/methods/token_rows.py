@@ -37,10 +37,8 @@ def erase_rows(model: LoadedModel, unet: torch.nn.Module, plan: StepPlan, owned:
     the last loss terms, seconds per stage and the rollouts generated. With
     `token_substitute`, a word whose forget prompts' targets mostly swap it for one token
     takes that token's row (the exact map for those prompts) and only the rest is trained."""
-    phrase_words = {t for p in model.phrases for t in p.token_ids} | {
-        t for _, ids in owned.phrases for t in ids}
     substitutes = (substituted_rows(model, [(m.forget_prompt, m.target) for m in plan.mappings],
-                                    owned.ids, phrase_words) if cfg.token_substitute else {})
+                                    owned.ids) if cfg.token_substitute else {})
     student, embedding = trainable_rows(model, owned, substitutes)
     trained = sorted(substitutes) + embedding.ids.tolist()
     if not len(embedding.ids):  # every row substituted: nothing left to train
