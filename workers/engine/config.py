@@ -193,7 +193,11 @@ class EraseConfig:
     # Yellow's step from step 9 of the default sequence, float32, 32 images of each kept
     # concept naming yellow: their quality 1.08 (teacher 1.01) against 1.23 trained from its
     # own row and 1.42 trained from orange's; ellipse 32 of 32 against 30; yellow 0 of 32
-    # either way (bench/results/twenty-seventh-session/).
+    # either way (bench/results/twenty-seventh-session/). A phrase spelled with a copy ("solid
+    # red circle" once red reads as orange, "solid orange circle" erased) reads as the phrase
+    # (tokens.spelled_alike), so any token may be copied: red trained instead took the other
+    # sequence's quality to 2.29x the base's at step 6, copied 1.38x (bench/results/
+    # continual-aliased/).
     token_substitute: bool = True
     # Optimizer steps. 80 left outlined in 2–3 of 32 images at its own step (request and
     # held-out) and 120 none on request templates (1 of 32 held-out); with 120 every erased

@@ -7,7 +7,9 @@ edits only those rows leaves every kept prompt's images bit for bit as they were
 erasure holds wherever the word appears, in wordings the request never wrote. A name made only
 of words kept concepts use ("solid red circle": solid, red and circle) becomes a phrase read as
 one token of its own (`Phrase`, a row past the base vocabulary), where no kept prompt contains
-the whole phrase; otherwise the concept is erased in the UNet's cross-attention (erase.py).
+the whole phrase; otherwise the concept is erased in the UNet's cross-attention (erase.py). A
+word whose targets swap it for one token takes that token's row (`substituted_rows`), and a
+phrase spelled with such a copy reads as the phrase (`spelled_alike`).
 
 The trade-off: a concept evoked without its words (a paraphrase, a description of the look) is
 not erased by its rows, as the UNet is unchanged; the UNet path stays available (`trainable`).
