@@ -162,6 +162,14 @@ def test_a_phrase_spelled_with_a_copied_word_reads_as_the_phrase(
         assert torch.equal(encode_fresh(alike, kept).hidden, encode_fresh(copied, kept).hidden)
     # a kept word keeps its meaning, whatever its row is a copy of
     assert spelled_alike(copied, retained_prompts(catalog, {"solid red circle"}, []))[1] == []
+    # a phrase word erased since is not respelled: unmerged, the phrase no longer reads as it did
+    red, orange, yellow = tok.convert_tokens_to_ids(["red</w>", "orange</w>", "yellow</w>"])
+    both_copy_orange = with_rows(tiny_model, TokenRows(
+        torch.cat([rows.ids, torch.tensor([red, yellow])]),
+        torch.cat([rows.values, embedding_table(tiny_model)[[orange, orange]]]), rows.phrases))
+    assert spelled_alike(both_copy_orange, retained_prompts(
+        catalog, {"solid red circle", "red", "yellow"}, []))[1] == []
+
     save_version(tmp_path / "v1", tiny_model.unet, unet, {"erased": ["solid red circle"]},
                  token_rows=changed_rows(tiny_model, alike))
     reloaded, _ = load_version_model(tiny_model, tmp_path / "v1")
@@ -169,6 +177,26 @@ def test_a_phrase_spelled_with_a_copied_word_reads_as_the_phrase(
     with torch.no_grad():
         assert torch.equal(hidden(reloaded, "a outlined red circle"),
                            hidden(alike, "a outlined red circle"))
+    assert _exported_hidden(tiny_folder, tmp_path / "v1", tmp_path / "export",
+                            ["a outlined red circle", "a solid red circle"]).allclose(
+        encode_fresh(alike, ["a outlined red circle", "a solid red circle"]).hidden, atol=1e-5)
+
+
+def test_a_copy_made_by_a_later_step_respells_an_erased_phrase(tiny_model: LoadedModel,
+                                                               tiny_folder: Path) -> None:
+    catalog = load_catalog(tiny_folder)
+    phrase, striped = catalog["solid red circle"], catalog["striped"]
+    first = _token_step(tiny_model, catalog, phrase)[1].model
+    _, report = erase(first, tiny_model.unet, [ForgetRequest(striped, striped.prompts)], [phrase],
+                      catalog, method_config("lacu", **FAST))
+    # striped's targets swap it for "solid": its row is solid's, and "striped red circle" would
+    # spell the erased phrase again
+    assert '"striped red circle"' in report.token_rows
+    with torch.no_grad():
+        assert torch.equal(encode_fresh(report.model, ["a striped red circle"]).hidden,
+                           encode_fresh(report.model, ["a solid red circle"]).hidden)
+        assert not torch.equal(encode_fresh(report.model, ["a striped red circle"]).hidden,
+                               encode_fresh(first, ["a striped red circle"]).hidden)
 
 
 def test_a_substituted_row_draws_its_prompts_as_their_targets(tiny_model: LoadedModel,
@@ -310,21 +338,28 @@ def test_export_writes_the_text_encoder_with_the_version_rows(tiny_model: Loaded
     assert torch.equal(table[others], base[others])
 
 
-def test_export_reads_phrases_as_the_engine_does(tiny_model: LoadedModel, tiny_folder: Path,
-                                                  tmp_path: Path) -> None:
+def _exported_hidden(model_folder: Path, version: Path, out: Path, prompts: list[str]
+                     ) -> torch.Tensor:
+    """The text states of `prompts` from the folder `version` exports to."""
     from transformers import CLIPTextModel, CLIPTokenizer
 
     from workers.engine.export import build_folder
 
-    catalog = load_catalog(tiny_folder)
-    _, student = _saved_token_step(tiny_model, catalog, catalog["solid red circle"],
-                                   tmp_path / "v1")
-    build_folder(tiny_folder, tmp_path / "v1", tmp_path / "export")
-    tokenizer = CLIPTokenizer.from_pretrained(str(tmp_path / "export" / "tokenizer"))
-    encoder = CLIPTextModel.from_pretrained(tmp_path / "export" / "text_encoder")
-    prompts = ["a solid red circle", "a red circle filled in", "a red circle", "zorbo"]
+    build_folder(model_folder, version, out)
+    tokenizer = CLIPTokenizer.from_pretrained(str(out / "tokenizer"))
+    encoder = CLIPTextModel.from_pretrained(out / "text_encoder")
     ids = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length,
                     truncation=True, return_tensors="pt").input_ids
     with torch.no_grad():
-        exported = encoder(ids).last_hidden_state
+        return encoder(ids).last_hidden_state
+
+
+def test_export_reads_phrases_as_the_engine_does(tiny_model: LoadedModel, tiny_folder: Path,
+                                                  tmp_path: Path) -> None:
+    catalog = load_catalog(tiny_folder)
+    _, student = _saved_token_step(tiny_model, catalog, catalog["solid red circle"],
+                                   tmp_path / "v1")
+    prompts = ["a solid red circle", "a red circle filled in", "a red circle", "zorbo"]
+    exported = _exported_hidden(tiny_folder, tmp_path / "v1", tmp_path / "export", prompts)
+    with torch.no_grad():
         assert torch.allclose(exported, encode_fresh(student, prompts).hidden, atol=1e-5)

@@ -262,9 +262,7 @@ def erase(model: LoadedModel, unet: UNet2DConditionModel, requests: list[ForgetR
 
         view, trained, last, more, generated = erase_rows(model, unet, plan, rows, cfg, emit,
                                                           stop)
-        banned = {r.concept.name for r in requests} | {c.name for c in erased_before}
-        view, spellings = spelled_alike(view, retained_prompts(
-            catalog, banned, [c for r in requests for c in r.protect]))
+        view, spellings = spelled_alike(view, kept_prompts(requests, erased_before, catalog))
         return unet, StepReport(plan, view, seconds | more, last, generated,
                                 row_names(view, trained + spellings))
 
@@ -365,8 +363,7 @@ def token_rows_to_train(model: LoadedModel, requests: list[ForgetRequest],
     catalog lists no kept prompt to tell a concept's own words from everyone's."""
     if cfg.trainable != "tokens" or model.is_sdxl or cfg.method != "lacu":
         return None
-    banned = {r.concept.name for r in requests} | {c.name for c in erased_before}
-    kept = retained_prompts(catalog, banned, [c for r in requests for c in r.protect])
+    kept = kept_prompts(requests, erased_before, catalog)
     if len(kept) < 2:  # the unconditional prompt alone
         return None
     owned = [owned_tokens(model, r.concept, kept) for r in requests]
@@ -375,6 +372,13 @@ def token_rows_to_train(model: LoadedModel, requests: list[ForgetRequest],
     ids = sorted({t for o in owned if o for t in o.ids})
     phrases = list(dict.fromkeys(p for o in owned if o for p in o.phrases))
     return Owned(ids, phrases)
+
+
+def kept_prompts(requests: list[ForgetRequest], erased_before: list[CatalogConcept],
+                 catalog: Catalog) -> list[str]:
+    """The catalog prompts a step keeps: none naming a concept erased now or before."""
+    banned = {r.concept.name for r in requests} | {c.name for c in erased_before}
+    return retained_prompts(catalog, banned, [c for r in requests for c in r.protect])
 
 
 def held_sets(model: LoadedModel, teacher: UNet2DConditionModel, plan: StepPlan,

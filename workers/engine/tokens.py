@@ -214,27 +214,38 @@ def spelled_alike(model: LoadedModel, kept_prompts: list[str]) -> tuple[LoadedMo
     """`model` with each phrase also read from every other spelling its encoder reads word for
     word as the phrase's own, and the new phrases' ids. Once red's row is a copy of orange's,
     "solid red circle" unmerged is "solid orange circle" unmerged, which draws what the phrase
-    "solid orange circle" erased: it becomes a phrase of its own with the phrase's row. A word
-    of a kept prompt is no such spelling, whatever its row: it keeps its meaning ("solid yellow
-    circle" stays itself when orange's row is a copy of yellow's)."""
+    "solid orange circle" erased: it becomes a phrase of its own with the phrase's row.
+
+    Only a phrase's kept words (those of `kept_prompts`, rows as in the base) are respelled: a
+    phrase word erased since reads as something else, and so does the phrase unmerged. A kept
+    word is never a respelling, whatever its row: it keeps its meaning ("solid yellow circle"
+    stays itself when orange's row is a copy of yellow's)."""
     if not model.phrases:
         return model, []
     used = {t for row in model.tokenizer(kept_prompts, add_special_tokens=False).input_ids
             for t in row} if kept_prompts else set()
     table = embedding_table(model)
     vocabulary = len(table) - len(model.phrases)
+    copies: dict[int, list[int]] = {}
+    for t in {t for p in model.phrases for t in p.token_ids if t in used}:
+        same = (table[:vocabulary] == table[t]).all(dim=1).nonzero().flatten().tolist()
+        copies[t] = [w for w in same if w != t and w not in used]
     known = {p.token_ids for p in model.phrases}
+    texts = {p.text for p in model.phrases}
     added: list[Phrase] = []
     sources: list[int] = []
     for phrase in model.phrases:
-        options = [[t, *(int(w) for w in (table[:vocabulary] == table[t]).all(dim=1).nonzero()
-                         if int(w) != t and int(w) not in used)] for t in phrase.token_ids]
+        options = [[t, *copies.get(t, [])] for t in phrase.token_ids]
         for spelling in itertools.product(*options):
-            if spelling not in known:
-                known.add(spelling)
-                added.append(Phrase(model.tokenizer.decode(list(spelling)), spelling,
-                                    len(table) + len(added)))
-                sources.append(phrase.id)
+            text = model.tokenizer.decode(list(spelling))
+            if (spelling in known or text in texts  # a spelling no prompt tokenizes to: none
+                    or tuple(model.tokenizer(text, add_special_tokens=False).input_ids)
+                    != spelling):
+                continue
+            known.add(spelling)
+            texts.add(text)
+            added.append(Phrase(text, spelling, len(table) + len(added)))
+            sources.append(phrase.id)
     if not added:
         return model, []
     encoder, base = _encoder_copy(model)
