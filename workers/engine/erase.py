@@ -237,7 +237,8 @@ def erase(model: LoadedModel, unet: UNet2DConditionModel, requests: list[ForgetR
     torch.manual_seed(cfg.seed)
     clock = time.perf_counter()
     emit(ProgressEvent("selecting_targets", 0, cfg.steps))
-    rows = token_rows_to_train(model, requests, erased_before, catalog, cfg)
+    kept = kept_prompts(requests, erased_before, catalog)
+    rows = token_rows_to_train(model, requests, kept, cfg)
     if cfg.trainable == "tokens" and not rows:
         cfg = cfg.with_(trainable=cfg.token_fallback)
     read_now: dict[str, list[CatalogConcept]] = {}
@@ -262,7 +263,7 @@ def erase(model: LoadedModel, unet: UNet2DConditionModel, requests: list[ForgetR
 
         view, trained, last, more, generated = erase_rows(model, unet, plan, rows, cfg, emit,
                                                           stop)
-        view, spellings = spelled_alike(view, kept_prompts(requests, erased_before, catalog))
+        view, spellings = spelled_alike(view, kept)
         return unet, StepReport(plan, view, seconds | more, last, generated,
                                 row_names(view, trained + spellings))
 
@@ -355,15 +356,13 @@ def erase(model: LoadedModel, unet: UNet2DConditionModel, requests: list[ForgetR
     return student, StepReport(plan, model, seconds, losses, cache.generated)
 
 
-def token_rows_to_train(model: LoadedModel, requests: list[ForgetRequest],
-                        erased_before: list[CatalogConcept], catalog: Catalog, cfg: EraseConfig
-                        ) -> Owned | None:
+def token_rows_to_train(model: LoadedModel, requests: list[ForgetRequest], kept: list[str],
+                        cfg: EraseConfig) -> Owned | None:
     """What a `tokens` step trains: every requested concept's own words and phrases
     (tokens.py), or None when one of them owns nothing, the model has two text encoders, or the
     catalog lists no kept prompt to tell a concept's own words from everyone's."""
     if cfg.trainable != "tokens" or model.is_sdxl or cfg.method != "lacu":
         return None
-    kept = kept_prompts(requests, erased_before, catalog)
     if len(kept) < 2:  # the unconditional prompt alone
         return None
     owned = [owned_tokens(model, r.concept, kept) for r in requests]

@@ -230,7 +230,6 @@ def spelled_alike(model: LoadedModel, kept_prompts: list[str]) -> tuple[LoadedMo
     for t in {t for p in model.phrases for t in p.token_ids if t in used}:
         same = (table[:vocabulary] == table[t]).all(dim=1).nonzero().flatten().tolist()
         copies[t] = [w for w in same if w != t and w not in used]
-    known = {p.token_ids for p in model.phrases}
     texts = {p.text for p in model.phrases}
     added: list[Phrase] = []
     sources: list[int] = []
@@ -238,11 +237,10 @@ def spelled_alike(model: LoadedModel, kept_prompts: list[str]) -> tuple[LoadedMo
         options = [[t, *copies.get(t, [])] for t in phrase.token_ids]
         for spelling in itertools.product(*options):
             text = model.tokenizer.decode(list(spelling))
-            if (spelling in known or text in texts  # a spelling no prompt tokenizes to: none
-                    or tuple(model.tokenizer(text, add_special_tokens=False).input_ids)
-                    != spelling):
+            # a text that tokenizes back to its spelling names it: no prompt reads the others
+            if text in texts or tuple(
+                    model.tokenizer(text, add_special_tokens=False).input_ids) != spelling:
                 continue
-            known.add(spelling)
             texts.add(text)
             added.append(Phrase(text, spelling, len(table) + len(added)))
             sources.append(phrase.id)
