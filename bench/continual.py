@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import cast
 
 import torch
 from diffusers import UNet2DConditionModel
@@ -190,6 +191,11 @@ def final_check(evaluator: WorldEvaluator, version: tuple[LoadedModel, UNet2DCon
     return record
 
 
+def ratio_interval(check: dict[str, object]) -> str:
+    low, high = cast(tuple[float, float], check["quality_ratio_interval"])
+    return f"{low:.2f}-{high:.2f}"
+
+
 def run_benchmark(model_dir: Path, judge_path: Path, methods: list[str], sequence: list[str],
                   out: Path, *, seed: int = 0, per_concept: int = 8, forget_per_concept: int = 32,
                   overrides: dict[str, object] | None = None,
@@ -230,7 +236,8 @@ def run_benchmark(model_dir: Path, judge_path: Path, methods: list[str], sequenc
             entry["final_check"] = check
             log(f"{name} step {len(sequence)} at {final_images} images a kept concept: related "
                 f"{check['related_retention']:.3f}, general {check['general_retention']:.3f}, "
-                f"quality {check['quality']:.2f} / base {check['base_quality']:.2f}")
+                f"quality {check['quality']:.2f} / base {check['base_quality']:.2f} (90 % "
+                f"interval of the ratio {ratio_interval(check)})")
         result["methods"][name] = entry  # type: ignore[index]
         write_outputs(result, out)
     return result

@@ -5,6 +5,7 @@ import random
 import shutil
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -24,6 +25,9 @@ from workers.conceptworld.world import (
     Scene,
     vocabulary_corpus,
 )
+
+if TYPE_CHECKING:
+    from workers.conceptworld.evaluate import GeneratedSet
 
 
 def test_world_has_the_required_variety() -> None:
@@ -145,6 +149,53 @@ def test_quality_is_low_for_clean_renders_and_rises_with_damage() -> None:
     assert quality(clean) < 0.5 * quality(blurred)
 
 
+def _rendered_set(names: list[str], per: int, seed: int) -> GeneratedSet:
+    from workers.conceptworld.evaluate import GeneratedSet
+    from workers.conceptworld.judge import Judge
+    from workers.conceptworld.world import scene_for
+
+    judge = Judge.load(JUDGE_PATH)
+    rng = random.Random(seed)
+    renders = np.stack([render_scene(scene_for(n, rng), rng) for n in names for _ in range(per)])
+    images = torch.from_numpy(renders).permute(0, 3, 1, 2).float() / 255
+    return GeneratedSet(names, per, images, judge.read(images), 0.0)
+
+
+def test_quality_reference_depends_on_the_images_read_not_their_order_or_a_fresh_draw() -> None:
+    from workers.conceptworld.evaluate import WorldEvaluator
+    from workers.conceptworld.judge import Judge
+
+    names = ["circle", "red", "striped", "zorbo", "solid orange circle", "star"]
+    gen = _rendered_set(names, 8, seed=3)
+    rows = np.arange(len(gen.images))
+
+    def evaluator() -> WorldEvaluator:
+        return WorldEvaluator(model=None, judge=Judge.load(JUDGE_PATH))  # type: ignore[arg-type]
+
+    first = evaluator().retained_quality_of_rows(gen, rows)
+    assert evaluator().retained_quality_of_rows(gen, rows) == first
+    # the same images in another order: equal but for float summation order
+    assert evaluator().retained_quality_of_rows(gen, rows[::-1]) == pytest.approx(first,
+                                                                                   rel=1e-6)
+
+
+def test_quality_ratio_interval_is_one_for_the_same_images_and_above_one_for_blurred() -> None:
+    from workers.conceptworld.evaluate import GeneratedSet, WorldEvaluator
+    from workers.conceptworld.judge import Judge
+
+    names = ["circle", "red", "striped", "zorbo", "solid orange circle", "star"]
+    judge = Judge.load(JUDGE_PATH)
+    evaluator = WorldEvaluator(model=None, judge=judge)  # type: ignore[arg-type]
+    clean = _rendered_set(names, 16, seed=5)
+    blurred_images = torch.nn.functional.avg_pool2d(clean.images, 3, stride=1, padding=1)
+    blurred = GeneratedSet(names, 16, blurred_images, judge.read(blurred_images), 0.0)
+    assert evaluator.quality_ratio_interval(clean, clean, names, draws=20) == (1.0, 1.0)
+    low, high = evaluator.quality_ratio_interval(blurred, clean, names, draws=20)
+    assert 1.0 < low <= high
+    with pytest.raises(ValueError, match="same concepts"):
+        evaluator.quality_ratio_interval(blurred, _rendered_set(names, 8, seed=5), names)
+
+
 @shipped
 def test_forget_accuracies_are_measured_on_their_own_image_count() -> None:
     from workers.conceptworld.evaluate import WorldEvaluator, step_metrics
@@ -179,6 +230,7 @@ def test_kept_check_reads_the_base_as_fully_retained_and_refuses_other_base_imag
     check = kept_check(evaluator, None, erased, 2, base=base)
     assert check.images == 2 and check.templates == "request"
     assert check.quality == check.base_quality and check.quality_ratio == 1.0
+    assert check.quality_ratio_interval == (1.0, 1.0)
     assert check.largest_losses == {} and check.quality_worse_by_concept == {}
     for value in (check.related_retention, check.general_retention):
         assert isinstance(value, float) and (np.isnan(value) or value == 1.0)

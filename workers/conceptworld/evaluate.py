@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import time
+import zlib
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -12,13 +13,15 @@ from diffusers import UNet2DConditionModel
 from scipy import linalg
 
 from workers.conceptworld.judge import Judge, Verdicts
-from workers.conceptworld.render import render_dataset
-from workers.conceptworld.world import CONCEPT_BY_NAME
+from workers.conceptworld.render import render_dataset, render_scene
+from workers.conceptworld.world import CONCEPT_BY_NAME, Scene
 from workers.engine.loading import LoadedModel
 from workers.engine.sampling import generate
 
 EVAL_SEED = 20_261_127
 QUALITY_REFERENCE_SEED = 4_242
+# Renders a read scene's reference moments are taken from (`WorldEvaluator._scene_moments`).
+REFERENCE_RENDERS = 64
 
 
 @dataclass
@@ -53,6 +56,8 @@ class WorldEvaluator:
     steps: int = 20
     guidance: float | None = None  # the model folder's default (lethe.json)
     _reference: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
+    _scene_cache: dict[Scene, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict,
+                                                                     repr=False)
 
     def generate_for(self, concepts: list[str], unet: UNet2DConditionModel | None = None, *,
                      heldout: bool = False, per_concept: int | None = None) -> GeneratedSet:
@@ -81,29 +86,74 @@ class WorldEvaluator:
 
     def retained_quality(self, gen: GeneratedSet, names: list[str]) -> float:
         """Fréchet distance, in judge features, between the images generated for `names` and
-        clean renders of what the judge reads in each image (4 per image): how well the kept
-        concepts are drawn, whatever values of their unnamed attributes they show. An erasure
-        is meant to change which values are drawn ("outlined" no longer drawn when asked for),
-        not how well; the accuracy metrics score the first, this scores the second (a model
-        that draws the wrong concept cleanly scores well here and badly there)."""
+        clean renders of what the judge reads in each image: how well the kept concepts are
+        drawn, whatever values of their unnamed attributes they show. An erasure is meant to
+        change which values are drawn ("outlined" no longer drawn when asked for), not how
+        well; the accuracy metrics score the first, this scores the second (a model that draws
+        the wrong concept cleanly scores well here and badly there)."""
         rows = np.concatenate([np.arange(gen.rows(n).start, gen.rows(n).stop) for n in names])
         return self.retained_quality_of_rows(gen, rows)
 
     def retained_quality_of_rows(self, gen: GeneratedSet, rows: np.ndarray) -> float:
         """`retained_quality` over chosen image rows of `gen` instead of whole concepts."""
-        from workers.conceptworld.render import render_scene
-        from workers.conceptworld.world import Scene
+        return self._quality_of_features(self._features(gen, rows), self.read_scenes(gen, rows))
 
+    def _features(self, gen: GeneratedSet, rows: np.ndarray) -> np.ndarray:
+        return self.judge.features(gen.images[torch.tensor(rows.tolist(), dtype=torch.long)]
+                                   ).double().numpy()
+
+    def read_scenes(self, gen: GeneratedSet, rows: np.ndarray) -> list[Scene]:
+        """What the judge reads in each of `gen`'s images `rows`, as scenes."""
         labels = {head: gen.verdicts.labels(head)
                   for head in ("shape", "colour", "texture", "character")}
-        seen = [Scene(labels["shape"][i], labels["colour"][i], labels["texture"][i],
+        return [Scene(labels["shape"][i], labels["colour"][i], labels["texture"][i],
                       None if labels["character"][i] == "none" else labels["character"][i])
                 for i in rows.tolist()]
-        rng = random.Random(QUALITY_REFERENCE_SEED)
-        renders = np.stack([render_scene(scene, rng) for scene in seen for _ in range(4)])
-        reference = torch.from_numpy(renders).permute(0, 3, 1, 2).float() / 255
-        feats = self.judge.features(gen.images[torch.from_numpy(rows)]).double().numpy()
-        return _frechet(feats, self.judge.features(reference).double().numpy())
+
+    def _quality_of_features(self, feats: np.ndarray, scenes: list[Scene]) -> float:
+        """The reference is the mixture of the read scenes' render distributions, one component
+        per image; its moments come from each scene's own (`_scene_moments`). Four random
+        renders an image instead made the distance of the same images vary by a quarter with
+        the draw (bench/results/twenty-ninth-session/)."""
+        moments = [self._scene_moments(s) for s in scenes]
+        means = np.stack([m for m, _ in moments])
+        mean = means.mean(0)
+        second = np.mean([c for _, c in moments], axis=0) + means.T @ means / len(means)
+        return _frechet_stats(feats.mean(0), np.cov(feats, rowvar=False), mean,
+                              second - np.outer(mean, mean))
+
+    def _scene_moments(self, scene: Scene) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and covariance of the judge's features over `REFERENCE_RENDERS` renders of
+        `scene` (jittered position, size, rotation, colour), seeded by the scene itself."""
+        if scene not in self._scene_cache:
+            seed = zlib.crc32(repr(scene).encode()) ^ QUALITY_REFERENCE_SEED
+            rng = random.Random(seed)
+            renders = np.stack([render_scene(scene, rng) for _ in range(REFERENCE_RENDERS)])
+            x = torch.from_numpy(renders).permute(0, 3, 1, 2).float() / 255
+            feats = self.judge.features(x).double().numpy()
+            self._scene_cache[scene] = (feats.mean(0), np.cov(feats, rowvar=False, bias=True))
+        return self._scene_cache[scene]
+
+    def quality_ratio_interval(self, after: GeneratedSet, base: GeneratedSet, names: list[str],
+                               *, draws: int = 200, seed: int = 0) -> tuple[float, float]:
+        """5th and 95th percentiles of `after`'s quality distance over `base`'s on `names`,
+        over paired bootstrap draws: each concept's images resampled, the same draw for both
+        sets (they share prompts and seeds), so the interval reads how far the ratio could move
+        on other seeds."""
+        rows = np.concatenate([np.arange(base.rows(n).start, base.rows(n).stop) for n in names])
+        if after.concepts != base.concepts or after.per_concept != base.per_concept:
+            raise ValueError("the two sets are not of the same concepts at the same count")
+        sets = [(self._features(g, rows), self.read_scenes(g, rows)) for g in (after, base)]
+        rng = np.random.default_rng(seed)
+        per = base.per_concept
+        ratios = []
+        for _ in range(draws):
+            pick = np.concatenate([i * per + rng.integers(0, per, per)
+                                   for i in range(len(names))])
+            a, b = (self._quality_of_features(f[pick], [s[j] for j in pick]) for f, s in sets)
+            ratios.append(a / b)
+        low, high = np.percentile(ratios, [5, 95])
+        return float(low), float(high)
 
     def _reference_stats(self) -> tuple[np.ndarray, np.ndarray]:
         if self._reference is None:
@@ -160,6 +210,8 @@ class KeptCheck:
     general_retention: float
     quality: float
     base_quality: float
+    # where quality / base_quality could lie on other seeds (`quality_ratio_interval`)
+    quality_ratio_interval: tuple[float, float]
     largest_losses: dict[str, float]
     quality_worse_by_concept: dict[str, float]
     seconds: float
@@ -203,6 +255,7 @@ def kept_check(evaluator: WorldEvaluator, unet: UNet2DConditionModel | None, era
         general_retention=retention(after, base, general),
         quality=evaluator.retained_quality(after, kept),
         base_quality=evaluator.retained_quality(base, kept),
+        quality_ratio_interval=evaluator.quality_ratio_interval(after, base, kept),
         largest_losses={n: round(d, 3) for d, n in losses[:4] if d < 0},
         quality_worse_by_concept={n: round(d, 2) for d, n in worse[:6] if d > 0},
         seconds=after.seconds,
