@@ -173,10 +173,23 @@ def test_quality_reference_depends_on_the_images_read_not_their_order_or_a_fresh
         return WorldEvaluator(model=None, judge=Judge.load(JUDGE_PATH))  # type: ignore[arg-type]
 
     first = evaluator().retained_quality_of_rows(gen, rows)
+    # pinned: the scenes' renders are seeded by the scene, the same in every process
+    assert first == pytest.approx(1.50096, rel=1e-4)
     assert evaluator().retained_quality_of_rows(gen, rows) == first
     # the same images in another order: equal but for float summation order
     assert evaluator().retained_quality_of_rows(gen, rows[::-1]) == pytest.approx(first,
                                                                                    rel=1e-6)
+
+
+def test_a_paired_draw_resamples_each_concept_within_its_own_images() -> None:
+    from workers.conceptworld.evaluate import paired_draw
+
+    pick = paired_draw(3, 8, np.random.default_rng(0))
+    assert len(pick) == 24
+    for i in range(3):
+        block = pick[i * 8:(i + 1) * 8]
+        assert ((block >= i * 8) & (block < (i + 1) * 8)).all()
+    assert len(set(pick.tolist())) < 24  # drawn with replacement
 
 
 def test_quality_ratio_interval_is_one_for_the_same_images_and_above_one_for_blurred() -> None:

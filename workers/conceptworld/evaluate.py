@@ -117,43 +117,43 @@ class WorldEvaluator:
         the draw (bench/results/twenty-ninth-session/)."""
         moments = [self._scene_moments(s) for s in scenes]
         means = np.stack([m for m, _ in moments])
-        mean = means.mean(0)
-        second = np.mean([c for _, c in moments], axis=0) + means.T @ means / len(means)
-        return _frechet_stats(feats.mean(0), np.cov(feats, rowvar=False), mean,
-                              second - np.outer(mean, mean))
+        # within-scene spread plus the spread of the scenes' means
+        cov = np.mean([c for _, c in moments], axis=0) + np.cov(means, rowvar=False, bias=True)
+        return _frechet_stats(feats.mean(0), np.cov(feats, rowvar=False), means.mean(0), cov)
 
     def _scene_moments(self, scene: Scene) -> tuple[np.ndarray, np.ndarray]:
         """Mean and covariance of the judge's features over `REFERENCE_RENDERS` renders of
         `scene` (jittered position, size, rotation, colour), seeded by the scene itself."""
         if scene not in self._scene_cache:
-            seed = zlib.crc32(repr(scene).encode()) ^ QUALITY_REFERENCE_SEED
+            key = f"{scene.shape}|{scene.colour}|{scene.texture}|{scene.character}"
+            seed = zlib.crc32(key.encode()) ^ QUALITY_REFERENCE_SEED
             rng = random.Random(seed)
             renders = np.stack([render_scene(scene, rng) for _ in range(REFERENCE_RENDERS)])
             x = torch.from_numpy(renders).permute(0, 3, 1, 2).float() / 255
             feats = self.judge.features(x).double().numpy()
-            self._scene_cache[scene] = (feats.mean(0), np.cov(feats, rowvar=False, bias=True))
+            self._scene_cache[scene] = (feats.mean(0), np.cov(feats, rowvar=False))
         return self._scene_cache[scene]
 
     def quality_ratio_interval(self, after: GeneratedSet, base: GeneratedSet, names: list[str],
                                *, draws: int = 200, seed: int = 0) -> tuple[float, float]:
-        """5th and 95th percentiles of `after`'s quality distance over `base`'s on `names`,
-        over paired bootstrap draws: each concept's images resampled, the same draw for both
-        sets (they share prompts and seeds), so the interval reads how far the ratio could move
-        on other seeds."""
-        rows = np.concatenate([np.arange(base.rows(n).start, base.rows(n).stop) for n in names])
+        """A 90 % interval of `after`'s quality distance over `base`'s on `names`, from paired
+        bootstrap draws: each concept's images resampled, the same draw for both sets (they
+        share prompts and seeds). The basic interval (2r - q95, 2r - q5) around the ratio r: a
+        resample repeats images, which raises both distances alike and pulls its ratio toward
+        1, so the draws' own percentiles would understate a change."""
         if after.concepts != base.concepts or after.per_concept != base.per_concept:
             raise ValueError("the two sets are not of the same concepts at the same count")
+        rows = np.concatenate([np.arange(base.rows(n).start, base.rows(n).stop) for n in names])
         sets = [(self._features(g, rows), self.read_scenes(g, rows)) for g in (after, base)]
+        ratio = (self._quality_of_features(*sets[0]) / self._quality_of_features(*sets[1]))
         rng = np.random.default_rng(seed)
-        per = base.per_concept
         ratios = []
         for _ in range(draws):
-            pick = np.concatenate([i * per + rng.integers(0, per, per)
-                                   for i in range(len(names))])
+            pick = paired_draw(len(names), base.per_concept, rng)
             a, b = (self._quality_of_features(f[pick], [s[j] for j in pick]) for f, s in sets)
             ratios.append(a / b)
-        low, high = np.percentile(ratios, [5, 95])
-        return float(low), float(high)
+        q5, q95 = np.percentile(ratios, [5, 95])
+        return float(2 * ratio - q95), float(2 * ratio - q5)
 
     def _reference_stats(self) -> tuple[np.ndarray, np.ndarray]:
         if self._reference is None:
@@ -162,6 +162,13 @@ class WorldEvaluator:
             feats = self.judge.features(x).double().numpy()
             self._reference = (feats.mean(0), np.cov(feats, rowvar=False))
         return self._reference
+
+
+def paired_draw(concepts: int, per_concept: int, rng: np.random.Generator) -> np.ndarray:
+    """One bootstrap draw of positions in a set of `concepts` blocks of `per_concept` images:
+    each block resampled within itself, so every concept keeps its share."""
+    return np.concatenate([i * per_concept + rng.integers(0, per_concept, per_concept)
+                           for i in range(concepts)])
 
 
 def _frechet(a: np.ndarray, b: np.ndarray) -> float:
