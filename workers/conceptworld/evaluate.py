@@ -38,6 +38,11 @@ class GeneratedSet:
         i = self.concepts.index(concept)
         return slice(i * self.per_concept, (i + 1) * self.per_concept)
 
+    def rows_of(self, concepts: list[str]) -> np.ndarray:
+        """The image rows of `concepts`, in their order."""
+        return np.concatenate([np.arange(self.rows(n).start, self.rows(n).stop)
+                               for n in concepts])
+
     def rate(self, concept: str, judged_as: str | None = None) -> float:
         """Share of `concept`'s images that the judge assigns to `judged_as` (default: itself)."""
         rows = self.rows(concept)
@@ -91,7 +96,7 @@ class WorldEvaluator:
         change which values are drawn ("outlined" no longer drawn when asked for), not how
         well; the accuracy metrics score the first, this scores the second (a model that draws
         the wrong concept cleanly scores well here and badly there)."""
-        rows = np.concatenate([np.arange(gen.rows(n).start, gen.rows(n).stop) for n in names])
+        rows = gen.rows_of(names)
         return self.retained_quality_of_rows(gen, rows)
 
     def retained_quality_of_rows(self, gen: GeneratedSet, rows: np.ndarray) -> float:
@@ -143,7 +148,7 @@ class WorldEvaluator:
         1, so the draws' own percentiles would understate a change."""
         if after.concepts != base.concepts or after.per_concept != base.per_concept:
             raise ValueError("the two sets are not of the same concepts at the same count")
-        rows = np.concatenate([np.arange(base.rows(n).start, base.rows(n).stop) for n in names])
+        rows = base.rows_of(names)
         sets = [(self._features(g, rows), self.read_scenes(g, rows)) for g in (after, base)]
         ratio = (self._quality_of_features(*sets[0]) / self._quality_of_features(*sets[1]))
         rng = np.random.default_rng(seed)
@@ -169,10 +174,6 @@ def paired_draw(concepts: int, per_concept: int, rng: np.random.Generator) -> np
     each block resampled within itself, so every concept keeps its share."""
     return np.concatenate([i * per_concept + rng.integers(0, per_concept, per_concept)
                            for i in range(concepts)])
-
-
-def _frechet(a: np.ndarray, b: np.ndarray) -> float:
-    return _frechet_stats(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))
 
 
 def _frechet_stats(mu_a: np.ndarray, cov_a: np.ndarray, mu_b: np.ndarray, cov_b: np.ndarray

@@ -12,31 +12,17 @@ draws the prompts unchanged.
 from __future__ import annotations
 
 import json
-import re
 import sys
+from pathlib import Path
 
 from workers.conceptworld.cli import JUDGE_PATH, MODEL_DIR
-from workers.conceptworld.evaluate import EVAL_SEED, GeneratedSet, WorldEvaluator, retention_sets
+from workers.conceptworld.evaluate import WorldEvaluator, retention_sets
 from workers.conceptworld.judge import Judge
-from workers.conceptworld.world import CONCEPT_BY_NAME
 from workers.engine.loading import load_model
-from workers.engine.sampling import generate
 
-
-def rewritten_set(evaluator: WorldEvaluator, concepts: list[str], count: int,
-                  words: dict[str, str]) -> GeneratedSet:
-    prompts, seeds = [], []
-    for ci, name in enumerate(concepts):
-        templates = CONCEPT_BY_NAME[name].prompts
-        for j in range(count):
-            prompt = templates[j % len(templates)]
-            for old, new in words.items():
-                prompt = re.sub(rf"\b{re.escape(old)}\b", new, prompt)
-            prompts.append(prompt)
-            seeds.append(EVAL_SEED + 1000 * ci + j)
-    images = generate(evaluator.model, prompts, seeds, steps=evaluator.steps,
-                      guidance=evaluator.guidance, batch_size=128)
-    return GeneratedSet(concepts, count, images, evaluator.judge.read(images), 0.0)
+# the rewriting is the twenty-eighth session's reading probe's, reused as it is
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "twenty-eighth-session"))
+from reading_probe import rewritten_set  # noqa: E402
 
 
 def main() -> None:
