@@ -191,8 +191,8 @@ def final_check(evaluator: WorldEvaluator, version: tuple[LoadedModel, UNet2DCon
     return record
 
 
-def ratio_interval(check: dict[str, object]) -> str:
-    low, high = cast(tuple[float, float], check["quality_ratio_interval"])
+def ratio_interval(check: dict[str, object], measure: str = "quality") -> str:
+    low, high = cast(tuple[float, float], check[f"{measure}_ratio_interval"])
     return f"{low:.2f}-{high:.2f}"
 
 
@@ -237,7 +237,10 @@ def run_benchmark(model_dir: Path, judge_path: Path, methods: list[str], sequenc
             log(f"{name} step {len(sequence)} at {final_images} images a kept concept: related "
                 f"{check['related_retention']:.3f}, general {check['general_retention']:.3f}, "
                 f"quality {check['quality']:.2f} / base {check['base_quality']:.2f} (90 % "
-                f"interval of the ratio {ratio_interval(check)})")
+                f"interval of the ratio {ratio_interval(check)}), typicality "
+                f"{check['typicality']:.3f} / base {check['base_typicality']:.3f} (90 % interval "
+                f"of the ratio {ratio_interval(check, 'typicality')}), images changed "
+                f"{check['images_changed']:.2f}")
         result["methods"][name] = entry  # type: ignore[index]
         write_outputs(result, out)
     return result

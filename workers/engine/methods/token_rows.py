@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import torch
 
-from workers.engine.conditioning import encode_fresh, encode_prompts
+from workers.engine.conditioning import encode_fresh
 from workers.engine.config import EraseConfig
 from workers.engine.erase import StepPlan, forget_batch, pushed_targets
 from workers.engine.loading import LoadedModel
@@ -69,8 +69,7 @@ def erase_rows(model: LoadedModel, unet: torch.nn.Module, plan: StepPlan, owned:
         noise = torch.randn(x0.shape, generator=gen).to(model.device)
         x_t = model.scheduler.add_noise(x0, noise, t)
         with torch.no_grad(), autocast_for(model):
-            target_eps = pushed_targets(model, unet, x_t, t, forget, predict_noise(
-                unet, x_t, t, encode_prompts(model, [m.target for m in forget])), cfg)
+            target_eps = pushed_targets(model, unet, x_t, t, forget, [], cfg)
         with autocast_for(model):
             student_eps = predict_noise(unet, x_t, t, encode_fresh(
                 student, [m.forget_prompt for m in forget]))

@@ -1,0 +1,64 @@
+"""The steps of a sequence alone (no evaluation): seconds by stage and the training loss trace.
+
+    python bench/results/thirtieth-session/step_timing.py SEQUENCE [--set K=V,...] [--save DIR]
+
+Prints one JSON line a step: seconds by stage, rows trained, the unlearn loss every 5 optimizer
+steps (the progress events), and the prompts the planning scored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from bench.continual import parse_overrides
+from workers.conceptworld.cli import MODEL_DIR
+from workers.engine.concepts import load_catalog
+from workers.engine.config import method_config
+from workers.engine.erase import ForgetRequest, erase
+from workers.engine.loading import load_model
+from workers.engine.progress import ProgressEvent
+from workers.engine.tokens import changed_rows
+from workers.engine.versions import save_version
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("sequence")
+    parser.add_argument("--set", default="")
+    parser.add_argument("--save", type=Path)
+    args = parser.parse_args()
+    model = load_model(MODEL_DIR, device="cpu")
+    catalog = load_catalog(MODEL_DIR)
+    cfg = method_config("lacu", **parse_overrides(args.set))
+    view, unet, erased = model, model.unet, list[str]()
+    for i, name in enumerate(args.sequence.split(","), start=1):
+        trace: list[tuple[int, float]] = []
+
+        def record(event: ProgressEvent, trace: list[tuple[int, float]] = trace) -> None:
+            if event.stage == "training" and "unlearn" in event.losses:
+                trace.append((event.step, round(event.losses["unlearn"], 5)))
+
+        clock = time.perf_counter()
+        unet, report = erase(view, unet, [ForgetRequest(catalog[name], catalog[name].prompts)],
+                             [catalog[e] for e in erased], catalog, cfg, progress=record)
+        seconds = time.perf_counter() - clock
+        view = report.model
+        erased.append(name)
+        if args.save:
+            save_version(args.save / f"step-{i}", model.unet, unet,
+                         {"method": "lacu", "config": cfg.as_dict(), "step": i,
+                          "erased": list(erased), "targets": report.plan.targets(),
+                          "memory_targets": report.plan.memory_targets},
+                         token_rows=changed_rows(model, view))
+        print(json.dumps({"step": i, "concept": name, "seconds": round(seconds, 1),
+                          "by_stage": {k: round(v, 1) for k, v in report.seconds.items()},
+                          "rows": report.token_rows, "trace": trace,
+                          "mappings": len(report.plan.mappings),
+                          "targets": report.plan.targets()}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
