@@ -40,17 +40,18 @@ def bench_table(path: Path) -> str:
     n = f" at {checks[0]['images']} images" if checks else ""
     lines = ["| method | steps | max forget acc | max held-out forget acc | related retention | "
              "general retention | quality / base quality (kept concepts) | "
-             + (f"related / general ret.{n} | quality / base{n} | " if checks else "")
+             + (f"related / general ret.{n} | quality / base{n} | typicality / base{n} | "
+                if checks else "")
              + "s/step | drift ‖θ−θ₀‖ |", "|---|---|---|---|---|---|---|"
-             + ("---|---|" if checks else "") + "---|---|"]
+             + ("---|---|---|" if checks else "") + "---|---|"]
     for name, data in r["methods"].items():
         steps = data["steps"]
         last = steps[-1]
         secs = sum(s["seconds"] for s in steps) / len(steps)
         check = data.get("final_check")
         final = (f"{_fmt(check['related_retention'])} / {_fmt(check['general_retention'])} | "
-                 f"{check['quality']:.2f} / {check['base_quality']:.2f} | " if check else
-                 "– | – | " if checks else "")
+                 f"{check['quality']:.2f} / {check['base_quality']:.2f} | "
+                 f"{_typicality(check)} | " if check else "– | – | – | " if checks else "")
         lines.append(
             f"| {name} | {len(steps)} | {max(last['forget_acc'].values()):.3f} | "
             f"{max(last['forget_acc_heldout'].values()):.3f} | {_fmt(last['related_retention'])} | "
@@ -58,6 +59,12 @@ def bench_table(path: Path) -> str:
             f"{last['base_quality']:.2f} | {final}{secs:.0f} | "
             f"{last['drift_l2']:.2f} |")
     return "\n".join(lines)
+
+
+def _typicality(check: dict[str, object]) -> str:
+    if "typicality" not in check:  # final checks before the thirtieth session
+        return "–"
+    return f"{check['typicality']:.3f} / {check['base_typicality']:.3f}"
 
 
 def per_step_table(path: Path, method: str) -> str:

@@ -192,7 +192,7 @@ def test_a_paired_draw_resamples_each_concept_within_its_own_images() -> None:
     assert len(set(pick.tolist())) < 24  # drawn with replacement
 
 
-def test_quality_ratio_interval_is_one_for_the_same_images_and_above_one_for_blurred() -> None:
+def test_quality_ratios_are_one_for_the_same_images_and_above_one_for_blurred() -> None:
     from workers.conceptworld.evaluate import GeneratedSet, WorldEvaluator
     from workers.conceptworld.judge import Judge
 
@@ -202,11 +202,14 @@ def test_quality_ratio_interval_is_one_for_the_same_images_and_above_one_for_blu
     clean = _rendered_set(names, 16, seed=5)
     blurred_images = torch.nn.functional.avg_pool2d(clean.images, 3, stride=1, padding=1)
     blurred = GeneratedSet(names, 16, blurred_images, judge.read(blurred_images), 0.0)
-    assert evaluator.quality_ratio_interval(clean, clean, names, draws=20) == (1.0, 1.0)
-    low, high = evaluator.quality_ratio_interval(blurred, clean, names, draws=20)
-    assert 1.0 < low <= high
+    same = evaluator.compare_quality(clean, clean, names, draws=20)
+    assert same.quality_ratio_interval == same.typicality_ratio_interval == (1.0, 1.0)
+    worse = evaluator.compare_quality(blurred, clean, names, draws=20)
+    assert worse.base_quality == same.quality
+    for low, high in (worse.quality_ratio_interval, worse.typicality_ratio_interval):
+        assert 1.0 < low <= high
     with pytest.raises(ValueError, match="same concepts"):
-        evaluator.quality_ratio_interval(blurred, _rendered_set(names, 8, seed=5), names)
+        evaluator.compare_quality(blurred, _rendered_set(names, 8, seed=5), names)
 
 
 def test_typicality_is_about_one_for_renders_and_moves_only_with_the_images_changed() -> None:
@@ -218,19 +221,19 @@ def test_typicality_is_about_one_for_renders_and_moves_only_with_the_images_chan
     evaluator = WorldEvaluator(model=None, judge=judge)  # type: ignore[arg-type]
     clean = _rendered_set(names, 16, seed=5)
     rows = clean.rows_of(names)
-    assert 0.7 < evaluator.typicality(clean, rows).mean() < 1.5
+    before = evaluator.typicality(evaluator.reading(clean, rows))
+    assert 0.7 < before.mean() < 1.5
     # the first concept's images blurred, the rest drawn exactly as before
     images = clean.images.clone()
     images[:16] = torch.nn.functional.avg_pool2d(images[:16], 3, stride=1, padding=1)
     changed = GeneratedSet(names, 16, images, judge.read(images), 0.0)
-    after, base, (low, high) = evaluator.typicality_ratio(changed, clean, names, draws=50)
-    before, blurred = evaluator.typicality(clean, rows), evaluator.typicality(changed, rows)
+    blurred = evaluator.typicality(evaluator.reading(changed, rows))
     assert np.array_equal(before[16:], blurred[16:]) and blurred[:16].mean() > before[:16].mean()
-    assert (after, base) == pytest.approx((blurred.mean(), before.mean()))
-    assert 1.0 < low <= after / base <= high
-    assert evaluator.typicality_ratio(clean, clean, names, draws=20)[2] == (1.0, 1.0)
-    with pytest.raises(ValueError, match="same concepts"):
-        evaluator.typicality_ratio(changed, _rendered_set(names, 8, seed=5), names)
+    check = evaluator.compare_quality(changed, clean, names, draws=50)
+    assert (check.typicality, check.base_typicality) == pytest.approx((blurred.mean(),
+                                                                        before.mean()))
+    low, high = check.typicality_ratio_interval
+    assert 1.0 < low <= check.typicality / check.base_typicality <= high
 
 
 @shipped

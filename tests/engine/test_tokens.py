@@ -303,6 +303,7 @@ def test_token_version_round_trip_gives_identical_outputs(tiny_model: LoadedMode
                                                          "text_encoder.token_rows.values"]
     assert len(load_token_rows(tmp_path / "v1")) == 1
     view, reloaded = load_version_model(tiny_model, tmp_path / "v1")
+    assert reloaded is tiny_model.unet  # no UNet tensor changed: the base's, not a copy
     prompts, seeds = [concept.prompts[0], "a red circle"], [1, 2]
     a = generate(student, prompts, seeds, unet=unet, steps=3, guidance=2.0)
     b = generate(view, prompts, seeds, unet=reloaded, steps=3, guidance=2.0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import time
 import zlib
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -48,6 +48,39 @@ class GeneratedSet:
         rows = self.rows(concept)
         shows = self.verdicts.shows(CONCEPT_BY_NAME[judged_as or concept])
         return float(shows[rows].float().mean())
+
+
+@dataclass(frozen=True)
+class Reading:
+    """Judge features of some images and the scene the judge reads in each, in image order."""
+
+    features: np.ndarray
+    scenes: list[Scene]
+
+    def take(self, pick: np.ndarray) -> Reading:
+        return Reading(self.features[pick], [self.scenes[i] for i in pick.tolist()])
+
+
+@dataclass(frozen=True)
+class QualityComparison:
+    """A version's images against the base's on the same prompts and seeds: the Fréchet
+    quality distance and the mean per-image typicality of each, and 90 % intervals of their
+    ratios from the same paired bootstrap draws."""
+
+    quality: float
+    base_quality: float
+    quality_ratio_interval: tuple[float, float]
+    typicality: float
+    base_typicality: float
+    typicality_ratio_interval: tuple[float, float]
+
+    @property
+    def quality_ratio(self) -> float:
+        return self.quality / self.base_quality
+
+    @property
+    def typicality_ratio(self) -> float:
+        return self.typicality / self.base_typicality
 
 
 @dataclass
@@ -101,29 +134,29 @@ class WorldEvaluator:
 
     def retained_quality_of_rows(self, gen: GeneratedSet, rows: np.ndarray) -> float:
         """`retained_quality` over chosen image rows of `gen` instead of whole concepts."""
-        return self._quality_of_features(self._features(gen, rows), self.read_scenes(gen, rows))
+        return self._quality_of(self.reading(gen, rows))
 
-    def _features(self, gen: GeneratedSet, rows: np.ndarray) -> np.ndarray:
-        return self.judge.features(gen.images[torch.tensor(rows.tolist(), dtype=torch.long)]
-                                   ).double().numpy()
-
-    def read_scenes(self, gen: GeneratedSet, rows: np.ndarray) -> list[Scene]:
-        """What the judge reads in each of `gen`'s images `rows`, as scenes."""
+    def reading(self, gen: GeneratedSet, rows: np.ndarray) -> Reading:
+        """The judge's features of `gen`'s images `rows` and what it reads in each, as scenes."""
+        features = self.judge.features(gen.images[torch.tensor(rows.tolist(), dtype=torch.long)]
+                                       ).double().numpy()
         labels = {head: gen.verdicts.labels(head)
                   for head in ("shape", "colour", "texture", "character")}
-        return [Scene(labels["shape"][i], labels["colour"][i], labels["texture"][i],
-                      None if labels["character"][i] == "none" else labels["character"][i])
-                for i in rows.tolist()]
+        scenes = [Scene(labels["shape"][i], labels["colour"][i], labels["texture"][i],
+                        None if labels["character"][i] == "none" else labels["character"][i])
+                  for i in rows.tolist()]
+        return Reading(features, scenes)
 
-    def _quality_of_features(self, feats: np.ndarray, scenes: list[Scene]) -> float:
+    def _quality_of(self, reading: Reading) -> float:
         """The reference is the mixture of the read scenes' render distributions, one component
         per image; its moments come from each scene's own (`_scene_moments`). Four random
         renders an image instead made the distance of the same images vary by a quarter with
         the draw (bench/results/twenty-ninth-session/)."""
-        moments = [self._scene_moments(s) for s in scenes]
+        moments = [self._scene_moments(s) for s in reading.scenes]
         means = np.stack([m for m, _ in moments])
         # within-scene spread plus the spread of the scenes' means
         cov = np.mean([c for _, c in moments], axis=0) + np.cov(means, rowvar=False, bias=True)
+        feats = reading.features
         return _frechet_stats(feats.mean(0), np.cov(feats, rowvar=False), means.mean(0), cov)
 
     def _scene_moments(self, scene: Scene) -> tuple[np.ndarray, np.ndarray]:
@@ -139,50 +172,39 @@ class WorldEvaluator:
             self._scene_cache[scene] = (feats.mean(0), np.cov(feats, rowvar=False))
         return self._scene_cache[scene]
 
-    def quality_ratio_interval(self, after: GeneratedSet, base: GeneratedSet, names: list[str],
-                               *, draws: int = 200, seed: int = 0) -> tuple[float, float]:
-        """A 90 % interval of `after`'s quality distance over `base`'s on `names`, from paired
-        bootstrap draws: each concept's images resampled, the same draw for both sets (they
-        share prompts and seeds). The basic interval (2r - q95, 2r - q5) around the ratio r: a
-        resample repeats images, which raises both distances alike and pulls its ratio toward
-        1, so the draws' own percentiles would understate a change."""
-        if after.concepts != base.concepts or after.per_concept != base.per_concept:
-            raise ValueError("the two sets are not of the same concepts at the same count")
-        rows = base.rows_of(names)
-        sets = [(self._features(g, rows), self.read_scenes(g, rows)) for g in (after, base)]
-        ratio = (self._quality_of_features(*sets[0]) / self._quality_of_features(*sets[1]))
-        rng = np.random.default_rng(seed)
-        ratios = []
-        for _ in range(draws):
-            pick = paired_draw(len(names), base.per_concept, rng)
-            a, b = (self._quality_of_features(f[pick], [s[j] for j in pick]) for f, s in sets)
-            ratios.append(a / b)
-        return _basic_interval(ratio, ratios)
-
-    def typicality(self, gen: GeneratedSet, rows: np.ndarray) -> np.ndarray:
+    def typicality(self, reading: Reading) -> np.ndarray:
         """Per image: its squared distance, in judge features, to the mean of clean renders of
         the scene the judge reads in it, over the renders' own mean squared distance (tr Σ).
         About 1 for an image drawn like a render, more the worse it is drawn."""
-        moments = [self._scene_moments(s) for s in self.read_scenes(gen, rows)]
+        moments = [self._scene_moments(s) for s in reading.scenes]
         return np.array([((f - mu) ** 2).sum() / np.trace(cov)
-                         for f, (mu, cov) in zip(self._features(gen, rows), moments, strict=True)])
+                         for f, (mu, cov) in zip(reading.features, moments, strict=True)])
 
-    def typicality_ratio(self, after: GeneratedSet, base: GeneratedSet, names: list[str], *,
-                         draws: int = 200, seed: int = 0
-                         ) -> tuple[float, float, tuple[float, float]]:
-        """Mean `typicality` of `after`'s images of `names`, of `base`'s (same prompts and
-        seeds), and a 90 % interval of their ratio from paired bootstrap draws. Unlike the
-        Fréchet distance it is a mean over images: an image drawn exactly as the base drew it
-        scores exactly the same, so only the images a version changed move the ratio, and no
-        reference bias shared by both sets dilutes or inflates it."""
+    def compare_quality(self, after: GeneratedSet, base: GeneratedSet, names: list[str], *,
+                        draws: int = 200, seed: int = 0) -> QualityComparison:
+        """`after` against `base` on `names` (same prompts and seeds). The intervals come from
+        paired bootstrap draws: each concept's images resampled, the same draw for both sets.
+
+        Fréchet: the basic interval (2r − q95, 2r − q5) around the ratio r, since a resample
+        repeats images, which raises both distances alike and pulls its ratio toward 1.
+        Typicality: a mean over images, so an image drawn exactly as the base drew it scores
+        exactly the same; only the images a version changed move its ratio, and no reference
+        bias shared by both sets dilutes or inflates it (the Fréchet ratio's weakness, README).
+        """
         if after.concepts != base.concepts or after.per_concept != base.per_concept:
             raise ValueError("the two sets are not of the same concepts at the same count")
         rows = base.rows_of(names)
-        a, b = self.typicality(after, rows), self.typicality(base, rows)
+        a, b = self.reading(after, rows), self.reading(base, rows)
+        typical_a, typical_b = self.typicality(a), self.typicality(b)
         rng = np.random.default_rng(seed)
         picks = [paired_draw(len(names), base.per_concept, rng) for _ in range(draws)]
-        interval = _basic_interval(a.mean() / b.mean(), [a[p].mean() / b[p].mean() for p in picks])
-        return float(a.mean()), float(b.mean()), interval
+        quality_a, quality_b = self._quality_of(a), self._quality_of(b)
+        frechet = [self._quality_of(a.take(p)) / self._quality_of(b.take(p)) for p in picks]
+        typical = [typical_a[p].mean() / typical_b[p].mean() for p in picks]
+        return QualityComparison(
+            quality_a, quality_b, _basic_interval(quality_a / quality_b, frechet),
+            float(typical_a.mean()), float(typical_b.mean()),
+            _basic_interval(typical_a.mean() / typical_b.mean(), typical))
 
     def _reference_stats(self) -> tuple[np.ndarray, np.ndarray]:
         if self._reference is None:
@@ -239,34 +261,18 @@ def retention(after: GeneratedSet, base: GeneratedSet, names: list[str]) -> floa
 
 
 @dataclass(frozen=True)
-class KeptCheck:
+class KeptCheck(QualityComparison):
     """Retention and drawing quality of the kept concepts against the base (`kept_check`)."""
 
     images: int
     templates: str
     related_retention: float
     general_retention: float
-    quality: float
-    base_quality: float
-    # where quality / base_quality could lie on other seeds (`quality_ratio_interval`)
-    quality_ratio_interval: tuple[float, float]
-    # Mean per-image `typicality` of the version's and the base's images, the 90 % interval of
-    # their ratio, and the share of images the version draws differently from the base at all.
-    typicality: float
-    base_typicality: float
-    typicality_ratio_interval: tuple[float, float]
+    # share of the kept images the version draws differently from the base at all
     images_changed: float
     largest_losses: dict[str, float]
     quality_worse_by_concept: dict[str, float]
     seconds: float
-
-    @property
-    def quality_ratio(self) -> float:
-        return self.quality / self.base_quality
-
-    @property
-    def typicality_ratio(self) -> float:
-        return self.typicality / self.base_typicality
 
     def as_dict(self) -> dict[str, object]:
         return dict(self.__dict__)
@@ -296,19 +302,13 @@ def kept_check(evaluator: WorldEvaluator, unet: UNet2DConditionModel | None, era
     # each concept's images alone: biased upward at this count, but base and version share it
     worse = sorted(((evaluator.retained_quality(after, [n])
                      - evaluator.retained_quality(base, [n])), n) for n in kept)[::-1]
-    typical, base_typical, typical_interval = evaluator.typicality_ratio(after, base, kept)
-    changed = (after.images - base.images).flatten(1).abs().amax(1) > 0
+    changed = (after.images != base.images).flatten(1).any(1)
     return KeptCheck(
         images=per_concept,
         templates="held-out" if heldout else "request",
         related_retention=retention(after, base, related),
         general_retention=retention(after, base, general),
-        quality=evaluator.retained_quality(after, kept),
-        base_quality=evaluator.retained_quality(base, kept),
-        quality_ratio_interval=evaluator.quality_ratio_interval(after, base, kept),
-        typicality=typical,
-        base_typicality=base_typical,
-        typicality_ratio_interval=typical_interval,
+        **asdict(evaluator.compare_quality(after, base, kept)),
         images_changed=float(changed.float().mean()),
         largest_losses={n: round(d, 3) for d, n in losses[:4] if d < 0},
         quality_worse_by_concept={n: round(d, 2) for d, n in worse[:6] if d > 0},

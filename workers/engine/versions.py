@@ -113,7 +113,8 @@ def load_version_parts(base: UNet2DConditionModel, artifact: Path, *,
                        expected_base: str | None = None
                        ) -> tuple[TokenRows, UNet2DConditionModel]:
     """The artifact's token rows and a copy of `base` with its UNet tensors applied, from one
-    verified read."""
+    verified read; `base` itself where the version changed no UNet tensor (token rows only):
+    no second UNet in memory, and the planning's predictions of `base` (distance.py) hold."""
     manifest, tensors = _verified(Path(artifact), expected_base)
     return _rows(manifest, tensors), _applied(base, Path(artifact), tensors)
 
@@ -152,6 +153,8 @@ def _rows(manifest: dict[str, object], tensors: dict[str, torch.Tensor]) -> Toke
 def _applied(base: UNet2DConditionModel, artifact: Path, tensors: dict[str, torch.Tensor]
              ) -> UNet2DConditionModel:
     tensors = {k: v for k, v in tensors.items() if k not in (ROW_IDS, ROW_VALUES)}
+    if not tensors:  # the engine edits copies only: sharing the frozen base is safe
+        return base.eval().requires_grad_(False)
     edited = copy.deepcopy(base)
     state = edited.state_dict()
     unknown = set(tensors) - set(state)
