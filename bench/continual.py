@@ -11,7 +11,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import cast
 
@@ -20,6 +20,7 @@ from diffusers import UNet2DConditionModel
 
 from workers.conceptworld.evaluate import (
     GeneratedSet,
+    KeptCheck,
     WorldEvaluator,
     kept_check,
     retention_sets,
@@ -166,6 +167,9 @@ def run_method(name: str, model: LoadedModel, catalog: Catalog, evaluator: World
     return steps, view, unet
 
 
+KEPT_CHECK_FIELDS = {f.name for f in fields(KeptCheck)}
+
+
 def final_check(evaluator: WorldEvaluator, version: tuple[LoadedModel, UNet2DConditionModel],
                 erased: list[str], images: int, method_dir: Path,
                 base_sets: dict[tuple[str, ...], GeneratedSet], reevaluate: bool = False
@@ -178,7 +182,9 @@ def final_check(evaluator: WorldEvaluator, version: tuple[LoadedModel, UNet2DCon
     digest = artifact_digest(method_dir / f"step-{len(erased)}")
     if path.is_file() and not reevaluate:
         saved = json.loads(path.read_text())
-        if (saved.get("version"), saved.get("images")) == (digest, images):
+        # a check written before a measure was added is made again
+        if ((saved.get("version"), saved.get("images")) == (digest, images)
+                and KEPT_CHECK_FIELDS <= saved.keys()):
             return dict(saved)
     related, general = retention_sets(erased)
     kept = tuple(related + general)

@@ -307,6 +307,13 @@ def test_the_final_check_is_reused_only_for_the_same_last_artifact(tmp_path: Pat
     reread = final_check(evaluator, (model, edited), ["star"], 2, tmp_path / "lacu", base_sets)
     assert json.dumps(reread) == json.dumps(first)  # NaN where the base draws none
     assert base_sets == {}  # read back, nothing generated
+    # a check written before a measure existed is made again, not read back without it
+    path = tmp_path / "lacu" / "final-check.json"
+    path.write_text(json.dumps({k: v for k, v in first.items() if k != "typicality"}))
+    remade = final_check(evaluator, (model, edited), ["star"], 2, tmp_path / "lacu", base_sets)
+    assert "typicality" in remade and len(base_sets) == 1
+    assert json.dumps({**remade, "seconds": 0}) == json.dumps({**first, "seconds": 0})
+    base_sets.clear()
     shutil.rmtree(tmp_path / "lacu" / "step-1")  # the step made again, other weights
     save_version(tmp_path / "lacu" / "step-1", model.unet, model.unet, {"erased": ["star"]})
     again = final_check(evaluator, (model, model.unet), ["star"], 2, tmp_path / "lacu",

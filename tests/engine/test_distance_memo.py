@@ -50,13 +50,27 @@ def test_a_prompt_whose_token_row_changed_is_predicted_afresh(tiny_model: Loaded
     assert not torch.allclose(after, before)
 
 
-def test_the_memo_keeps_within_its_bound(tiny_model: LoadedModel,
-                                         monkeypatch: MonkeyPatch) -> None:
+def test_the_memo_keeps_the_most_recently_used_within_its_bound(
+        tiny_model: LoadedModel, monkeypatch: MonkeyPatch) -> None:
     one_prompt = 4 * torch.Size(tiny_model.latent_shape).numel() * 4  # k=4 float32 maps
     monkeypatch.setattr(distance, "PREDICTION_MEMO_BYTES", 2 * one_prompt)
     seen = _samples_predicted(tiny_model)
-    score_distance(tiny_model, ["zorbo", "mimi"], ["a red circle", "a blue square"], k=4)
-    kept = [v for m in distance._memo[tiny_model.unet].values() for v in m.values()]
-    assert len(kept) == 2
-    score_distance(tiny_model, ["a red circle"], ["a blue square"], k=4)
-    assert sum(seen) == 4 * 4  # the two newest were kept
+    score_distance(tiny_model, ["zorbo"], ["zorbo"], k=4)  # draw of seed 42
+    score_distance(tiny_model, ["mimi"], ["mimi"], k=4, seed=7)
+    score_distance(tiny_model, ["zorbo"], ["zorbo"], k=4)  # remembered, and used last
+    assert sum(seen) == 2 * 4
+    score_distance(tiny_model, ["a red circle"], ["a red circle"], k=4, seed=7)
+    assert len(distance._memos[tiny_model.unet].entries) == 2
+    score_distance(tiny_model, ["zorbo"], ["zorbo"], k=4)
+    assert sum(seen) == 3 * 4  # mimi, the least recently used, was the one dropped
+    score_distance(tiny_model, ["mimi"], ["mimi"], k=4, seed=7)
+    assert sum(seen) == 4 * 4
+
+
+def test_replaced_weights_are_predicted_afresh(tiny_model: LoadedModel) -> None:
+    seen = _samples_predicted(tiny_model)
+    before = score_distance(tiny_model, ["zorbo"], ["mimi"], k=4)
+    weight = next(tiny_model.unet.parameters())
+    weight.data = weight.data * 1.5  # a new storage, its version counter back at 0
+    after = score_distance(tiny_model, ["zorbo"], ["mimi"], k=4)
+    assert sum(seen) == 2 * 2 * 4 and not torch.allclose(after, before)

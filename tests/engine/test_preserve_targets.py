@@ -18,6 +18,7 @@ from workers.engine.erase import (
     _preserve_batch,
     _reference_eps,
     forget_batch,
+    pushed_targets,
 )
 from workers.engine.loading import LoadedModel
 from workers.engine.replay import ReplaySet
@@ -91,6 +92,29 @@ def test_the_pushed_unlearn_target_moves_away_from_the_forget_prompt(
     assert torch.allclose(eps[:1], target - 0.5 * (own - target), atol=1e-5)
     assert torch.allclose(eps[1:], _eps(tiny_model, tiny_model.unet, x_t[1:], t[1:],
                                         ["a red circle"]), atol=1e-5)
+
+
+def test_pushed_targets_pair_each_row_with_its_own_prompts(tiny_model: LoadedModel) -> None:
+    forget = [MappingChoice("a red star", "a red diamond", 0.0, 1),
+              MappingChoice("a blue star", "a blue square", 0.0, 1)]
+    rest = ["a red circle", "zorbo", ""]
+    x_t, t = torch.randn(5, 3, 8, 8), torch.tensor([10, 300, 500, 700, 990])
+    with torch.no_grad():
+        eps = pushed_targets(tiny_model, tiny_model.unet, x_t, t, forget, rest,
+                             method_config("lacu", unlearn_push=0.5))
+        unpushed = pushed_targets(tiny_model, tiny_model.unet, x_t, t, forget, rest,
+                                  method_config("lacu", unlearn_push=0.0))
+    for i, m in enumerate(forget):
+        target, own = (_eps(tiny_model, tiny_model.unet, x_t[i:i + 1], t[i:i + 1], [p])
+                       for p in (m.target, m.forget_prompt))
+        assert torch.allclose(eps[i], (target - 0.5 * (own - target))[0], atol=1e-5)
+        assert torch.allclose(unpushed[i], target[0], atol=1e-5)
+    kept = _eps(tiny_model, tiny_model.unet, x_t[2:], t[2:], rest)
+    assert torch.allclose(eps[2:], kept, atol=1e-5) and torch.allclose(unpushed[2:], kept,
+                                                                       atol=1e-5)
+    with pytest.raises(ValueError, match="noisy inputs"):
+        pushed_targets(tiny_model, tiny_model.unet, x_t[:4], t[:4], forget, rest,
+                       method_config("lacu"))
 
 
 def test_esd_targets_keep_negative_guidance_with_replay(tiny_model: LoadedModel) -> None:

@@ -50,7 +50,7 @@ class GeneratedSet:
         return float(shows[rows].float().mean())
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Reading:
     """Judge features of some images and the scene the judge reads in each, in image order."""
 
@@ -309,7 +309,7 @@ def kept_check(evaluator: WorldEvaluator, unet: UNet2DConditionModel | None, era
         related_retention=retention(after, base, related),
         general_retention=retention(after, base, general),
         **asdict(evaluator.compare_quality(after, base, kept)),
-        images_changed=float(changed.float().mean()),
+        images_changed=float(changed.double().mean()),
         largest_losses={n: round(d, 3) for d, n in losses[:4] if d < 0},
         quality_worse_by_concept={n: round(d, 2) for d, n in worse[:6] if d > 0},
         seconds=after.seconds,

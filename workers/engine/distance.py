@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import weakref
+from collections import OrderedDict
 
 import torch
 from diffusers import UNet2DConditionModel
@@ -16,17 +17,26 @@ from workers.engine.gpu import unet_batch_limit
 from workers.engine.loading import LoadedModel
 from workers.engine.sampling import autocast_for, predict_noise
 
-# Noise predictions kept per UNet for later calls, at most this many bytes a UNet.
+# Noise predictions kept per UNet for later calls (on the CPU), at most this many bytes a UNet.
 PREDICTION_MEMO_BYTES = 512 * 2**20
 
-# Per UNet: (weights' in-place version, draw) -> conditioning digest -> its K predictions. A
-# later step's planning scores mostly prompts it scored before ("a red triangle" is a candidate
-# for star, then for diamond); where the version changed token rows only, a prompt without
-# them is conditioned as before, and the same UNet on the same inputs predicts the same noise.
-# The key is the conditioning itself, so a prompt whose rows changed is predicted afresh.
-_memo: weakref.WeakKeyDictionary[torch.nn.Module, dict[tuple[object, ...],
-                                                       dict[bytes, torch.Tensor]]]
-_memo = weakref.WeakKeyDictionary()
+
+class _Memo:
+    """One UNet's remembered predictions, by (draw, conditioning digest), least recently used
+    first. A later step's planning scores mostly prompts it scored before ("a red triangle" is
+    a candidate for star, then for diamond); where the version changed token rows only, a
+    prompt without them is conditioned as before, and the same UNet on the same inputs
+    predicts the same noise. The key is the conditioning itself, so a prompt whose rows changed
+    is predicted afresh; `weights` tells whether the UNet's weights are still those predicted
+    with."""
+
+    def __init__(self) -> None:
+        self.weights: tuple[tuple[int, int], ...] = ()
+        self.entries: OrderedDict[tuple[object, ...], torch.Tensor] = OrderedDict()
+        self.size = 0
+
+
+_memos: weakref.WeakKeyDictionary[torch.nn.Module, _Memo] = weakref.WeakKeyDictionary()
 
 
 @torch.no_grad()
@@ -42,60 +52,71 @@ def score_distance(model: LoadedModel, prompts_a: list[str], prompts_b: list[str
     if len(prompts_a) != len(prompts_b):
         raise ValueError("score_distance compares prompts pairwise: the lists differ in length")
     unet = unet or model.unet
+    unique = list(dict.fromkeys(prompts_a + prompts_b))
+    with autocast_for(model):
+        cond = encode_prompts(model, unique)
+    draw = (k, seed, tuple(model.latent_shape), str(model.autocast_dtype))
+    keys = [(*draw, d) for d in _digests(cond)]
+    memo = _memo_for(unet)
+    eps = {p: memo.entries[key] for p, key in zip(unique, keys, strict=True)
+           if key in memo.entries}
+    for key in keys:
+        if key in memo.entries:
+            memo.entries.move_to_end(key)
+    missing = [i for i, p in enumerate(unique) if p not in eps]
+    fresh = _predict(model, unet, cond, missing, k, seed, chunk)
+    for i, prediction in zip(missing, fresh, strict=True):
+        eps[unique[i]] = prediction
+        _remember(memo, keys[i], prediction)
+    return torch.stack([(eps[a] - eps[b]).pow(2).mean() for a, b in zip(prompts_a, prompts_b,
+                                                                         strict=True)])
+
+
+def _predict(model: LoadedModel, unet: UNet2DConditionModel, cond: Conditioning,
+             which: list[int], k: int, seed: int, chunk: int) -> list[torch.Tensor]:
+    """The K predictions of each of `cond`'s rows `which`, on the draw's noisy inputs, on the
+    CPU."""
     gen = torch.Generator().manual_seed(seed)
     shape = (k, *model.latent_shape)
     z, noise = torch.randn(shape, generator=gen), torch.randn(shape, generator=gen)
     t = torch.randint(0, model.scheduler.config.num_train_timesteps, (k,), generator=gen)
     x_t = model.scheduler.add_noise(z, noise, t).to(model.device)
     t = t.to(model.device)
-
-    unique = list(dict.fromkeys(prompts_a + prompts_b))
-    cond = encode_prompts(model, unique)
-    digests = [_digest(cond.index(slice(i, i + 1))) for i in range(len(unique))]
-    memo = _memo_for(unet, (k, seed, shape, str(model.autocast_dtype)))
-    eps = {p: memo[d] for p, d in zip(unique, digests, strict=True) if d in memo}
-    missing = [i for i, p in enumerate(unique) if p not in eps]
     per_chunk = max(1, unet_batch_limit(unet, model.device, chunk) // k)
+    out: list[torch.Tensor] = []
     with autocast_for(model):
-        for start in range(0, len(missing), per_chunk):
-            batch = missing[start:start + per_chunk]
-            out = predict_noise(unet, x_t.repeat(len(batch), 1, 1, 1), t.repeat(len(batch)),
-                                cond.index(torch.tensor(batch)).repeat(k))
-            for j, i in enumerate(batch):
-                eps[unique[i]] = out[j * k:(j + 1) * k].clone()
-    _remember(unet, memo, {digests[i]: eps[unique[i]] for i in missing})
-    return torch.stack([(eps[a] - eps[b]).pow(2).mean() for a, b in zip(prompts_a, prompts_b,
-                                                                         strict=True)]).cpu()
+        for start in range(0, len(which), per_chunk):
+            batch = which[start:start + per_chunk]
+            pred = predict_noise(unet, x_t.repeat(len(batch), 1, 1, 1), t.repeat(len(batch)),
+                                 cond.index(torch.tensor(batch)).repeat(k)).cpu()
+            out += [pred[j * k:(j + 1) * k].clone() for j in range(len(batch))]
+    return out
 
 
-def _digest(cond: Conditioning) -> bytes:
-    parts = [cond.hidden, *(cond.added or {}).values()]
-    h = hashlib.blake2b(digest_size=16)
-    for part in parts:
-        h.update(part.detach().float().cpu().numpy().tobytes())
-    return h.digest()
+def _digests(cond: Conditioning) -> list[bytes]:
+    parts = [p.detach().float().cpu().numpy() for p in [cond.hidden, *(cond.added or {}).values()]]
+    out = []
+    for i in range(len(cond)):
+        h = hashlib.blake2b(digest_size=16)
+        for part in parts:
+            h.update(part[i].tobytes())
+        out.append(h.digest())
+    return out
 
 
-def _memo_for(unet: torch.nn.Module, draw: tuple[object, ...]) -> dict[bytes, torch.Tensor]:
-    """The predictions remembered for `unet` as its weights are now, on the inputs of `draw`.
-    An in-place edit of any weight bumps its version counter, which drops what came before."""
-    weights = tuple(p._version for p in unet.parameters())
-    per_unet = _memo.setdefault(unet, {})
-    key = (hash(weights), *draw)
-    for stale in [k for k in per_unet if k[0] != key[0]]:
-        del per_unet[stale]
-    return per_unet.setdefault(key, {})
+def _memo_for(unet: torch.nn.Module) -> _Memo:
+    """`unet`'s memo, emptied if any weight was edited in place (its version counter moved) or
+    replaced (its storage moved) since it was filled."""
+    weights = tuple((p.data_ptr(), p._version) for p in unet.parameters())
+    memo = _memos.setdefault(unet, _Memo())
+    if memo.weights != weights:
+        memo.weights, memo.entries, memo.size = weights, OrderedDict(), 0
+    return memo
 
 
-def _remember(unet: torch.nn.Module, memo: dict[bytes, torch.Tensor],
-              fresh: dict[bytes, torch.Tensor]) -> None:
-    """Add `fresh` to `memo`, then forget the oldest predictions of `unet` past the bound."""
-    memo.update(fresh)
-    memos = list(_memo[unet].values())
-    size = sum(v.numel() * v.element_size() for m in memos for v in m.values())
-    for m in memos:
-        for oldest in list(m):
-            if size <= PREDICTION_MEMO_BYTES:
-                return
-            size -= m[oldest].numel() * m[oldest].element_size()
-            del m[oldest]
+def _remember(memo: _Memo, key: tuple[object, ...], prediction: torch.Tensor) -> None:
+    memo.entries[key] = prediction
+    memo.size += prediction.numel() * prediction.element_size()
+    while memo.size > PREDICTION_MEMO_BYTES and memo.entries:
+        _, oldest = memo.entries.popitem(last=False)
+        memo.size -= oldest.numel() * oldest.element_size()

@@ -490,8 +490,10 @@ def pushed_targets(model: LoadedModel, teacher: torch.nn.Module, x_t: torch.Tens
     """ε_T on each forget prompt's target pushed `unlearn_push` away from the forget prompt's
     own prediction (ESD's negative guidance anchored at p*; unpushed at 0), then ε_T on the
     `rest` prompts: x_t's first rows go with `forget`, the others with `rest`. One teacher call
-    for all of it (0.26 s for 32 samples where two calls of 16 take 0.36 s on 2 CPU cores)."""
+    for all of it: one batch runs faster than two on a CPU."""
     n = len(forget)
+    if len(x_t) != n + len(rest):
+        raise ValueError(f"{len(x_t)} noisy inputs for {n} forget and {len(rest)} other prompts")
     own = [m.forget_prompt for m in forget] if cfg.unlearn_push > 0 else []
     prompts = [m.target for m in forget] + rest + own
     eps = predict_noise(teacher, torch.cat([x_t, x_t[:len(own)]]), torch.cat([t, t[:len(own)]]),

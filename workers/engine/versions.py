@@ -100,7 +100,8 @@ def artifact_digest(artifact: Path) -> str:
 
 def load_version(base: UNet2DConditionModel, artifact: Path, *, expected_base: str | None = None
                  ) -> UNet2DConditionModel:
-    """A copy of `base` with the artifact's UNet tensors applied, after checking digests."""
+    """A copy of `base` with the artifact's UNet tensors applied, after checking digests;
+    `base` itself where the version changed none (`load_version_parts`)."""
     return _applied(base, Path(artifact), _verified(Path(artifact), expected_base)[1])
 
 
@@ -153,8 +154,8 @@ def _rows(manifest: dict[str, object], tensors: dict[str, torch.Tensor]) -> Toke
 def _applied(base: UNet2DConditionModel, artifact: Path, tensors: dict[str, torch.Tensor]
              ) -> UNet2DConditionModel:
     tensors = {k: v for k, v in tensors.items() if k not in (ROW_IDS, ROW_VALUES)}
-    if not tensors:  # the engine edits copies only: sharing the frozen base is safe
-        return base.eval().requires_grad_(False)
+    if not tensors:  # the engine edits copies only: sharing the base is safe
+        return base
     edited = copy.deepcopy(base)
     state = edited.state_dict()
     unknown = set(tensors) - set(state)

@@ -3,7 +3,7 @@
     python bench/results/thirtieth-session/step_timing.py SEQUENCE [--set K=V,...] [--save DIR]
 
 Prints one JSON line a step: seconds by stage, rows trained, the unlearn loss every 5 optimizer
-steps (the progress events), and the prompts the planning scored.
+steps (the progress events), the number of forget prompts mapped and their targets.
 """
 
 from __future__ import annotations
