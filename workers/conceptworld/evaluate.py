@@ -134,7 +134,7 @@ class WorldEvaluator:
 
     def retained_quality_of_rows(self, gen: GeneratedSet, rows: np.ndarray) -> float:
         """`retained_quality` over chosen image rows of `gen` instead of whole concepts."""
-        return self._quality_of(self.reading(gen, rows))
+        return self.quality_of(self.reading(gen, rows))
 
     def reading(self, gen: GeneratedSet, rows: np.ndarray) -> Reading:
         """The judge's features of `gen`'s images `rows` and what it reads in each, as scenes."""
@@ -147,11 +147,12 @@ class WorldEvaluator:
                   for i in rows.tolist()]
         return Reading(features, scenes)
 
-    def _quality_of(self, reading: Reading) -> float:
-        """The reference is the mixture of the read scenes' render distributions, one component
-        per image; its moments come from each scene's own (`_scene_moments`). Four random
-        renders an image instead made the distance of the same images vary by a quarter with
-        the draw (bench/results/twenty-ninth-session/)."""
+    def quality_of(self, reading: Reading) -> float:
+        """`retained_quality` of the images read. The reference is the mixture of the read
+        scenes' render distributions, one component per image; its moments come from each
+        scene's own (`_scene_moments`). Four random renders an image instead made the distance
+        of the same images vary by a quarter with the draw (bench/results/twenty-ninth-
+        session/)."""
         moments = [self._scene_moments(s) for s in reading.scenes]
         means = np.stack([m for m, _ in moments])
         # within-scene spread plus the spread of the scenes' means
@@ -194,12 +195,17 @@ class WorldEvaluator:
         if after.concepts != base.concepts or after.per_concept != base.per_concept:
             raise ValueError("the two sets are not of the same concepts at the same count")
         rows = base.rows_of(names)
-        a, b = self.reading(after, rows), self.reading(base, rows)
+        return self.compare_readings(self.reading(after, rows), self.reading(base, rows),
+                                     len(names), base.per_concept, draws=draws, seed=seed)
+
+    def compare_readings(self, a: Reading, b: Reading, concepts: int, per_concept: int, *,
+                         draws: int = 200, seed: int = 0) -> QualityComparison:
+        """`compare_quality` of two readings of `concepts` blocks of `per_concept` images."""
         typical_a, typical_b = self.typicality(a), self.typicality(b)
         rng = np.random.default_rng(seed)
-        picks = [paired_draw(len(names), base.per_concept, rng) for _ in range(draws)]
-        quality_a, quality_b = self._quality_of(a), self._quality_of(b)
-        frechet = [self._quality_of(a.take(p)) / self._quality_of(b.take(p)) for p in picks]
+        picks = [paired_draw(concepts, per_concept, rng) for _ in range(draws)]
+        quality_a, quality_b = self.quality_of(a), self.quality_of(b)
+        frechet = [self.quality_of(a.take(p)) / self.quality_of(b.take(p)) for p in picks]
         typical = [typical_a[p].mean() / typical_b[p].mean() for p in picks]
         return QualityComparison(
             quality_a, quality_b, _basic_interval(quality_a / quality_b, frechet),
@@ -299,16 +305,20 @@ def kept_check(evaluator: WorldEvaluator, unet: UNet2DConditionModel | None, era
     judged = evaluator if view is None else replace(evaluator, model=view)
     after = judged.generate_for(kept, unet, heldout=heldout, per_concept=per_concept)
     losses = sorted((after.rate(n) - base.rate(n), n) for n in kept)
+    rows = base.rows_of(kept)
+    read_after, read_base = evaluator.reading(after, rows), evaluator.reading(base, rows)
     # each concept's images alone: biased upward at this count, but base and version share it
-    worse = sorted(((evaluator.retained_quality(after, [n])
-                     - evaluator.retained_quality(base, [n])), n) for n in kept)[::-1]
+    blocks = [np.arange(i * per_concept, (i + 1) * per_concept) for i in range(len(kept))]
+    worse = sorted((evaluator.quality_of(read_after.take(block))
+                    - evaluator.quality_of(read_base.take(block)), n)
+                   for n, block in zip(kept, blocks, strict=True))[::-1]
     changed = (after.images != base.images).flatten(1).any(1)
     return KeptCheck(
         images=per_concept,
         templates="held-out" if heldout else "request",
         related_retention=retention(after, base, related),
         general_retention=retention(after, base, general),
-        **asdict(evaluator.compare_quality(after, base, kept)),
+        **asdict(evaluator.compare_readings(read_after, read_base, len(kept), per_concept)),
         images_changed=float(changed.double().mean()),
         largest_losses={n: round(d, 3) for d, n in losses[:4] if d < 0},
         quality_worse_by_concept={n: round(d, 2) for d, n in worse[:6] if d > 0},

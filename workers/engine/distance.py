@@ -58,11 +58,11 @@ def score_distance(model: LoadedModel, prompts_a: list[str], prompts_b: list[str
     draw = (k, seed, tuple(model.latent_shape), str(model.autocast_dtype))
     keys = [(*draw, d) for d in _digests(cond)]
     memo = _memo_for(unet)
-    eps = {p: memo.entries[key] for p, key in zip(unique, keys, strict=True)
-           if key in memo.entries}
-    for key in keys:
+    eps: dict[str, torch.Tensor] = {}
+    for prompt, key in zip(unique, keys, strict=True):
         if key in memo.entries:
             memo.entries.move_to_end(key)
+            eps[prompt] = memo.entries[key]
     missing = [i for i, p in enumerate(unique) if p not in eps]
     fresh = _predict(model, unet, cond, missing, k, seed, chunk)
     for i, prediction in zip(missing, fresh, strict=True):
