@@ -12,7 +12,7 @@ from workers.engine.concepts import Catalog, CatalogConcept, ad_hoc_concept, loa
 from workers.engine.conditioning import encode_fresh
 from workers.engine.config import method_config
 from workers.engine.erase import ForgetRequest, StepReport, erase
-from workers.engine.loading import LoadedModel, Phrase
+from workers.engine.loading import LoadedModel, Phrase, load_model
 from workers.engine.phrases import merge_phrases
 from workers.engine.replay import retained_prompts
 from workers.engine.sampling import generate
@@ -101,6 +101,25 @@ def test_a_seeded_token_step_is_reproducible(tiny_model: LoadedModel, tiny_folde
     assert first is not None and second is not None
     a, b = changed_rows(tiny_model, first), changed_rows(tiny_model, second)
     assert torch.equal(a.ids, b.ids) and torch.equal(a.values, b.values)
+
+
+def test_a_token_step_under_bf16_autocast_keeps_kept_prompts_and_repeats(
+        tiny_folder: Path) -> None:
+    # the path a CPU with native bf16 (and every GPU) runs under "auto"; forced here, so
+    # machines without it run it too
+    model = load_model(tiny_folder, device="cpu", precision="bfloat16")
+    assert model.autocast_dtype is torch.bfloat16
+    catalog = load_catalog(tiny_folder)
+    concept = catalog["zorbo"]
+    first, second = (_token_step(model, catalog, concept)[1] for _ in range(2))
+    assert first.token_rows == second.token_rows == ["zorbo</w>"]
+    a, b = changed_rows(model, first.model), changed_rows(model, second.model)
+    assert torch.equal(a.values, b.values)
+    assert a.values.dtype is torch.float32 and bool(a.values.isfinite().all())
+    kept = retained_prompts(catalog, {"zorbo"}, [])
+    with torch.no_grad():
+        assert torch.equal(encode_fresh(first.model, kept).hidden,
+                           encode_fresh(model, kept).hidden)
 
 
 def test_a_pushed_unlearn_target_trains_other_rows(tiny_model: LoadedModel,

@@ -146,8 +146,7 @@ def with_rows(model: LoadedModel, rows: TokenRows) -> LoadedModel:
     grown = torch.cat([table, table.new_zeros(len(rows.phrases), table.shape[1])])
     with torch.no_grad():
         grown[rows.ids.to(table.device)] = rows.values.to(table.device, table.dtype)
-    encoder.set_input_embeddings(nn.Embedding.from_pretrained(grown, freeze=True))
-    return replace(model, text_encoder=encoder, phrases=rows.phrases, _prompt_cache={})
+    return _view(model, encoder, nn.Embedding.from_pretrained(grown, freeze=True), rows.phrases)
 
 
 class RowEditedEmbedding(nn.Module):
@@ -182,9 +181,7 @@ def trainable_rows(model: LoadedModel, owned: Owned, substitutes: dict[int, int]
         grown[row] = table[token]
     embedding = RowEditedEmbedding(grown, [i for i in owned.ids if i not in substitutes]
                                    + [p.id for p in phrases])
-    encoder.set_input_embeddings(embedding)
-    return replace(model, text_encoder=encoder, phrases=model.phrases + phrases,
-                   _prompt_cache={}), embedding
+    return _view(model, encoder, embedding, model.phrases + phrases), embedding
 
 
 def substituted_rows(model: LoadedModel, pairs: list[tuple[str, str]], ids: list[int]
@@ -248,9 +245,8 @@ def spelled_alike(model: LoadedModel, kept_prompts: list[str]) -> tuple[LoadedMo
         return model, []
     encoder, base = _encoder_copy(model)
     grown = torch.cat([base, base[sources]])
-    encoder.set_input_embeddings(nn.Embedding.from_pretrained(grown, freeze=True))
-    return (replace(model, text_encoder=encoder, phrases=model.phrases + tuple(added),
-                    _prompt_cache={}), [p.id for p in added])
+    return (_view(model, encoder, nn.Embedding.from_pretrained(grown, freeze=True),
+                  model.phrases + tuple(added)), [p.id for p in added])
 
 
 def _encoder_copy(model: LoadedModel) -> tuple[CLIPTextModel, torch.Tensor]:
@@ -259,6 +255,14 @@ def _encoder_copy(model: LoadedModel) -> tuple[CLIPTextModel, torch.Tensor]:
         raise ValueError("token rows are supported for single-text-encoder models only")
     encoder = copy.deepcopy(model.text_encoder)
     return encoder, encoder.get_input_embeddings().weight.detach()
+
+
+def _view(model: LoadedModel, encoder: CLIPTextModel, table: nn.Module,
+          phrases: tuple[Phrase, ...]) -> LoadedModel:
+    """A view of `model` reading `table` through its own `encoder` (a copy), with `phrases`:
+    every other component shared, a prompt cache of its own."""
+    encoder.set_input_embeddings(table)
+    return replace(model, text_encoder=encoder, phrases=phrases, _prompt_cache={})
 
 
 def frozen_rows(view: LoadedModel, embedding: RowEditedEmbedding) -> LoadedModel:
