@@ -1,6 +1,7 @@
 """The steps of a sequence alone (no evaluation): seconds by stage and the training loss trace.
 
-    python bench/results/thirtieth-session/step_timing.py SEQUENCE [--set K=V,...] [--save DIR]
+    python bench/results/thirtieth-session/step_timing.py SEQUENCE [--set K=V,...] [--save DIR] \
+        [--precision auto|float32|bfloat16]
 
 Prints one JSON line a step: seconds by stage, rows trained, the unlearn loss every 5 optimizer
 steps (the progress events), the number of forget prompts mapped and their targets.
@@ -29,8 +30,9 @@ def main() -> None:
     parser.add_argument("sequence")
     parser.add_argument("--set", default="")
     parser.add_argument("--save", type=Path)
+    parser.add_argument("--precision", default="auto")
     args = parser.parse_args()
-    model = load_model(MODEL_DIR, device="cpu")
+    model = load_model(MODEL_DIR, device="cpu", precision=args.precision)
     catalog = load_catalog(MODEL_DIR)
     cfg = method_config("lacu", **parse_overrides(args.set))
     view, unet, erased = model, model.unet, list[str]()
