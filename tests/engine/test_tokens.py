@@ -110,13 +110,13 @@ def test_a_token_step_under_bf16_autocast_keeps_kept_prompts_and_repeats(
     model = load_model(tiny_folder, device="cpu", precision="bfloat16")
     assert model.autocast_dtype is torch.bfloat16
     catalog = load_catalog(tiny_folder)
-    concept = catalog["zorbo"]
+    concept = catalog["outlined"]  # "drawn" and "outline" have no substitute: trained
     first, second = (_token_step(model, catalog, concept)[1] for _ in range(2))
-    assert first.token_rows == second.token_rows == ["zorbo</w>"]
+    assert first.final_losses and first.token_rows == second.token_rows
     a, b = changed_rows(model, first.model), changed_rows(model, second.model)
     assert torch.equal(a.values, b.values)
     assert a.values.dtype is torch.float32 and bool(a.values.isfinite().all())
-    kept = retained_prompts(catalog, {"zorbo"}, [])
+    kept = retained_prompts(catalog, {"outlined"}, [])
     with torch.no_grad():
         assert torch.equal(encode_fresh(first.model, kept).hidden,
                            encode_fresh(model, kept).hidden)
