@@ -43,6 +43,6 @@ def tiny_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture()
 def tiny_model(tiny_folder: Path) -> LoadedModel:
     """Float32 on every machine: the tests assert the targets a random model picks, which
-    "auto" would pick in bf16 on a CPU with native bf16 (test_precision.py runs that path)."""
+    "auto" would pick in bf16 on a CPU with native bf16 (test_tokens.py forces that path)."""
     torch.set_num_threads(1)
     return load_model(tiny_folder, device="cpu", precision="float32")

@@ -23,7 +23,7 @@ import numpy as np
 from workers.conceptworld.cli import JUDGE_PATH, MODEL_DIR
 from workers.conceptworld.evaluate import WorldEvaluator, retention_sets
 from workers.conceptworld.judge import Judge
-from workers.conceptworld.world import CONCEPT_BY_NAME
+from workers.conceptworld.world import CONCEPT_BY_NAME, Scene
 from workers.engine.loading import load_model
 from workers.engine.versions import load_version_model
 
@@ -69,9 +69,8 @@ def main() -> None:
                         round(evaluator.quality_of(read_after.take(block)), 2)]}), flush=True)
 
 
-def _scene(scene: object) -> str:
-    parts = [getattr(scene, k) for k in ("texture", "colour", "shape", "character")]
-    return " ".join(str(p) for p in parts if p)
+def _scene(scene: Scene) -> str:
+    return " ".join(p for p in (scene.texture, scene.colour, scene.shape, scene.character) if p)
 
 
 if __name__ == "__main__":
