@@ -30,7 +30,7 @@ from workers.conceptworld.judge import Judge
 from workers.conceptworld.world import CATALOG
 from workers.engine.concepts import Catalog, load_catalog
 from workers.engine.config import EraseConfig, method_config
-from workers.engine.erase import ForgetRequest, erase
+from workers.engine.erase import ForgetRequest, StepReport, erase
 from workers.engine.loading import LoadedModel, load_model
 from workers.engine.tokens import changed_rows
 from workers.engine.versions import (
@@ -110,6 +110,17 @@ def _check_reusable(step_dir: Path, erased: list[str], cfg: EraseConfig) -> None
                          + "; use another --out for other settings")
 
 
+def save_step(step_dir: Path, base: LoadedModel, unet: UNet2DConditionModel, report: StepReport,
+              method: str, cfg: EraseConfig, erased: list[str]) -> dict[str, object]:
+    """A benchmark step's version: the UNet tensors and token rows that differ from `base`,
+    with the manifest that `_check_reusable` and `lethe sample` read."""
+    return save_version(step_dir, base.unet, unet,
+                        {"method": method, "config": cfg.as_dict(), "step": len(erased),
+                         "erased": erased, "targets": report.plan.targets(),
+                         "memory_targets": report.plan.memory_targets},
+                        token_rows=changed_rows(base, report.model))
+
+
 def run_method(name: str, model: LoadedModel, catalog: Catalog, evaluator: WorldEvaluator,
                base: GeneratedSet, sequence: list[str], out: Path, seed: int,
                log: Callable[[str], None], overrides: dict[str, object] | None = None,
@@ -152,11 +163,7 @@ def run_method(name: str, model: LoadedModel, catalog: Catalog, evaluator: World
                 "neighbours": report.plan.replay.neighbours,
                 **{k: v for k, v in metrics.items() if k != "erased"},
             }
-            save_version(step_dir, base_unet, new_unet,
-                         {"method": name, "config": cfg.as_dict(), "step": i,
-                          "erased": erased + [concept_name], "targets": report.plan.targets(),
-                          "memory_targets": report.plan.memory_targets},
-                         token_rows=changed_rows(model, new_view))
+            save_step(step_dir, model, new_unet, report, name, cfg, erased + [concept_name])
             (step_dir / "metrics.json").write_text(json.dumps(record, indent=1))
             log(f"{name} step {i} ({concept_name}): {seconds:.0f}s, forget "
                 f"{record['forget_acc']}, related {record['related_retention']:.3f}, "

@@ -335,17 +335,18 @@ def test_the_final_check_is_reused_only_for_the_same_last_artifact(tmp_path: Pat
 def test_a_benchmark_step_is_reused_only_for_the_same_sequence_and_settings(
     tmp_path: Path,
 ) -> None:
-    from bench.continual import config_for, run_method
+    from bench.continual import config_for, run_method, save_step
     from workers.engine.concepts import load_catalog
+    from workers.engine.erase import StepPlan, StepReport
     from workers.engine.loading import load_model
-    from workers.engine.versions import save_version
+    from workers.engine.replay import ReplaySet
 
     model = load_model(MODEL_DIR, device="cpu")
     catalog = load_catalog(MODEL_DIR)
     step = tmp_path / "lacu" / "step-1"
-    manifest: dict[str, object] = {"method": "lacu", "config": config_for("lacu", 0).as_dict(),
-                                   "erased": ["star"]}
-    save_version(step, model.unet, model.unet, manifest)
+    # the step as the benchmark saves it (an unchanged version), then its metrics
+    unchanged = StepReport(StepPlan([], ReplaySet({}, []), []), model)
+    save_step(step, model, model.unet, unchanged, "lacu", config_for("lacu", 0), ["star"])
     (step / "metrics.json").write_text(json.dumps({"step": 1, "erased": "star"}))
 
     def rerun(sequence: list[str], overrides: dict[str, object] | None = None) -> list:

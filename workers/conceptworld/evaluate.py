@@ -33,6 +33,7 @@ class GeneratedSet:
     images: torch.Tensor
     verdicts: Verdicts
     seconds: float
+    prompts: list[str] = field(default_factory=list)  # each image's, when drawn from prompts
 
     def rows(self, concept: str) -> slice:
         i = self.concepts.index(concept)
@@ -114,7 +115,7 @@ class WorldEvaluator:
         images = generate(self.model, prompts, seeds, steps=self.steps, guidance=self.guidance,
                           unet=unet, batch_size=128)
         seconds = time.perf_counter() - clock
-        return GeneratedSet(concepts, count, images, self.judge.read(images), seconds)
+        return GeneratedSet(concepts, count, images, self.judge.read(images), seconds, prompts)
 
     def quality(self, images: torch.Tensor) -> float:
         """Fréchet distance between judge features of `images` and of 1,000 fresh renders."""

@@ -14,15 +14,13 @@ import json
 import time
 from pathlib import Path
 
-from bench.continual import parse_overrides
+from bench.continual import parse_overrides, save_step
 from workers.conceptworld.cli import MODEL_DIR
 from workers.engine.concepts import load_catalog
 from workers.engine.config import method_config
 from workers.engine.erase import ForgetRequest, erase
 from workers.engine.loading import load_model
 from workers.engine.progress import ProgressEvent
-from workers.engine.tokens import changed_rows
-from workers.engine.versions import save_version
 
 
 def main() -> None:
@@ -50,11 +48,7 @@ def main() -> None:
         view = report.model
         erased.append(name)
         if args.save:
-            save_version(args.save / f"step-{i}", model.unet, unet,
-                         {"method": "lacu", "config": cfg.as_dict(), "step": i,
-                          "erased": list(erased), "targets": report.plan.targets(),
-                          "memory_targets": report.plan.memory_targets},
-                         token_rows=changed_rows(model, view))
+            save_step(args.save / f"step-{i}", model, unet, report, "lacu", cfg, list(erased))
         print(json.dumps({"step": i, "concept": name, "seconds": round(seconds, 1),
                           "by_stage": {k: round(v, 1) for k, v in report.seconds.items()},
                           "rows": report.token_rows, "trace": trace,

@@ -23,7 +23,7 @@ import numpy as np
 from workers.conceptworld.cli import JUDGE_PATH, MODEL_DIR
 from workers.conceptworld.evaluate import WorldEvaluator, retention_sets
 from workers.conceptworld.judge import Judge
-from workers.conceptworld.world import CONCEPT_BY_NAME, Scene
+from workers.conceptworld.world import Scene
 from workers.engine.loading import load_model
 from workers.engine.versions import load_version_model
 
@@ -48,9 +48,9 @@ def main() -> None:
     typical_base, typical_after = (evaluator.typicality(read_base),
                                    evaluator.typicality(read_after))
     for ci, name in enumerate(kept):
-        templates = CONCEPT_BY_NAME[name].prompts
-        for ti, prompt in enumerate(templates):
-            idx = np.arange(ci * args.images + ti, (ci + 1) * args.images, len(templates))
+        block = np.arange(ci * args.images, (ci + 1) * args.images)
+        for prompt in dict.fromkeys(base.prompts[i] for i in block):
+            idx = np.array([i for i in block if base.prompts[i] == prompt])
             changed = int((after.images[idx] != base.images[idx]).flatten(1).any(1).sum())
             if not changed:
                 continue
@@ -61,7 +61,6 @@ def main() -> None:
                                          ).most_common(3),
                 "typicality": [round(float(typical_base[idx].mean()), 3),
                                round(float(typical_after[idx].mean()), 3)]}), flush=True)
-        block = np.arange(ci * args.images, (ci + 1) * args.images)
         print(json.dumps({
             "concept": name, "typicality": [round(float(typical_base[block].mean()), 3),
                                             round(float(typical_after[block].mean()), 3)],
