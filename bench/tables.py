@@ -6,6 +6,7 @@ import json
 import math
 import sys
 from pathlib import Path
+from typing import Any
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -79,6 +80,35 @@ def per_step_table(path: Path, method: str) -> str:
     return "\n".join(lines)
 
 
+def sequences_table(paths: list[Path], method: str = "lacu") -> str:
+    """One row per benchmark run (a results.json each, one sequence): the worst forget accuracy
+    over every step, and the final check's retention and both quality ratios with their 90 %
+    intervals, the share of kept images changed and the seconds of each step."""
+    lines = ["| sequence | worst forget (request / held-out, every step) | related / general ret. "
+             "| typicality / base (ratio, 90 % interval) | Fréchet quality / base (ratio, "
+             "90 % interval) | images changed | s a step |", "|---|---|---|---|---|---|---|"]
+    for path in paths:
+        r = json.loads(path.read_text())
+        steps, check = r["methods"][method]["steps"], r["methods"][method]["final_check"]
+        worst = [max(v for s in steps for v in s[key].values())
+                 for key in ("forget_acc", "forget_acc_heldout")]
+        lines.append(
+            f"| {', '.join(r['sequence'])} ({r['base']['autocast']}) | "
+            f"{_fmt(worst[0])} / {_fmt(worst[1])} | "
+            f"{_fmt(check['related_retention'])} / {_fmt(check['general_retention'])} | "
+            f"{_ratio(check, 'typicality', 'base_typicality', 'typicality_ratio_interval')} | "
+            f"{_ratio(check, 'quality', 'base_quality', 'quality_ratio_interval')} | "
+            f"{check['images_changed']:.0%} | "
+            f"{', '.join(str(round(s['seconds'])) for s in steps)} |")
+    return "\n".join(lines)
+
+
+def _ratio(check: dict[str, Any], value: str, base: str, interval: str) -> str:
+    a, b = float(check[value]), float(check[base])
+    low, high = check[interval]
+    return f"{a:.3f} / {b:.3f} (**{a / b:.3f}**, {low:.2f}–{high:.2f})"
+
+
 def compare_table(path: Path) -> str:
     """Per step and method: related retention, general retention and the worst forget accuracy
     (request or held-out templates), so methods can be compared at matched forgetting."""
@@ -108,6 +138,8 @@ if __name__ == "__main__":
     elif which == "compare":
         print(compare_table(Path(sys.argv[2]) if len(sys.argv) > 2
                             else RESULTS / "continual" / "results.json"))
+    elif which == "sequences":
+        print(sequences_table([Path(p) for p in sys.argv[2:]]))
     elif which == "bench":
         print(bench_table(Path(sys.argv[2]) if len(sys.argv) > 2
                           else RESULTS / "continual" / "results.json"))

@@ -390,3 +390,21 @@ def test_the_benchmark_names_its_device_and_refuses_an_unknown_one() -> None:
     assert device_name(torch.device("cpu")) == f"cpu: {torch.get_num_threads()} threads"
     result = CliRunner().invoke(bench_app, ["continual", "--device", "gpu", "--methods", "lacu"])
     assert result.exit_code == 2 and "'gpu' is not one of cpu, cuda, auto" in result.output
+
+
+def test_the_sequences_table_reads_ratios_and_intervals_from_each_run(tmp_path: Path) -> None:
+    from bench.tables import sequences_table
+
+    check = {"related_retention": 0.973, "general_retention": 1.0, "typicality": 1.1,
+             "base_typicality": 1.0, "typicality_ratio_interval": [0.95, 1.2], "quality": 0.6,
+             "base_quality": 0.4, "quality_ratio_interval": [1.3, 1.8], "images_changed": 0.25}
+    steps = [{"seconds": 12.4, "forget_acc": {"star": 0.0}, "forget_acc_heldout": {"star": 0.0}},
+             {"seconds": 0.2, "forget_acc": {"star": 0.03125, "red": 0.0},
+              "forget_acc_heldout": {"star": 0.0, "red": 0.0625}}]
+    run = tmp_path / "results.json"
+    run.write_text(json.dumps({"sequence": ["star", "red"], "base": {"autocast": "bfloat16"},
+                               "methods": {"lacu": {"steps": steps, "final_check": check}}}))
+    row = sequences_table([run]).splitlines()[-1]
+    assert row == ("| star, red (bfloat16) | 0.031 / 0.062 | 0.973 / 1.000 | "
+                   "1.100 / 1.000 (**1.100**, 0.95–1.20) | 0.600 / 0.400 (**1.500**, 1.30–1.80) "
+                   "| 25% | 12, 0 |")
