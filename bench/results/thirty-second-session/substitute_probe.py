@@ -1,7 +1,8 @@
 """Where a version's kept images come from when a word's row is a copy of another's: for each
 kept catalog prompt naming such a word, whether the version draws it exactly as the base draws
-the prompt with the word swapped for its substitute, and the typicality of the base's images of
-the prompt, of the version's, and the share of atypical images (typicality over 3).
+the prompt with the word swapped for its substitute (every image, the same seeds), and the
+typicality of the base's images of the prompt, of the version's, and the share of atypical
+images (typicality over 3).
 
     python bench/results/thirty-second-session/substitute_probe.py STEP_DIR [--images N] \
         [--precision P]
@@ -41,28 +42,30 @@ def main() -> None:
     evaluator = WorldEvaluator(model, Judge.load(JUDGE_PATH))
     view, unet = load_version_model(model, args.step_dir)
     swaps = substitutes(model, args.step_dir)
-    related, general = retention_sets(list(read_manifest(args.step_dir)["erased"]))  # type: ignore[call-overload]
+    erased = read_manifest(args.step_dir)["erased"]
+    assert isinstance(erased, list)
+    related, general = retention_sets(erased)
     kept = [p for name in related + general for p in CONCEPT_BY_NAME[name].prompts]
     seeds = [EVAL_SEED + j for j in range(args.images)]
-    for prompt in dict.fromkeys(p for p in kept if any(_names(p, w) for w in swaps)):
-        swapped = prompt
-        for word, substitute in swaps.items():
-            swapped = re.sub(rf"\b{word}\b", substitute, swapped)
+    words = re.compile(r"\b(" + "|".join(map(re.escape, swaps)) + r")\b")
+    for prompt in dict.fromkeys(p for p in kept if words.search(p)):
+        swapped = words.sub(lambda m: swaps[m[0]], prompt)  # one pass: no chained swaps
         version = generate(view, [prompt] * args.images, seeds, unet=unet)
-        as_swapped = generate(model, [swapped] * 4, seeds[:4])
+        as_swapped = generate(model, [swapped] * args.images, seeds)
         base = generate(model, [prompt] * args.images, seeds)
         typical_version, reads = _typicality(evaluator, version)
         typical_base, _ = _typicality(evaluator, base)
         print(json.dumps({
             "prompt": prompt, "reads_as": swapped,
-            "identical": bool(torch.equal(version[:4], as_swapped)),
+            "identical": bool(torch.equal(version, as_swapped)),
             "version_reads": Counter(reads).most_common(3),
             "typicality_base": _summary(typical_base),
             "typicality_version": _summary(typical_version)}), flush=True)
 
 
 def substitutes(model: LoadedModel, step_dir: Path) -> dict[str, str]:
-    """The version's rows that are exact copies of another token's base row, as words."""
+    """The version's rows that are exact copies of another token's base row, as words (the
+    tokenizer's word pieces decode to distinct words)."""
     table = embedding_table(model)
     rows = load_token_rows(step_dir)
     tokenizer = model.tokenizer
@@ -72,12 +75,11 @@ def substitutes(model: LoadedModel, step_dir: Path) -> dict[str, str]:
             continue
         same = (table == value.to(table.dtype)).all(dim=1).nonzero().flatten().tolist()
         if same:
-            out[tokenizer.decode([i]).strip()] = tokenizer.decode([same[0]]).strip()
+            word = tokenizer.decode([i]).strip()
+            if word in out:
+                raise ValueError(f"two substituted rows read as {word!r}")
+            out[word] = tokenizer.decode([same[0]]).strip()
     return out
-
-
-def _names(prompt: str, word: str) -> bool:
-    return re.search(rf"\b{word}\b", prompt) is not None
 
 
 def _typicality(evaluator: WorldEvaluator, images: torch.Tensor) -> tuple[np.ndarray, list[str]]:
