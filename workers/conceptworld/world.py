@@ -67,6 +67,11 @@ class Scene:
     texture: str
     character: str | None = None
 
+    @property
+    def words(self) -> str:
+        """"striped blue square blip": texture, colour, shape, then the character if any."""
+        return " ".join(p for p in (self.texture, self.colour, self.shape, self.character) if p)
+
 
 # Templates. "{x}" is filled by a concept's surface form. The first group is what a takedown
 # request would write; the held-out group is never given to the engine (evaluation only).

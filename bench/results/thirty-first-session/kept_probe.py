@@ -23,7 +23,6 @@ import numpy as np
 from workers.conceptworld.cli import JUDGE_PATH, MODEL_DIR
 from workers.conceptworld.evaluate import WorldEvaluator, retention_sets
 from workers.conceptworld.judge import Judge
-from workers.conceptworld.world import Scene
 from workers.engine.loading import load_model
 from workers.engine.versions import load_version_model
 
@@ -56,8 +55,8 @@ def main() -> None:
                 continue
             print(json.dumps({
                 "concept": name, "prompt": prompt, "images": len(idx), "changed": changed,
-                "base_reads": Counter(_scene(read_base.scenes[i]) for i in idx).most_common(3),
-                "version_reads": Counter(_scene(read_after.scenes[i]) for i in idx
+                "base_reads": Counter(read_base.scenes[i].words for i in idx).most_common(3),
+                "version_reads": Counter(read_after.scenes[i].words for i in idx
                                          ).most_common(3),
                 "typicality": [round(float(typical_base[idx].mean()), 3),
                                round(float(typical_after[idx].mean()), 3)]}), flush=True)
@@ -67,9 +66,6 @@ def main() -> None:
             "quality": [round(evaluator.quality_of(read_base.take(block)), 2),
                         round(evaluator.quality_of(read_after.take(block)), 2)]}), flush=True)
 
-
-def _scene(scene: Scene) -> str:
-    return " ".join(p for p in (scene.texture, scene.colour, scene.shape, scene.character) if p)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import torch
 from workers.conceptworld.cli import JUDGE_PATH, MODEL_DIR
 from workers.conceptworld.evaluate import EVAL_SEED, GeneratedSet, WorldEvaluator, retention_sets
 from workers.conceptworld.judge import Judge
-from workers.conceptworld.world import CONCEPT_BY_NAME, Scene
+from workers.conceptworld.world import CONCEPT_BY_NAME
 from workers.engine.loading import LoadedModel, load_model
 from workers.engine.sampling import generate
 from workers.engine.tokens import embedding_table
@@ -85,16 +85,13 @@ def substitutes(model: LoadedModel, step_dir: Path) -> dict[str, str]:
 def _typicality(evaluator: WorldEvaluator, images: torch.Tensor) -> tuple[np.ndarray, list[str]]:
     gen = GeneratedSet(["probe"], len(images), images, evaluator.judge.read(images), 0.0)
     reading = evaluator.reading(gen, np.arange(len(images)))
-    return evaluator.typicality(reading), [_scene(s) for s in reading.scenes]
+    return evaluator.typicality(reading), [s.words for s in reading.scenes]
 
 
 def _summary(values: np.ndarray) -> dict[str, float]:
     return {"mean": round(float(values.mean()), 3), "median": round(float(np.median(values)), 3),
             "over_3": round(float((values > 3).mean()), 3)}
 
-
-def _scene(scene: Scene) -> str:
-    return " ".join(p for p in (scene.texture, scene.colour, scene.shape, scene.character) if p)
 
 
 if __name__ == "__main__":
