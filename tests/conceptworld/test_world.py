@@ -408,3 +408,22 @@ def test_the_sequences_table_reads_ratios_and_intervals_from_each_run(tmp_path: 
     assert row == ("| star, red (bfloat16) | 0.031 / 0.062 | 0.973 / 1.000 | "
                    "1.100 / 1.000 (**1.100**, 0.95–1.20) | 0.600 / 0.400 (**1.500**, 1.30–1.80) "
                    "| 25% | 12, 0 |")
+
+
+def test_quality_terms_split_the_frechet_distance_into_mean_and_covariance() -> None:
+    from workers.conceptworld.evaluate import Reading, WorldEvaluator
+    from workers.conceptworld.judge import Judge
+
+    names = ["circle", "red", "striped", "zorbo", "solid orange circle", "star"]
+    judge = Judge.load(JUDGE_PATH)
+    evaluator = WorldEvaluator(model=None, judge=judge)  # type: ignore[arg-type]
+    clean = _rendered_set(names, 8, seed=3)
+    reading = evaluator.read_images(clean.images)
+    assert reading.scenes == evaluator.reading(clean, clean.rows_of(names)).scenes
+    mean_term, covariance_term = evaluator.quality_terms(reading)
+    assert mean_term + covariance_term == pytest.approx(evaluator.quality_of(reading))
+    # every image moved by the same offset: only the mean term grows, by the offset's length
+    offset = np.full(reading.features.shape[1], 0.05)
+    moved = evaluator.quality_terms(Reading(reading.features + offset, reading.scenes))
+    assert moved[1] == pytest.approx(covariance_term, rel=1e-6)
+    assert moved[0] > mean_term + 0.5 * (offset ** 2).sum()

@@ -19,6 +19,7 @@ from workers.engine.sampling import generate
 from workers.engine.tokens import (
     TokenRows,
     changed_rows,
+    copied_rows,
     embedding_table,
     owned_tokens,
     spelled_alike,
@@ -383,3 +384,15 @@ def test_export_reads_phrases_as_the_engine_does(tiny_model: LoadedModel, tiny_f
     exported = _exported_hidden(tiny_folder, tmp_path / "v1", tmp_path / "export", prompts)
     with torch.no_grad():
         assert torch.allclose(exported, encode_fresh(student, prompts).hidden, atol=1e-5)
+
+
+def test_copied_rows_names_the_rows_that_copy_a_base_row_and_no_other(
+        tiny_model: LoadedModel) -> None:
+    tok = tiny_model.tokenizer
+    red, orange, yellow = tok.convert_tokens_to_ids(["red</w>", "orange</w>", "yellow</w>"])
+    table = embedding_table(tiny_model)
+    trained = table[[yellow]] + 0.01
+    rows = TokenRows(torch.tensor([red, yellow]), torch.cat([table[[orange]], trained]))
+    assert copied_rows(tiny_model, rows) == {red: orange}
+    assert copied_rows(tiny_model, TokenRows(torch.tensor([], dtype=torch.long),
+                                             table[:0])) == {}

@@ -34,6 +34,7 @@ class GeneratedSet:
     verdicts: Verdicts
     seconds: float
     prompts: list[str] = field(default_factory=list)  # each image's, when drawn from prompts
+    seeds: list[int] = field(default_factory=list)    # and its seed
 
     def rows(self, concept: str) -> slice:
         i = self.concepts.index(concept)
@@ -115,7 +116,8 @@ class WorldEvaluator:
         images = generate(self.model, prompts, seeds, steps=self.steps, guidance=self.guidance,
                           unet=unet, batch_size=128)
         seconds = time.perf_counter() - clock
-        return GeneratedSet(concepts, count, images, self.judge.read(images), seconds, prompts)
+        return GeneratedSet(concepts, count, images, self.judge.read(images), seconds, prompts,
+                            seeds)
 
     def quality(self, images: torch.Tensor) -> float:
         """Fréchet distance between judge features of `images` and of 1,000 fresh renders."""
@@ -141,12 +143,12 @@ class WorldEvaluator:
         """The judge's features of `gen`'s images `rows` and what it reads in each, as scenes."""
         features = self.judge.features(gen.images[torch.tensor(rows.tolist(), dtype=torch.long)]
                                        ).double().numpy()
-        labels = {head: gen.verdicts.labels(head)
-                  for head in ("shape", "colour", "texture", "character")}
-        scenes = [Scene(labels["shape"][i], labels["colour"][i], labels["texture"][i],
-                        None if labels["character"][i] == "none" else labels["character"][i])
-                  for i in rows.tolist()]
-        return Reading(features, scenes)
+        return Reading(features, _scenes(gen.verdicts, rows.tolist()))
+
+    def read_images(self, images: torch.Tensor) -> Reading:
+        """`reading` of images drawn outside a `GeneratedSet` (probes)."""
+        return Reading(self.judge.features(images).double().numpy(),
+                       _scenes(self.judge.read(images), list(range(len(images)))))
 
     def quality_of(self, reading: Reading) -> float:
         """`retained_quality` of the images read. The reference is the mixture of the read
@@ -154,12 +156,20 @@ class WorldEvaluator:
         scene's own (`_scene_moments`). Four random renders an image instead made the distance
         of the same images vary by a quarter with the draw (bench/results/twenty-ninth-
         session/)."""
+        mean_term, covariance_term = self.quality_terms(reading)
+        return mean_term + covariance_term
+
+    def quality_terms(self, reading: Reading) -> tuple[float, float]:
+        """`quality_of`'s two terms: the mean term ‖μ − μ_ref‖², which is the squared length of
+        the images' mean residual from their read scenes' renders (residuals in different
+        directions cancel in it, so it grows as images gather on fewer scenes), and the
+        covariance term."""
         moments = [self._scene_moments(s) for s in reading.scenes]
         means = np.stack([m for m, _ in moments])
         # within-scene spread plus the spread of the scenes' means
         cov = np.mean([c for _, c in moments], axis=0) + np.cov(means, rowvar=False, bias=True)
         feats = reading.features
-        return _frechet_stats(feats.mean(0), np.cov(feats, rowvar=False), means.mean(0), cov)
+        return _frechet_terms(feats.mean(0), np.cov(feats, rowvar=False), means.mean(0), cov)
 
     def _scene_moments(self, scene: Scene) -> tuple[np.ndarray, np.ndarray]:
         """Mean and covariance of the judge's features over `REFERENCE_RENDERS` renders of
@@ -222,6 +232,13 @@ class WorldEvaluator:
         return self._reference
 
 
+def _scenes(verdicts: Verdicts, rows: list[int]) -> list[Scene]:
+    labels = {head: verdicts.labels(head) for head in ("shape", "colour", "texture", "character")}
+    return [Scene(labels["shape"][i], labels["colour"][i], labels["texture"][i],
+                  None if labels["character"][i] == "none" else labels["character"][i])
+            for i in rows]
+
+
 def paired_draw(concepts: int, per_concept: int, rng: np.random.Generator) -> np.ndarray:
     """One bootstrap draw of positions in a set of `concepts` blocks of `per_concept` images:
     each block resampled within itself, so every concept keeps its share."""
@@ -238,8 +255,15 @@ def _basic_interval(ratio: float, ratios: list[float]) -> tuple[float, float]:
 def _frechet_stats(mu_a: np.ndarray, cov_a: np.ndarray, mu_b: np.ndarray, cov_b: np.ndarray
                    ) -> float:
     """‖μ_a − μ_b‖² + tr(Σ_a + Σ_b − 2 (Σ_a Σ_b)^½)."""
+    mean_term, covariance_term = _frechet_terms(mu_a, cov_a, mu_b, cov_b)
+    return mean_term + covariance_term
+
+
+def _frechet_terms(mu_a: np.ndarray, cov_a: np.ndarray, mu_b: np.ndarray, cov_b: np.ndarray
+                   ) -> tuple[float, float]:
+    """(‖μ_a − μ_b‖², tr(Σ_a + Σ_b − 2 (Σ_a Σ_b)^½))."""
     covmean = np.real(linalg.sqrtm(cov_a @ cov_b))  # no `disp`: SciPy 1.18 dropped it
-    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * covmean))
+    return float(((mu_a - mu_b) ** 2).sum()), float(np.trace(cov_a + cov_b - 2 * covmean))
 
 
 def retention_sets(erased: list[str]) -> tuple[list[str], list[str]]:

@@ -126,6 +126,19 @@ def embedding_table(model: LoadedModel) -> torch.Tensor:
     return model.text_encoder.get_input_embeddings().weight
 
 
+def copied_rows(base: LoadedModel, rows: TokenRows) -> dict[int, int]:
+    """Which of `rows` are exact copies of another of `base`'s rows (a substituted word): row
+    id → the id it copies (the lowest, where several match). Phrase rows are never copies."""
+    table = embedding_table(base)
+    out: dict[int, int] = {}
+    for i, value in zip(rows.ids.tolist(), rows.values, strict=True):
+        if i < len(table):
+            same = (table == value.to(table.device, table.dtype)).all(dim=1).nonzero()
+            if len(same):
+                out[i] = int(same[0])
+    return out
+
+
 def changed_rows(base: LoadedModel, edited: LoadedModel) -> TokenRows:
     """The rows of `edited`'s table that differ from `base`'s (empty when none do): every row
     past the base table's end (the phrases') included."""

@@ -23,12 +23,12 @@ import numpy as np
 import torch
 
 from workers.conceptworld.cli import JUDGE_PATH, MODEL_DIR
-from workers.conceptworld.evaluate import EVAL_SEED, GeneratedSet, WorldEvaluator, retention_sets
+from workers.conceptworld.evaluate import EVAL_SEED, WorldEvaluator, retention_sets
 from workers.conceptworld.judge import Judge
 from workers.conceptworld.world import CONCEPT_BY_NAME
 from workers.engine.loading import LoadedModel, load_model
 from workers.engine.sampling import generate
-from workers.engine.tokens import embedding_table
+from workers.engine.tokens import copied_rows
 from workers.engine.versions import load_token_rows, load_version_model, read_manifest
 
 
@@ -66,25 +66,17 @@ def main() -> None:
 def substitutes(model: LoadedModel, step_dir: Path) -> dict[str, str]:
     """The version's rows that are exact copies of another token's base row, as words (the
     tokenizer's word pieces decode to distinct words)."""
-    table = embedding_table(model)
-    rows = load_token_rows(step_dir)
-    tokenizer = model.tokenizer
     out: dict[str, str] = {}
-    for i, value in zip(rows.ids.tolist(), rows.values, strict=True):
-        if i >= len(table):
-            continue
-        same = (table == value.to(table.dtype)).all(dim=1).nonzero().flatten().tolist()
-        if same:
-            word = tokenizer.decode([i]).strip()
-            if word in out:
-                raise ValueError(f"two substituted rows read as {word!r}")
-            out[word] = tokenizer.decode([same[0]]).strip()
+    for i, copied in copied_rows(model, load_token_rows(step_dir)).items():
+        word = model.tokenizer.decode([i]).strip()
+        if word in out:
+            raise ValueError(f"two substituted rows read as {word!r}")
+        out[word] = model.tokenizer.decode([copied]).strip()
     return out
 
 
 def _typicality(evaluator: WorldEvaluator, images: torch.Tensor) -> tuple[np.ndarray, list[str]]:
-    gen = GeneratedSet(["probe"], len(images), images, evaluator.judge.read(images), 0.0)
-    reading = evaluator.reading(gen, np.arange(len(images)))
+    reading = evaluator.read_images(images)
     return evaluator.typicality(reading), [s.words for s in reading.scenes]
 
 
