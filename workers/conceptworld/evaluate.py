@@ -20,7 +20,7 @@ from workers.engine.sampling import generate
 
 EVAL_SEED = 20_261_127
 QUALITY_REFERENCE_SEED = 4_242
-# Renders a read scene's reference moments are taken from (`WorldEvaluator._scene_moments`).
+# Renders a read scene's reference moments are taken from (`WorldEvaluator.scene_moments`).
 REFERENCE_RENDERS = 64
 
 
@@ -153,7 +153,7 @@ class WorldEvaluator:
     def quality_of(self, reading: Reading) -> float:
         """`retained_quality` of the images read. The reference is the mixture of the read
         scenes' render distributions, one component per image; its moments come from each
-        scene's own (`_scene_moments`). Four random renders an image instead made the distance
+        scene's own (`scene_moments`). Four random renders an image instead made the distance
         of the same images vary by a quarter with the draw (bench/results/twenty-ninth-
         session/)."""
         mean_term, covariance_term = self.quality_terms(reading)
@@ -164,14 +164,14 @@ class WorldEvaluator:
         the images' mean residual from their read scenes' renders (residuals in different
         directions cancel in it, so it grows as images gather on fewer scenes), and the
         covariance term."""
-        moments = [self._scene_moments(s) for s in reading.scenes]
+        moments = [self.scene_moments(s) for s in reading.scenes]
         means = np.stack([m for m, _ in moments])
         # within-scene spread plus the spread of the scenes' means
         cov = np.mean([c for _, c in moments], axis=0) + np.cov(means, rowvar=False, bias=True)
         feats = reading.features
         return _frechet_terms(feats.mean(0), np.cov(feats, rowvar=False), means.mean(0), cov)
 
-    def _scene_moments(self, scene: Scene) -> tuple[np.ndarray, np.ndarray]:
+    def scene_moments(self, scene: Scene) -> tuple[np.ndarray, np.ndarray]:
         """Mean and covariance of the judge's features over `REFERENCE_RENDERS` renders of
         `scene` (jittered position, size, rotation, colour), seeded by the scene itself."""
         if scene not in self._scene_cache:
@@ -188,7 +188,7 @@ class WorldEvaluator:
         """Per image: its squared distance, in judge features, to the mean of clean renders of
         the scene the judge reads in it, over the renders' own mean squared distance (tr Σ).
         About 1 for an image drawn like a render, more the worse it is drawn."""
-        moments = [self._scene_moments(s) for s in reading.scenes]
+        moments = [self.scene_moments(s) for s in reading.scenes]
         return np.array([((f - mu) ** 2).sum() / np.trace(cov)
                          for f, (mu, cov) in zip(reading.features, moments, strict=True)])
 

@@ -7,6 +7,11 @@ again. One JSON line each:
 
 - `set`: the Fréchet distance of the base's and the version's kept images split into its mean
   and covariance terms (`WorldEvaluator.quality_terms`), and both ratios to the base.
+- `spread`: how varied each read scene's images are, against its renders (pooled; 1 = as varied).
+- `perfect`: a perfect drawer, a fresh render of every image's read scene, with the version's
+  scenes over with the base's, one ratio a render draw: what the change of scenes alone does.
+- `revert`: the set with one kept concept's images drawn as the base drew them: where the
+  version's excess is.
 - `swap`: a substitute's Fréchet and typicality ratios over the whole kept set, the share of the
   redrawn images the judge still assigns to their kept concept, and, for the engine's own
   choice, whether redrawing reproduced the version's images exactly.
@@ -20,6 +25,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
+from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
 
@@ -30,12 +37,16 @@ from diffusers import UNet2DConditionModel
 from workers.conceptworld.cli import JUDGE_PATH, MODEL_DIR
 from workers.conceptworld.evaluate import GeneratedSet, Reading, WorldEvaluator, retention_sets
 from workers.conceptworld.judge import Judge
-from workers.conceptworld.world import CONCEPT_BY_NAME
+from workers.conceptworld.render import render_scene
+from workers.conceptworld.world import CONCEPT_BY_NAME, Scene
 from workers.engine.concepts import find_phrase, load_catalog
 from workers.engine.loading import LoadedModel, load_model
 from workers.engine.sampling import generate
 from workers.engine.tokens import TokenRows, copied_rows, embedding_table, with_rows
 from workers.engine.versions import load_token_rows, load_version_model, read_manifest
+
+# Render draws for the perfect drawer (`perfect` lines).
+PERFECT_SEEDS = range(1000, 1005)
 
 
 def main() -> None:
@@ -69,6 +80,21 @@ def main() -> None:
         "version_terms": _rounded(evaluator.quality_terms(read_version)),
         **ratios(read_version)}}), flush=True)
 
+    print(json.dumps({"spread": {
+        "base": _within_scene_spread(evaluator, read_base),
+        "version": _within_scene_spread(evaluator, read_version)}}), flush=True)
+    print(json.dumps({"perfect": {"ratios": [
+        round(evaluator.quality_of(_rendered(evaluator, read_version.scenes, seed))
+              / evaluator.quality_of(_rendered(evaluator, read_base.scenes, seed)), 3)
+        for seed in PERFECT_SEEDS]}}), flush=True)
+    for i, name in enumerate(kept):
+        block = every[i * args.images:(i + 1) * args.images]
+        reverted = _spliced(read_version, block, read_base.take(block))
+        print(json.dumps({"revert": {"concept": name, "changed": int(
+            (version.images[block] != base.images[block]).flatten(1).any(1).sum()),
+            "terms": _rounded(evaluator.quality_terms(reverted)), **ratios(reverted)}}),
+            flush=True)
+
     rows = load_token_rows(args.step_dir)
     table = embedding_table(model)
     catalog = load_catalog(MODEL_DIR)
@@ -79,6 +105,8 @@ def main() -> None:
         if concept is None:
             continue
         affected = np.array([i for i, p in enumerate(version.prompts) if find_phrase(p, word)])
+        if not len(affected):
+            continue  # no kept prompt names the word
         options = [c.name for c in catalog.of_kind(concept.kind)
                    if c.name not in erased and c.name != word and _single_id(model, c.name)]
         scores = []
@@ -122,6 +150,30 @@ def _redraw(evaluator: WorldEvaluator, unet: UNet2DConditionModel, version: Gene
     return generate(edited, [version.prompts[i] for i in affected],
                     [version.seeds[i] for i in affected], steps=evaluator.steps,
                     guidance=evaluator.guidance, unet=unet, batch_size=128)
+
+
+def _rendered(evaluator: WorldEvaluator, scenes: list[Scene], seed: int) -> Reading:
+    """A perfect drawer's images of `scenes`: a fresh clean render of each."""
+    rng = random.Random(seed)
+    renders = np.stack([render_scene(scene, rng) for scene in scenes])
+    images = torch.from_numpy(renders).permute(0, 3, 1, 2).float() / 255
+    return Reading(evaluator.judge.features(images).double().numpy(), scenes)
+
+
+def _within_scene_spread(evaluator: WorldEvaluator, reading: Reading) -> float:
+    """How varied the images of each read scene are, against that scene's renders: the images'
+    within-scene variance pooled over scenes read at least twice, over the renders' pooled
+    the same way (1 = as varied as renders; less = fewer kinds of drawing of a scene)."""
+    groups: dict[Scene, list[int]] = defaultdict(list)
+    for i, scene in enumerate(reading.scenes):
+        groups[scene].append(i)
+    images = renders = 0.0
+    for scene, rows in groups.items():
+        if len(rows) > 1:
+            spread = np.trace(np.cov(reading.features[rows], rowvar=False))
+            images += float(spread) * (len(rows) - 1)
+            renders += float(np.trace(evaluator.scene_moments(scene)[1])) * (len(rows) - 1)
+    return round(images / renders, 3)
 
 
 def _spliced(reading: Reading, rows: np.ndarray, new: Reading) -> Reading:
