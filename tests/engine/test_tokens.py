@@ -264,6 +264,29 @@ def test_an_erasure_substituted_by_a_word_erased_later_is_mapped_again(
                                 for t in remapped.values())
 
 
+def test_an_erased_phrase_naming_a_concept_erased_later_is_trained_again(
+        tiny_model: LoadedModel, tiny_folder: Path) -> None:
+    # "a solid red circle" reads its phrase's row, never solid's: erasing solid must train the
+    # phrase again, or the phrase keeps drawing its first target ("a solid red square")
+    catalog = load_catalog(tiny_folder)
+    phrase, solid = catalog["solid red circle"], catalog["solid"]
+    first = _token_step(tiny_model, catalog, phrase)[1].model
+    _, report = erase(first, tiny_model.unet, [ForgetRequest(solid, solid.prompts)], [phrase],
+                      catalog, method_config("lacu", **FAST))
+    assert {'"solid red circle"', '"red circle filled in"'} <= set(report.token_rows)
+    targets = report.plan.targets()
+    assert {"a solid red circle", "a red circle filled in"} <= targets.keys()
+    assert not any(catalog.mentions(targets[p], {"solid", "solid red circle"})
+                   for p in ("a solid red circle", "a red circle filled in"))
+    before, after = embedding_table(first), embedding_table(report.model)
+    for p in first.phrases:
+        assert not torch.equal(before[p.id], after[p.id])
+    kept = retained_prompts(catalog, {"solid red circle", "solid"}, [])
+    with torch.no_grad():
+        assert torch.equal(encode_fresh(report.model, kept).hidden,
+                           encode_fresh(tiny_model, kept).hidden)
+
+
 def test_a_composite_owns_its_names_as_phrases(tiny_model: LoadedModel,
                                                tiny_folder: Path, tmp_path: Path) -> None:
     catalog = load_catalog(tiny_folder)

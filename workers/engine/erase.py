@@ -114,13 +114,9 @@ def plan_step(model: LoadedModel, unet: UNet2DConditionModel, requests: list[For
     words (tokens.read_as): their prompts are its forget prompts too."""
     banned = {r.concept.name for r in requests} | {c.name for c in erased_before}
     now = {r.concept.name for r in requests}
-    earlier = [p for c in erased_before for p in c.prompts] if cfg.erasure_memory else []
     mapping_groups: list[list[MappingChoice]] = []
     for r in requests:
-        # an earlier erasure's prompt naming this concept ("a outlined yellow star" when erasing
-        # star) is one of its forget prompts, mapped away from both
-        naming = ([p for p in earlier if catalog.mentions(p, {r.concept.name})]
-                  if cfg.forget_earlier_naming else [])
+        naming = _earlier_naming(r.concept, erased_before, catalog, cfg)
         naming += [p for c in (read_as_now or {}).get(r.concept.name, []) for p in c.prompts]
         prompts = _with_variants(list(dict.fromkeys([*r.prompts, *naming])), r.concept, catalog,
                                  banned, cfg)
@@ -214,6 +210,24 @@ def target_concepts(mappings: list[MappingChoice], catalog: Catalog, banned: set
             and any(c.named_in(m.target) and not c.named_in(m.forget_prompt) for m in mappings)]
 
 
+def _earlier_naming(concept: CatalogConcept, erased_before: list[CatalogConcept],
+                    catalog: Catalog, cfg: EraseConfig) -> list[str]:
+    """The earlier erasures' prompts that name `concept` ("a outlined yellow star" when erasing
+    star): forget prompts of its step, mapped away from both. A composite's are taken under
+    each of its names ("a red circle filled in" for "a solid red circle" when erasing solid),
+    as its own step took them: each name may be a phrase with a row of its own."""
+    if not (cfg.erasure_memory and cfg.forget_earlier_naming):
+        return []
+    out: list[str] = []
+    for earlier in erased_before:
+        naming = [p for p in earlier.prompts if catalog.mentions(p, {concept.name})]
+        if cfg.alias_variants:
+            naming += [p for p in alias_variants(naming, earlier)
+                       if catalog.mentions(p, {concept.name})]
+        out += naming
+    return list(dict.fromkeys(out))
+
+
 def _with_variants(prompts: list[str], concept: CatalogConcept, catalog: Catalog,
                    banned: set[str], cfg: EraseConfig) -> list[str]:
     """A concept's prompts, plus their alias, context and frame variants: what a step erases."""
@@ -253,7 +267,11 @@ def erase(model: LoadedModel, unet: UNet2DConditionModel, requests: list[ForgetR
             copies = {c.name: read_as(model, c, mine) for c in erased_before}
             read_now[r.concept.name] = [c for c in erased_before if copies[c.name]]
             copied.update(w for ws in copies.values() for w in ws)
-        rows = Owned(sorted({*rows.ids, *copied}), rows.phrases)
+        # an earlier erased phrase naming a concept erased now ("striped blue square" when
+        # erasing striped) is read through its own row, never the concept's words: trained again
+        now = {r.concept.name for r in requests}
+        phrases = {p.id for p in model.phrases if catalog.mentions(p.text, now)}
+        rows = Owned(sorted({*rows.ids, *copied, *phrases}), rows.phrases)
     plan = plan_step(model, unet, requests, erased_before, catalog, cfg, read_now)
     seconds = {"planning": time.perf_counter() - clock}
     emit(ProgressEvent("building_replay", 0, cfg.steps))
