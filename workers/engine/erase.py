@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from diffusers import UNet2DConditionModel
 
-from workers.engine.concepts import Catalog, CatalogConcept
+from workers.engine.concepts import Catalog, CatalogConcept, find_phrase
 from workers.engine.conditioning import encode_prompts
 from workers.engine.config import EraseConfig, PreserveSampling
 from workers.engine.gpu import compile_unet
@@ -38,6 +38,7 @@ from workers.engine.targets import (
     alias_variants,
     candidate_rewrites,
     context_variants,
+    drawn_as,
     fixed_rewrite,
     frame_variants,
     select_mapping_targets,
@@ -220,6 +221,8 @@ def _earlier_naming(concept: CatalogConcept, erased_before: list[CatalogConcept]
         return []
     out: list[str] = []
     for earlier in erased_before:
+        if earlier.name == concept.name:  # an earlier erasure requested again (its own prompts)
+            continue
         naming = [p for p in earlier.prompts if catalog.mentions(p, {concept.name})]
         if cfg.alias_variants:
             naming += [p for p in alias_variants(naming, earlier)
@@ -271,7 +274,9 @@ def erase(model: LoadedModel, unet: UNet2DConditionModel, requests: list[ForgetR
         # erasing striped) is read through its own row, never the concept's words: trained again
         now = {r.concept.name for r in requests}
         phrases = {p.id for p in model.phrases if catalog.mentions(p.text, now)}
-        rows = Owned(sorted({*rows.ids, *copied, *phrases}), rows.phrases)
+        redo, redo_rows = _phrases_drawing(model, unet, now, erased_before, catalog, cfg)
+        rows = Owned(sorted({*rows.ids, *copied, *phrases, *redo_rows}), rows.phrases)
+        requests = requests + redo
     plan = plan_step(model, unet, requests, erased_before, catalog, cfg, read_now)
     seconds = {"planning": time.perf_counter() - clock}
     emit(ProgressEvent("building_replay", 0, cfg.steps))
@@ -372,6 +377,36 @@ def erase(model: LoadedModel, unet: UNet2DConditionModel, requests: list[ForgetR
         seconds["consolidating"] = time.perf_counter() - clock
     student.eval().requires_grad_(False)
     return student, StepReport(plan, model, seconds, losses, cache.generated)
+
+
+def _phrases_drawing(model: LoadedModel, unet: UNet2DConditionModel, now: set[str],
+                     erased_before: list[CatalogConcept], catalog: Catalog, cfg: EraseConfig
+                     ) -> tuple[list[ForgetRequest], set[int]]:
+    """Earlier erasures whose phrase rows draw a concept erased now without naming it ("a
+    striped blue square" trained toward "a striped blue star", star erased now): each again as
+    a request of this step on those prompts, and the phrase rows they read. A phrase row is
+    read only by prompts naming its erased phrase, so training it again moves no kept prompt."""
+    phrases = [p for p in model.phrases if not catalog.mentions(p.text, now)]
+    earlier: list[tuple[str, CatalogConcept, set[str]]] = []
+    for i, concept in enumerate(erased_before):
+        banned_then = {c.name for c in erased_before[:i + 1]}
+        prompts = list(concept.prompts)
+        if cfg.alias_variants:
+            prompts += alias_variants(prompts, concept)
+        earlier += [(p, concept, banned_then) for p in prompts
+                    if not catalog.mentions(p, now)
+                    and any(find_phrase(p, phrase.text) for phrase in phrases)]
+    if not earlier:
+        return [], set()
+    drawn = drawn_as(model, earlier, catalog, k=cfg.map_k, seed=cfg.seed + 46, unet=unet)
+    redo: dict[str, list[str]] = {}
+    ids: set[int] = set()
+    for prompt, concept, _ in earlier:
+        if prompt in drawn and catalog.mentions(drawn[prompt], now):
+            redo.setdefault(concept.name, []).append(prompt)
+            ids |= {p.id for p in phrases if find_phrase(prompt, p.text)}
+    by_name = {c.name: c for c in erased_before}
+    return [ForgetRequest(by_name[n], tuple(prompts)) for n, prompts in redo.items()], ids
 
 
 def token_rows_to_train(model: LoadedModel, requests: list[ForgetRequest], kept: list[str],

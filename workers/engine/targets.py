@@ -140,6 +140,18 @@ def select_memory_targets(model: LoadedModel, memory: list[tuple[CatalogConcept,
     return {m.forget_prompt: m.target for m in _nearest(model, pairs, k, seed, unet)}
 
 
+def drawn_as(model: LoadedModel, earlier: list[tuple[str, CatalogConcept, set[str]]],
+             catalog: Catalog, *, k: int, seed: int, unet: UNet2DConditionModel | None = None
+             ) -> dict[str, str]:
+    """What earlier erased prompts draw under the current version, all in one distance call:
+    each (prompt, its concept, the concepts banned when it was erased) read as its nearest
+    rewrite among those its own step could pick, so a target that names a concept erased only
+    since ("a striped blue star" for "a striped blue square", star erased later) shows."""
+    pairs = [(prompt, c) for prompt, concept, banned in earlier
+             for c in candidate_rewrites(prompt, concept, catalog, banned, fallback=False)]
+    return {m.forget_prompt: m.target for m in _nearest(model, pairs, k, seed, unet)}
+
+
 def _nearest(model: LoadedModel, pairs: list[tuple[str, str]], k: int, seed: int,
              unet: UNet2DConditionModel | None) -> list[MappingChoice]:
     """For each prompt among the pairs' first members, its nearest second member."""
