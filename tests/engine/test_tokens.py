@@ -287,6 +287,20 @@ def test_an_erased_phrase_naming_a_concept_erased_later_is_trained_again(
                            encode_fresh(tiny_model, kept).hidden)
 
 
+def test_a_word_an_earlier_erasure_owns_is_not_trained_again(tiny_model: LoadedModel,
+                                                            tiny_folder: Path) -> None:
+    # after solid, no kept prompt says "solid": the composite must not train solid's row (its
+    # earlier prompts read it, and nothing would hold them), but a phrase of its own
+    catalog = load_catalog(tiny_folder)
+    solid, phrase = catalog["solid"], catalog["solid red circle"]
+    first = _token_step(tiny_model, catalog, solid)[1].model
+    _, report = erase(first, tiny_model.unet, [ForgetRequest(phrase, phrase.prompts)], [solid],
+                      catalog, method_config("lacu", **FAST))
+    assert report.token_rows == ['"solid red circle"', '"red circle filled in"']
+    before, after = embedding_table(first), embedding_table(report.model)
+    assert torch.equal(before, after[:len(before)])
+
+
 def test_a_composite_owns_its_names_as_phrases(tiny_model: LoadedModel,
                                                tiny_folder: Path, tmp_path: Path) -> None:
     catalog = load_catalog(tiny_folder)

@@ -255,7 +255,8 @@ def erase(model: LoadedModel, unet: UNet2DConditionModel, requests: list[ForgetR
     clock = time.perf_counter()
     emit(ProgressEvent("selecting_targets", 0, cfg.steps))
     kept = kept_prompts(requests, erased_before, catalog)
-    rows = token_rows_to_train(model, requests, kept, cfg)
+    rows = token_rows_to_train(model, requests, kept, cfg,
+                               _owned_earlier(model, erased_before, catalog))
     if cfg.trainable == "tokens" and not rows:
         cfg = cfg.with_(trainable=cfg.token_fallback)
     read_now: dict[str, list[CatalogConcept]] = {}
@@ -409,16 +410,29 @@ def _phrases_drawing(model: LoadedModel, unet: UNet2DConditionModel, now: set[st
     return [ForgetRequest(by_name[n], tuple(prompts)) for n, prompts in redo.items()], ids
 
 
+def _owned_earlier(model: LoadedModel, erased_before: list[CatalogConcept], catalog: Catalog
+                   ) -> frozenset[int]:
+    """The word rows the earlier erasures owned, each at its own step ("solid" once solid is
+    erased; not "red" for "solid red circle", kept prompts said red then)."""
+    owned: set[int] = set()
+    for i, concept in enumerate(erased_before):
+        kept = retained_prompts(catalog, {c.name for c in erased_before[:i + 1]}, [])
+        mine = owned_tokens(model, concept, kept)
+        owned |= set(mine.ids) if mine else set()
+    return frozenset(owned)
+
+
 def token_rows_to_train(model: LoadedModel, requests: list[ForgetRequest], kept: list[str],
-                        cfg: EraseConfig) -> Owned | None:
+                        cfg: EraseConfig, taken: frozenset[int] = frozenset()) -> Owned | None:
     """What a `tokens` step trains: every requested concept's own words and phrases
-    (tokens.py), or None when one of them owns nothing, the model has two text encoders, or the
-    catalog lists no kept prompt to tell a concept's own words from everyone's."""
+    (tokens.py; none an earlier erasure owns, `taken`), or None when one of them owns nothing,
+    the model has two text encoders, or the catalog lists no kept prompt to tell a concept's
+    own words from everyone's."""
     if cfg.trainable != "tokens" or model.is_sdxl or cfg.method != "lacu":
         return None
     if len(kept) < 2:  # the unconditional prompt alone
         return None
-    owned = [owned_tokens(model, r.concept, kept) for r in requests]
+    owned = [owned_tokens(model, r.concept, kept, taken) for r in requests]
     if not all(owned):
         return None
     ids = sorted({t for o in owned if o for t in o.ids})

@@ -65,15 +65,16 @@ class Owned:
         return bool(self.ids or self.phrases)
 
 
-def owned_tokens(model: LoadedModel, concept: CatalogConcept, kept_prompts: list[str]
-                 ) -> Owned | None:
+def owned_tokens(model: LoadedModel, concept: CatalogConcept, kept_prompts: list[str],
+                 taken: frozenset[int] = frozenset()) -> Owned | None:
     """What `concept` owns, or None when one of its names owns nothing.
 
-    A name owns its tokens that no kept prompt contains, function words aside; a name owning
-    no word owns itself as a phrase when no kept prompt contains the whole of it ("solid red
-    circle"; not "red circle" while "a solid red circle" is kept)."""
+    A name owns its tokens that no kept prompt contains, function words aside, and that no
+    earlier erasure owns (`taken`: its prompts read them too); a name owning no word owns
+    itself as a phrase when no kept prompt contains the whole of it ("solid red circle"; not
+    "red circle" while "a solid red circle" is kept)."""
     kept = token_ids(model, kept_prompts) if kept_prompts else []
-    used = {t for row in kept for t in row}
+    used = {t for row in kept for t in row} | taken
     words: set[int] = set()
     phrases: list[tuple[str, tuple[int, ...]]] = []
     for form in concept.surface_forms:
