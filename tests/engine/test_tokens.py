@@ -301,6 +301,23 @@ def test_a_word_an_earlier_erasure_owns_is_not_trained_again(tiny_model: LoadedM
     assert torch.equal(before, after[:len(before)])
 
 
+def test_an_erasure_copying_a_word_not_trained_now_is_left_as_it_is(
+        tiny_model: LoadedModel, tiny_folder: Path) -> None:
+    # star substituted by circle; "solid red circle" then trains phrases, not circle's row, so
+    # star still reads as circle and is not mapped or trained again
+    catalog = load_catalog(tiny_folder)
+    star_id, circle_id = tiny_model.tokenizer.convert_tokens_to_ids(["star</w>", "circle</w>"])
+    table = embedding_table(tiny_model)
+    star_as_circle = with_rows(tiny_model, TokenRows(torch.tensor([star_id]),
+                                                     table[[circle_id]].clone()))
+    phrase, star = catalog["solid red circle"], catalog["star"]
+    _, report = erase(star_as_circle, tiny_model.unet, [ForgetRequest(phrase, phrase.prompts)],
+                      [star], catalog, method_config("lacu", **FAST))
+    assert "star</w>" not in report.token_rows
+    assert not set(report.plan.targets()) & set(star.prompts)
+    assert torch.equal(embedding_table(report.model)[star_id], table[circle_id])
+
+
 def test_a_composite_owns_its_names_as_phrases(tiny_model: LoadedModel,
                                                tiny_folder: Path, tmp_path: Path) -> None:
     catalog = load_catalog(tiny_folder)

@@ -267,7 +267,8 @@ def erase(model: LoadedModel, unet: UNet2DConditionModel, requests: list[ForgetR
         # mapped again in this step, or it would draw what the word no longer does
         copied: set[int] = set()
         for r in requests:
-            mine = word_ids(model, r.concept)
+            # only the rows trained now change what a copy of them reads
+            mine = [i for i in word_ids(model, r.concept) if i in rows.ids]
             copies = {c.name: read_as(model, c, mine) for c in erased_before}
             read_now[r.concept.name] = [c for c in erased_before if copies[c.name]]
             copied.update(w for ws in copies.values() for w in ws)
