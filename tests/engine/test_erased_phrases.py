@@ -18,7 +18,7 @@ def _stars(model: LoadedModel, prompt: str) -> int:
 
 
 def test_an_erased_phrase_drawing_a_concept_erased_later_is_mapped_away_from_it() -> None:
-    model = load_model(MODEL_DIR, device="cpu", precision="float32")
+    model = load_model(MODEL_DIR, device="cpu")
     catalog = load_catalog(MODEL_DIR)
     cfg = method_config("lacu")
     phrase, star = catalog["striped blue square"], catalog["star"]
