@@ -22,6 +22,7 @@ from workers.engine.tokens import (
     copied_rows,
     embedding_table,
     owned_tokens,
+    restarted_phrases,
     spelled_alike,
     substituted_rows,
     with_rows,
@@ -316,6 +317,20 @@ def test_an_erasure_copying_a_word_not_trained_now_is_left_as_it_is(
     assert "star</w>" not in report.token_rows
     assert not set(report.plan.targets()) & set(star.prompts)
     assert torch.equal(embedding_table(report.model)[star_id], table[circle_id])
+
+
+def test_a_phrase_trained_again_restarts_at_the_words_its_targets_put_in_its_place(
+        tiny_model: LoadedModel, tiny_folder: Path) -> None:
+    catalog = load_catalog(tiny_folder)
+    view = _token_step(tiny_model, catalog, catalog["solid red circle"])[1].model
+    phrase = next(p for p in view.phrases if p.text == "solid red circle")
+    pairs = [("a solid red circle", "a solid red square"),
+             ("a drawing of a solid red circle", "a drawing of a solid red square"),
+             ("a picture of a solid red circle", "a outlined red triangle"),  # not in place
+             ("a red circle", "a blue circle")]  # not the phrase
+    words = tiny_model.tokenizer("solid red square", add_special_tokens=False).input_ids
+    assert restarted_phrases(view, pairs, [phrase.id]) == {phrase.id: words}
+    assert restarted_phrases(view, pairs, []) == {}
 
 
 def test_a_composite_owns_its_names_as_phrases(tiny_model: LoadedModel,

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import CLIPTextModel
 
-from workers.engine.concepts import CatalogConcept
+from workers.engine.concepts import CatalogConcept, find_phrase
 from workers.engine.conditioning import token_ids
 from workers.engine.loading import LoadedModel, Phrase
 from workers.engine.phrases import merge_phrases
@@ -181,11 +181,13 @@ class RowEditedEmbedding(nn.Module):
         return F.embedding(input_ids, self.weight_now())
 
 
-def trainable_rows(model: LoadedModel, owned: Owned, substitutes: dict[int, int] | None = None
+def trainable_rows(model: LoadedModel, owned: Owned, substitutes: dict[int, int] | None = None,
+                   restarts: dict[int, list[int]] | None = None
                    ) -> tuple[LoadedModel, RowEditedEmbedding]:
     """A view of `model` whose text encoder reads the owned rows from a trainable parameter:
     the words' rows, and a new row for each new phrase, started at the mean of its words'. A
-    word in `substitutes` instead takes its substitute token's row, frozen."""
+    word in `substitutes` instead takes its substitute token's row, frozen; an earlier phrase
+    in `restarts` starts again at the mean of the rows of the words given for it."""
     substitutes = substitutes or {}
     encoder, table = _encoder_copy(model)
     start = len(table)
@@ -193,9 +195,37 @@ def trainable_rows(model: LoadedModel, owned: Owned, substitutes: dict[int, int]
     grown = torch.cat([table, *(table[list(p.token_ids)].mean(0, keepdim=True) for p in phrases)])
     for row, token in substitutes.items():
         grown[row] = table[token]
+    for row, words in (restarts or {}).items():
+        grown[row] = table[words].mean(0)
     embedding = RowEditedEmbedding(grown, [i for i in owned.ids if i not in substitutes]
                                    + [p.id for p in phrases])
     return _view(model, encoder, embedding, model.phrases + phrases), embedding
+
+
+def restarted_phrases(model: LoadedModel, pairs: list[tuple[str, str]], ids: list[int]
+                      ) -> dict[int, list[int]]:
+    """For each earlier phrase among `ids`, trained again: the words its mapping targets most
+    often put in its place ("solid orange star" in "a solid yellow star" -> "a solid orange
+    star"), as token ids. Restarted there, as a new phrase starts at its own words, the row
+    is trained from near its target, where from its old one it drew a scatter of scenes
+    (drawn3, thirty-third session)."""
+    out: dict[int, list[int]] = {}
+    for phrase in model.phrases:
+        if phrase.id not in ids:
+            continue
+        votes: Counter[str] = Counter()
+        for prompt, target in pairs:
+            found = find_phrase(prompt, phrase.text)
+            if found is None:
+                continue
+            prefix, suffix = prompt[:found.start()], prompt[found.end():]
+            if (target.startswith(prefix) and target.endswith(suffix)
+                    and len(target) > len(prefix) + len(suffix)):
+                votes[target[len(prefix):len(target) - len(suffix)].strip()] += 1
+        if votes:
+            words = votes.most_common(1)[0][0]
+            out[phrase.id] = list(model.tokenizer(words, add_special_tokens=False).input_ids)
+    return out
 
 
 def substituted_rows(model: LoadedModel, pairs: list[tuple[str, str]], ids: list[int]

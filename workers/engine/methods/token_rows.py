@@ -25,7 +25,13 @@ from workers.engine.losses import l2_pull, unlearn_loss
 from workers.engine.progress import Cancelled, ProgressEvent
 from workers.engine.rollouts import RolloutCache
 from workers.engine.sampling import autocast_for, predict_noise
-from workers.engine.tokens import Owned, frozen_rows, substituted_rows, trainable_rows
+from workers.engine.tokens import (
+    Owned,
+    frozen_rows,
+    restarted_phrases,
+    substituted_rows,
+    trainable_rows,
+)
 
 ProgressFn = Callable[[ProgressEvent], None]
 
@@ -37,9 +43,10 @@ def erase_rows(model: LoadedModel, unet: torch.nn.Module, plan: StepPlan, owned:
     the last loss terms, seconds per stage and the rollouts generated. With
     `token_substitute`, a word whose forget prompts' targets mostly swap it for one token
     takes that token's row (the exact map for those prompts) and only the rest is trained."""
-    substitutes = (substituted_rows(model, [(m.forget_prompt, m.target) for m in plan.mappings],
-                                    owned.ids) if cfg.token_substitute else {})
-    student, embedding = trainable_rows(model, owned, substitutes)
+    pairs = [(m.forget_prompt, m.target) for m in plan.mappings]
+    substitutes = substituted_rows(model, pairs, owned.ids) if cfg.token_substitute else {}
+    student, embedding = trainable_rows(model, owned, substitutes,
+                                        restarted_phrases(model, pairs, owned.ids))
     trained = sorted(substitutes) + embedding.ids.tolist()
     if not len(embedding.ids):  # every row substituted: nothing left to train
         return frozen_rows(student, embedding), trained, {}, {}, 0
