@@ -160,10 +160,9 @@ class WorldEvaluator:
         return mean_term + covariance_term
 
     def quality_terms(self, reading: Reading) -> tuple[float, float]:
-        """`quality_of`'s two terms: the mean term ‖μ − μ_ref‖², which is the squared length of
-        the images' mean residual from their read scenes' renders (residuals in different
-        directions cancel in it, so it grows as images gather on fewer scenes), and the
-        covariance term."""
+        """`quality_of`'s two terms: the mean term ‖μ − μ_ref‖², the squared length of the
+        images' mean residual from their read scenes' renders (residuals in different
+        directions cancel in it), and the covariance term."""
         moments = [self.scene_moments(s) for s in reading.scenes]
         means = np.stack([m for m, _ in moments])
         # within-scene spread plus the spread of the scenes' means

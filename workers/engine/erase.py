@@ -256,7 +256,8 @@ def erase(model: LoadedModel, unet: UNet2DConditionModel, requests: list[ForgetR
     emit(ProgressEvent("selecting_targets", 0, cfg.steps))
     kept = kept_prompts(requests, erased_before, catalog)
     rows = token_rows_to_train(model, requests, kept, cfg,
-                               _owned_earlier(model, erased_before, catalog))
+                               _owned_earlier(model, erased_before, catalog)
+                               if cfg.trainable == "tokens" else frozenset())
     if cfg.trainable == "tokens" and not rows:
         cfg = cfg.with_(trainable=cfg.token_fallback)
     read_now: dict[str, list[CatalogConcept]] = {}
