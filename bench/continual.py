@@ -32,6 +32,7 @@ from workers.engine.concepts import Catalog, load_catalog
 from workers.engine.config import EraseConfig, method_config
 from workers.engine.erase import ForgetRequest, StepReport, erase
 from workers.engine.loading import LoadedModel, load_model
+from workers.engine.targets import NoSafeTarget
 from workers.engine.tokens import changed_rows
 from workers.engine.versions import (
     artifact_digest,
@@ -135,6 +136,14 @@ def run_method(name: str, model: LoadedModel, catalog: Catalog, evaluator: World
     for i, concept_name in enumerate(sequence, start=1):
         step_dir = out / name / f"step-{i}"
         concept = catalog[concept_name]
+        if (step_dir / "metrics.json").is_file() and _refused(step_dir):
+            record = json.loads((step_dir / "metrics.json").read_text())
+            if record["erased"] != concept_name:
+                raise ValueError(f"{step_dir} refused {record['erased']}, not {concept_name}: "
+                                 "use another --out for another sequence")
+            log(f"{name} step {i} ({concept_name}): refused, as read from {step_dir}")
+            steps.append(record)
+            continue
         if (step_dir / "metrics.json").is_file():
             _check_reusable(step_dir, erased + [concept_name], cfg)
             new_view, new_unet = load_version_model(model, step_dir)
@@ -148,8 +157,20 @@ def run_method(name: str, model: LoadedModel, catalog: Catalog, evaluator: World
                 + (", evaluated again" if reevaluate else ""))
         else:
             clock = time.perf_counter()
-            new_unet, report = erase(view, unet, [ForgetRequest(concept, concept.prompts)],
-                                     [catalog[e] for e in erased], catalog, cfg)
+            try:
+                new_unet, report = erase(view, unet, [ForgetRequest(concept, concept.prompts)],
+                                         [catalog[e] for e in erased], catalog, cfg)
+            except NoSafeTarget as refusal:
+                # the model stays as it was: the step's record is the unchanged version's
+                metrics = step_metrics(replace(evaluator, model=view), unet, erased, base)
+                record = {"step": i, "erased": concept_name, "refused": str(refusal),
+                          "seconds": time.perf_counter() - clock,
+                          **{k: v for k, v in metrics.items() if k != "erased"}}
+                step_dir.mkdir(parents=True, exist_ok=True)
+                (step_dir / "metrics.json").write_text(json.dumps(record, indent=1))
+                log(f"{name} step {i} ({concept_name}): refused: {refusal}")
+                steps.append(record)
+                continue
             seconds = time.perf_counter() - clock
             new_view = report.model
             metrics = step_metrics(replace(evaluator, model=new_view), new_unet,
@@ -174,19 +195,29 @@ def run_method(name: str, model: LoadedModel, catalog: Catalog, evaluator: World
     return steps, view, unet
 
 
+def _refused(step_dir: Path) -> bool:
+    return "refused" in json.loads((step_dir / "metrics.json").read_text())
+
+
+def erased_by(steps: list[dict[str, object]]) -> list[str]:
+    """The concepts a method's steps erased, in order: a refused step erased nothing."""
+    return [str(s["erased"]) for s in steps if "refused" not in s]
+
+
 KEPT_CHECK_FIELDS = {f.name for f in fields(KeptCheck)}
 
 
 def final_check(evaluator: WorldEvaluator, version: tuple[LoadedModel, UNet2DConditionModel],
                 erased: list[str], images: int, method_dir: Path,
-                base_sets: dict[tuple[str, ...], GeneratedSet], reevaluate: bool = False
-                ) -> dict[str, object]:
+                base_sets: dict[tuple[str, ...], GeneratedSet], reevaluate: bool = False,
+                last_step: Path | None = None) -> dict[str, object]:
     """The last version (model view, UNet) on the kept concepts at `images` a concept against
     the base model's (`evaluate.kept_check`; `evaluator` holds the base model), kept in
-    `method_dir/final-check.json` and reused on a rerun while the last step's artifact is the
-    same. `base_sets` caches the base's images per kept set across methods."""
+    `method_dir/final-check.json` and reused on a rerun while the last version's artifact
+    (`last_step`, by default step-<len(erased)>) is the same. `base_sets` caches the base's
+    images per kept set across methods."""
     path = method_dir / "final-check.json"
-    digest = artifact_digest(method_dir / f"step-{len(erased)}")
+    digest = artifact_digest(last_step or method_dir / f"step-{len(erased)}")
     if path.is_file() and not reevaluate:
         saved = json.loads(path.read_text())
         # a check written before a measure was added is made again
@@ -243,9 +274,13 @@ def run_benchmark(model_dir: Path, judge_path: Path, methods: list[str], sequenc
                                             out, seed, log, overrides, reevaluate)
         entry: dict[str, object] = {"config": config_for(name, seed, overrides).as_dict(),
                                     "steps": steps}
-        if final_images:
-            check = final_check(evaluator, (last_view, last), sequence, final_images,
-                                out / name, base_sets, reevaluate)
+        erased = erased_by(steps)
+        if final_images and erased:
+            last_step = max(int(s["step"]) for s in steps  # type: ignore[call-overload]
+                            if "refused" not in s)
+            check = final_check(evaluator, (last_view, last), erased, final_images,
+                                out / name, base_sets, reevaluate,
+                                last_step=out / name / f"step-{last_step}")
             entry["final_check"] = check
             log(f"{name} step {len(sequence)} at {final_images} images a kept concept: related "
                 f"{check['related_retention']:.3f}, general {check['general_retention']:.3f}, "

@@ -73,7 +73,8 @@ def per_step_table(path: Path, method: str) -> str:
     lines = ["| step | erased | max forget | max held-out | related ret. | general ret. | "
              "quality / base | s |", "|---|---|---|---|---|---|---|---|"]
     for s in r["methods"][method]["steps"]:
-        lines.append(f"| {s['step']} | {s['erased']} | {max(s['forget_acc'].values()):.3f} | "
+        erased = f"{s['erased']} (refused)" if "refused" in s else s["erased"]
+        lines.append(f"| {s['step']} | {erased} | {max(s['forget_acc'].values()):.3f} | "
                      f"{max(s['forget_acc_heldout'].values()):.3f} | "
                      f"{_fmt(s['related_retention'])} | {_fmt(s['general_retention'])} | "
                      f"{s['quality']:.2f} / {s['base_quality']:.2f} | {s['seconds']:.0f} |")
@@ -92,15 +93,21 @@ def sequences_table(paths: list[Path], method: str = "lacu") -> str:
         steps, check = r["methods"][method]["steps"], r["methods"][method]["final_check"]
         worst = [max(v for s in steps for v in s[key].values())
                  for key in ("forget_acc", "forget_acc_heldout")]
+        names = [f"{n} (refused)" if "refused" in s else n
+                 for n, s in zip(r["sequence"], steps, strict=True)]
         lines.append(
-            f"| {', '.join(r['sequence'])} ({r['base']['autocast']}) | "
+            f"| {', '.join(names)} ({r['base']['autocast']}) | "
             f"{_fmt(worst[0])} / {_fmt(worst[1])} | "
             f"{_fmt(check['related_retention'])} / {_fmt(check['general_retention'])} | "
             f"{_ratio(check, 'typicality', 'base_typicality', 'typicality_ratio_interval')} | "
             f"{_ratio(check, 'quality', 'base_quality', 'quality_ratio_interval')} | "
             f"{check['images_changed']:.0%} | "
-            f"{', '.join(str(round(s['seconds'])) for s in steps)} |")
+            f"{', '.join(_seconds(s) for s in steps)} |")
     return "\n".join(lines)
+
+
+def _seconds(step: dict[str, Any]) -> str:
+    return "refused" if "refused" in step else str(round(step["seconds"]))
 
 
 def _ratio(check: dict[str, Any], value: str, base: str, interval: str) -> str:

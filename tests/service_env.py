@@ -21,6 +21,7 @@ CATALOG = [
     {"name": "van gogh", "kind": "style", "related": [], "prompts": []},
     {"name": "stubborn", "kind": "object", "related": [], "prompts": []},
     {"name": "explode", "kind": "object", "related": [], "prompts": []},
+    {"name": "impossible", "kind": "object", "related": [], "prompts": []},
 ]
 
 

@@ -2,6 +2,7 @@
 
 It lets the service's end-to-end and fault tests run real Celery workers today. Timing is set
 by LETHE_TEST_STEP_SECONDS (per training step, 20 steps); a concept named "explode" raises;
+"impossible" is refused as the engine refuses a concept with no safe target;
 "stubborn" stays recognisable (forget accuracy 0.5) so the gate refuses it.
 """
 
@@ -50,14 +51,23 @@ class Cancelled(Exception):
     pass
 
 
+class NoSafeTarget(ValueError):
+    def __init__(self, concept: str, message: str) -> None:
+        super().__init__(message)
+        self.concept = concept
+
+
 def erase_step(model_dir: Path, parent_artifact: Path | None, requests: list[ErasureRequest],
                previously_erased: list[str], out_dir: Path, *, seed: int,
                progress: Callable[[ProgressEvent], None],
                should_stop: Callable[[], bool]) -> StepOutcome:
     delay = float(os.environ.get("LETHE_TEST_STEP_SECONDS", "0.05"))
     concepts = [r.concept for r in requests]
-    for stage in ("selecting_targets", "building_replay"):
-        progress(ProgressEvent(stage, 0, STEPS, {}, None))
+    progress(ProgressEvent("selecting_targets", 0, STEPS, {}, None))
+    if "impossible" in concepts:
+        raise NoSafeTarget("impossible", "cannot erase 'impossible': no rewrite names no erased "
+                                         "concept")
+    progress(ProgressEvent("building_replay", 0, STEPS, {}, None))
     for step in range(1, STEPS + 1):
         if should_stop():
             raise Cancelled()

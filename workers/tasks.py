@@ -159,6 +159,16 @@ def _erase_and_commit(claimed: jobs.ClaimedJob, settings: Settings) -> str:
                 progress=progress, should_stop=lease.should_stop)
         except engine.Cancelled:
             return _stopped(claimed, settings, lease)
+        except engine.NoSafeTarget as exc:
+            if lease.lost.is_set():
+                return "fenced"
+            with session_scope() as session:
+                again = jobs.refused(session, settings, claimed, exc.concept,
+                                     f"{type(exc).__name__}: {exc}")
+            for job_id in again:
+                dispatch.send_unlearn(job_id)
+            log.warning("job.refused", concept=exc.concept, requeued_jobs=again)
+            return "refused"
         except Exception as exc:
             if lease.lost.is_set():
                 return "fenced"

@@ -222,6 +222,40 @@ def fail(session: Session, claimed: ClaimedJob, error: str) -> bool:
     return True
 
 
+def refused(session: Session, settings: Settings, claimed: ClaimedJob, concept: str,
+            error: str) -> list[str]:
+    """The engine refused `concept`: nothing it could draw in its place is allowed (every
+    concept of its kind is erased already). Its takedowns fail with code `no_safe_target`; the
+    others merged into the step go back in line without it (all fail where none asked for
+    `concept`: an earlier erasure it would have to undo).
+
+    Returns the ids of jobs that must be dispatched for the takedowns put back in line."""
+    from app.services.takedowns import enqueue
+
+    job = _held(session, claimed)
+    if job is None:
+        return []
+    events.move_job(job, State.FAILED)
+    job.error, job.lease_expires_at = error, None
+    takedowns = _takedowns(session, job.id, list(ACTIVE))
+    blamed = [td for td in takedowns if td.concept == concept] or takedowns
+    for td in blamed:
+        td.error = {"code": "no_safe_target", "detail": error}
+        events.move_takedown(session, td, State.FAILED, error=error)
+    model = session.get(Model, claimed.model_id)
+    assert model is not None
+    new_jobs: list[str] = []
+    for td in takedowns:
+        if td in blamed:
+            continue
+        events.move_takedown(session, td, State.QUEUED,
+                             reason=f"step refused {concept!r}; queued again without it")
+        new_job, is_new = enqueue(session, settings, model, td)
+        if is_new:
+            new_jobs.append(new_job.id)
+    return new_jobs
+
+
 def cancelled(session: Session, settings: Settings, claimed: ClaimedJob) -> list[str]:
     """The engine stopped on request. Cancelled takedowns end; merged ones go back in line.
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pytest
 import torch
 
 from workers.engine.concepts import load_catalog
@@ -7,6 +8,7 @@ from workers.engine.distance import score_distance
 from workers.engine.loading import LoadedModel
 from workers.engine.replay import local_replay_set
 from workers.engine.targets import (
+    NoSafeTarget,
     _framed_by,
     candidate_rewrites,
     catalog_frames,
@@ -100,6 +102,23 @@ def test_last_concept_of_its_kind_falls_back_to_related_concepts(tiny_folder) ->
         assert cands and "" not in cands, prompt
         assert all(not catalog.mentions(c, banned) for c in cands)
         assert any("striped green ellipse" in c for c in cands)
+
+
+def test_the_last_style_has_no_safe_target_and_is_refused(tiny_model: LoadedModel,
+                                                          tiny_folder) -> None:  # type: ignore[no-untyped-def]
+    # every object has a style, and every character one too: with striped and outlined erased
+    # nothing the model draws in place of "a solid red circle" is free of an erased concept
+    catalog = load_catalog(tiny_folder)
+    concept = catalog["solid"]
+    banned = {"solid", "striped", "outlined"}
+    assert all(candidate_rewrites(p, concept, catalog, banned) == [] for p in concept.prompts)
+    with pytest.raises(NoSafeTarget, match="cannot erase 'solid'.*erased: outlined, striped"):
+        select_mapping_targets(tiny_model, concept, list(concept.prompts), catalog, banned,
+                               k=4, seed=0)
+    # one style left: every prompt has a target, and none is the empty prompt
+    choices = select_mapping_targets(tiny_model, concept, list(concept.prompts), catalog,
+                                     {"solid", "striped"}, k=4, seed=0)
+    assert len(choices) == len(concept.prompts) and all(c.target for c in choices)
 
 
 def test_composite_candidates_change_one_part_at_a_time(tiny_folder) -> None:  # type: ignore[no-untyped-def]

@@ -104,6 +104,22 @@ def test_engine_error_fails_the_takedown(client: TestClient) -> None:
     assert len(versions(client)) == 1
 
 
+def test_a_refused_concept_fails_alone_and_its_step_mates_run_without_it(
+        client: TestClient) -> None:
+    tulip, impossible = submit(client), submit(client, "impossible")
+    assert tulip["job_id"] == impossible["job_id"]  # merged into one step
+    assert run_unlearn_job(tulip["job_id"], get_settings()) == "refused"
+    got = client.get(f"/v1/takedowns/{impossible['id']}").json()
+    assert got["state"] == "failed" and got["error"]["code"] == "no_safe_target"
+    assert "cannot erase 'impossible'" in got["error"]["detail"]
+    again = client.get(f"/v1/takedowns/{tulip['id']}").json()
+    assert again["state"] == "queued" and again["job_id"] != tulip["job_id"]
+    assert len(versions(client)) == 1  # the refused step registered nothing
+    assert run_unlearn_job(again["job_id"], get_settings()) == "completed"
+    assert versions(client)[1]["erased"] == ["red tulip"]
+    assert client.get(f"/v1/takedowns/{tulip['id']}").json()["state"] == "completed"
+
+
 def test_reconciler_requeues_expired_lease_then_crashes(client: TestClient) -> None:
     td = submit(client)
     settings = get_settings()

@@ -25,6 +25,7 @@ from workers.engine.erase import ForgetRequest, erase
 from workers.engine.loading import LoadedModel, load_model
 from workers.engine.progress import Cancelled, ProgressEvent
 from workers.engine.sampling import generate
+from workers.engine.targets import NoSafeTarget
 from workers.engine.tokens import changed_rows
 from workers.engine.versions import (
     artifact_digest,
@@ -33,8 +34,8 @@ from workers.engine.versions import (
     save_version,
 )
 
-__all__ = ["Cancelled", "ErasureRequest", "ProgressEvent", "StepOutcome", "erase_step",
-           "load_catalog", "render_samples", "unknown_concepts", "warm_up"]
+__all__ = ["Cancelled", "ErasureRequest", "NoSafeTarget", "ProgressEvent", "StepOutcome",
+           "erase_step", "load_catalog", "render_samples", "unknown_concepts", "warm_up"]
 
 
 @dataclass

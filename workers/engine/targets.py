@@ -12,6 +12,18 @@ from workers.engine.distance import score_distance
 from workers.engine.loading import LoadedModel
 
 
+class NoSafeTarget(ValueError):
+    """A forget prompt has no rewrite that names no erased concept: every concept of its kind,
+    and every related one, is erased, so nothing the model could draw in its place is allowed
+    (the last style of a world where every object has one). Mapped to the empty prompt, such a
+    step drew the concept in 28 of 32 images and brought an earlier erasure back; refused, the
+    model stays as it was. `concept`: the one that cannot be erased."""
+
+    def __init__(self, concept: str, message: str) -> None:
+        super().__init__(message)
+        self.concept = concept
+
+
 @dataclass(frozen=True)
 class MappingChoice:
     forget_prompt: str
@@ -121,9 +133,18 @@ def _scrub(prompt: str, catalog: Catalog, banned: set[str], every_substitute: bo
 def select_mapping_targets(model: LoadedModel, concept: CatalogConcept, prompts: list[str],
                            catalog: Catalog, banned: set[str], *, k: int, seed: int,
                            unet: UNet2DConditionModel | None = None) -> list[MappingChoice]:
-    """p*(p) = argmin_{q ∈ candidates(p)} d_score(p, q) under the current version."""
-    pairs = [(prompt, c) for prompt in prompts
-             for c in candidate_rewrites(prompt, concept, catalog, banned) or [""]]
+    """p*(p) = argmin_{q ∈ candidates(p)} d_score(p, q) under the current version; NoSafeTarget
+    where a prompt has no candidate."""
+    pairs: list[tuple[str, str]] = []
+    for prompt in prompts:
+        candidates = candidate_rewrites(prompt, concept, catalog, banned)
+        if not candidates:
+            erased = sorted(n for n in banned if n != concept.name)
+            raise NoSafeTarget(concept.name,
+                f"cannot erase {concept.name!r}: {prompt!r} has no rewrite that names no "
+                f"erased concept (every {concept.kind} and every related concept is erased or "
+                f"contains one; erased: {', '.join(erased)})")
+        pairs += [(prompt, c) for c in candidates]
     return _nearest(model, pairs, k, seed, unet)
 
 
