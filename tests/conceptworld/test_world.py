@@ -408,6 +408,23 @@ def test_the_sequences_table_reads_ratios_and_intervals_from_each_run(tmp_path: 
     assert row == ("| star, red (bfloat16) | 0.031 / 0.062 | 0.973 / 1.000 | "
                    "1.100 / 1.000 (**1.100**, 0.95–1.20) | 0.600 / 0.400 (**1.500**, 1.30–1.80) "
                    "| 25% | 12, 0 |")
+    # a refused step erased nothing: its forget accuracies are of the concepts erased before
+    steps[1] |= {"refused": "cannot erase 'red': ...", "forget_acc": {"star": 0.0},
+                 "forget_acc_heldout": {"star": 0.0}}
+    run.write_text(json.dumps({"sequence": ["star", "red"], "base": {"autocast": "bfloat16"},
+                               "methods": {"lacu": {"steps": steps, "final_check": check}}}))
+    row = sequences_table([run]).splitlines()[-1]
+    assert row.startswith("| star, red (refused) (bfloat16) | 0.000 / 0.000 |")
+    assert row.endswith("| 12, refused |")
+
+
+def test_a_refused_step_erases_nothing() -> None:
+    from bench.continual import erased_by
+
+    steps: list[dict[str, object]] = [{"step": 1, "erased": "striped"},
+                                      {"step": 2, "erased": "solid", "refused": "no target"},
+                                      {"step": 3, "erased": "zorbo"}]
+    assert erased_by(steps) == ["striped", "zorbo"]
 
 
 def test_quality_terms_split_the_frechet_distance_into_mean_and_covariance() -> None:
@@ -427,3 +444,43 @@ def test_quality_terms_split_the_frechet_distance_into_mean_and_covariance() -> 
     moved = evaluator.quality_terms(Reading(reading.features + offset, reading.scenes))
     assert moved[1] == pytest.approx(covariance_term, rel=1e-6)
     assert moved[0] > mean_term + 0.5 * (offset ** 2).sum()
+
+
+@shipped
+def test_a_scene_is_drawn_once_per_evaluator_and_its_own_typicality_comes_from_its_drawings(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from dataclasses import replace
+
+    from workers.conceptworld import evaluate
+    from workers.conceptworld.evaluate import WorldEvaluator
+    from workers.conceptworld.judge import Judge
+    from workers.conceptworld.world import Scene
+    from workers.engine.loading import load_model
+
+    monkeypatch.setattr(evaluate, "SCENE_DRAWINGS", 6)
+    drawn: list[list[str]] = []
+    real_generate = evaluate.generate
+
+    def counting(model, prompts, seeds, **kwargs):  # type: ignore[no-untyped-def]
+        drawn.append(prompts)
+        return real_generate(model, prompts, seeds, **kwargs)
+
+    monkeypatch.setattr(evaluate, "generate", counting)
+    evaluator = WorldEvaluator(load_model(MODEL_DIR, device="cpu"), Judge.load(JUDGE_PATH),
+                               steps=4)
+    star, zorbo = Scene("star", "red", "solid"), Scene("circle", "yellow", "striped", "zorbo")
+    own = evaluator.drawn_typicality([star, zorbo, star])
+    assert own[0] == own[2] and (own > 0).all()
+    # one call for both scenes, each from prompts naming all of it
+    assert drawn == [["zorbo", "a picture of zorbo", "zorbo on a dark background",
+                      "a drawing of zorbo", "zorbo", "a picture of zorbo"]
+                     + ["a solid red star", "a red star filled in",
+                        "a picture of a solid red star"] * 2]
+    drawings = evaluator.drawings_of([star])[0]
+    assert 0 < len(drawings.features) <= 6
+    if all(s == star for s in drawings.scenes):  # the judge read every drawing as asked for
+        assert own[0] == pytest.approx(evaluator.typicality(drawings).mean())
+    assert evaluator.drawn_typicality([zorbo]) == pytest.approx(own[1:2])
+    assert len(drawn) == 1  # nothing drawn again
+    replace(evaluator).drawn_typicality([star])
+    assert len(drawn) == 2  # a replaced evaluator (another model) draws its own

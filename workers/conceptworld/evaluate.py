@@ -14,7 +14,13 @@ from scipy import linalg
 
 from workers.conceptworld.judge import Judge, Verdicts
 from workers.conceptworld.render import render_dataset, render_scene
-from workers.conceptworld.world import CONCEPT_BY_NAME, Scene
+from workers.conceptworld.world import (
+    CHARACTER_TEMPLATES,
+    CONCEPT_BY_NAME,
+    OBJECT_TEMPLATES,
+    Scene,
+    object_prompt,
+)
 from workers.engine.loading import LoadedModel
 from workers.engine.sampling import generate
 
@@ -22,6 +28,9 @@ EVAL_SEED = 20_261_127
 QUALITY_REFERENCE_SEED = 4_242
 # Renders a read scene's reference moments are taken from (`WorldEvaluator.scene_moments`).
 REFERENCE_RENDERS = 64
+# The base model's drawings of a scene its own typicality there is taken from
+# (`WorldEvaluator.drawn_typicality`).
+SCENE_DRAWINGS = 32
 
 
 @dataclass
@@ -98,6 +107,8 @@ class WorldEvaluator:
     _reference: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
     _scene_cache: dict[Scene, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict,
                                                                      repr=False)
+    # not an init field, so an evaluator `replace`d onto a version's view starts empty
+    _drawn_cache: dict[Scene, Reading] = field(default_factory=dict, init=False, repr=False)
 
     def generate_for(self, concepts: list[str], unet: UNet2DConditionModel | None = None, *,
                      heldout: bool = False, per_concept: int | None = None) -> GeneratedSet:
@@ -174,8 +185,7 @@ class WorldEvaluator:
         """Mean and covariance of the judge's features over `REFERENCE_RENDERS` renders of
         `scene` (jittered position, size, rotation, colour), seeded by the scene itself."""
         if scene not in self._scene_cache:
-            key = f"{scene.shape}|{scene.colour}|{scene.texture}|{scene.character}"
-            seed = zlib.crc32(key.encode()) ^ QUALITY_REFERENCE_SEED
+            seed = zlib.crc32(_scene_key(scene).encode()) ^ QUALITY_REFERENCE_SEED
             rng = random.Random(seed)
             renders = np.stack([render_scene(scene, rng) for _ in range(REFERENCE_RENDERS)])
             x = torch.from_numpy(renders).permute(0, 3, 1, 2).float() / 255
@@ -190,6 +200,34 @@ class WorldEvaluator:
         moments = [self.scene_moments(s) for s in reading.scenes]
         return np.array([((f - mu) ** 2).sum() / np.trace(cov)
                          for f, (mu, cov) in zip(reading.features, moments, strict=True)])
+
+    def drawn_typicality(self, scenes: list[Scene]) -> np.ndarray:
+        """Per scene: this evaluator's model's own mean typicality on it (`drawings_of`).
+        Some scenes are harder to draw than others: the base draws "a red star" less like its
+        renders than "a red square", so a version that draws "a red square" as a red star
+        moves the typicality ratio without drawing anything worse than the base does."""
+        unique = list(dict.fromkeys(scenes))
+        own = {s: float(self.typicality(r).mean())
+               for s, r in zip(unique, self.drawings_of(unique), strict=True)}
+        return np.array([own[s] for s in scenes])
+
+    def drawings_of(self, scenes: list[Scene]) -> list[Reading]:
+        """Per scene: this evaluator's model's `SCENE_DRAWINGS` drawings from prompts naming
+        the whole scene (seeded by the scene), those the judge reads as it (all of them for a
+        scene it never draws as asked for). Drawn once per evaluator; an evaluator `replace`d
+        onto another model starts with none."""
+        missing = sorted(set(scenes) - set(self._drawn_cache), key=_scene_key)
+        if missing:
+            prompts = [p for s in missing for p in _scene_prompts(s)]
+            seeds = [zlib.crc32(_scene_key(s).encode()) % 1_000_000 * 100 + j
+                     for s in missing for j in range(SCENE_DRAWINGS)]
+            reading = self.read_images(generate(self.model, prompts, seeds, steps=self.steps,
+                                                guidance=self.guidance, batch_size=128))
+            for i, scene in enumerate(missing):
+                block = np.arange(i * SCENE_DRAWINGS, (i + 1) * SCENE_DRAWINGS)
+                own = block[[reading.scenes[j] == scene for j in block]]
+                self._drawn_cache[scene] = reading.take(own if len(own) else block)
+        return [self._drawn_cache[s] for s in scenes]
 
     def compare_quality(self, after: GeneratedSet, base: GeneratedSet, names: list[str], *,
                         draws: int = 200, seed: int = 0) -> QualityComparison:
@@ -229,6 +267,20 @@ class WorldEvaluator:
             feats = self.judge.features(x).double().numpy()
             self._reference = (feats.mean(0), np.cov(feats, rowvar=False))
         return self._reference
+
+
+def _scene_key(scene: Scene) -> str:
+    return f"{scene.shape}|{scene.colour}|{scene.texture}|{scene.character}"
+
+
+def _scene_prompts(scene: Scene) -> list[str]:
+    """`SCENE_DRAWINGS` prompts naming the whole scene, cycling through the request templates
+    that do (a character by its name)."""
+    if scene.character is not None:
+        templates = [t.format(x=scene.character) for t in CHARACTER_TEMPLATES]
+    else:
+        templates = [object_prompt(scene, t) for t in OBJECT_TEMPLATES[:3]]
+    return [templates[j % len(templates)] for j in range(SCENE_DRAWINGS)]
 
 
 def _scenes(verdicts: Verdicts, rows: list[int]) -> list[Scene]:
