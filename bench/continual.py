@@ -102,6 +102,10 @@ def _check_reusable(step_dir: Path, erased: list[str], cfg: EraseConfig) -> None
                          "use another --out for another sequence")
     saved = manifest.get("config")
     wanted = json.loads(json.dumps(cfg.as_dict()))
+    # a setting added since, at its default, is what the code did before it existed
+    defaults = json.loads(json.dumps(EraseConfig().as_dict()))
+    if isinstance(saved, dict):
+        saved = {k: defaults[k] for k in wanted.keys() - saved.keys() if k in defaults} | saved
     if not isinstance(saved, dict) or saved != wanted:
         saved = saved if isinstance(saved, dict) else {}
         differing = sorted(k for k in saved.keys() | wanted.keys() if saved.get(k) != wanted.get(k))

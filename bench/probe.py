@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
-from workers.engine.loading import load_model
+from workers.engine.loading import LoadedModel, load_model
 from workers.engine.sampling import generate
-from workers.engine.versions import base_digest, load_version_model
+from workers.engine.versions import base_digest, load_version_model, read_manifest
+
+if TYPE_CHECKING:
+    from diffusers import UNet2DConditionModel
+
+    from workers.conceptworld.evaluate import GeneratedSet, WorldEvaluator
 
 
 def probe(model_dir: Path, version: Path | None, prompt: str, n: int, seed: int, steps: int,
@@ -41,3 +48,34 @@ def probe(model_dir: Path, version: Path | None, prompt: str, n: int, seed: int,
             report["concept"] = concept
             report["concept_rate"] = float(verdicts.shows(CONCEPT_BY_NAME[concept]).float().mean())
     return report
+
+
+@dataclass
+class KeptSets:
+    """A benchmark step's kept concepts drawn by the base model and by the version, the same
+    prompts and seeds (the final check's sets, for probes). `evaluator` holds the base model."""
+
+    evaluator: WorldEvaluator
+    erased: list[str]
+    kept: list[str]
+    view: LoadedModel
+    unet: UNet2DConditionModel
+    base: GeneratedSet
+    version: GeneratedSet
+
+
+def kept_sets(step_dir: Path, images: int, precision: str = "auto") -> KeptSets:
+    from workers.conceptworld.cli import JUDGE_PATH, MODEL_DIR
+    from workers.conceptworld.evaluate import WorldEvaluator, retention_sets
+    from workers.conceptworld.judge import Judge
+
+    model = load_model(MODEL_DIR, device="cpu", precision=precision)
+    evaluator = WorldEvaluator(model, Judge.load(JUDGE_PATH))
+    erased = read_manifest(step_dir)["erased"]
+    assert isinstance(erased, list)
+    related, general = retention_sets(erased)
+    kept = related + general
+    view, unet = load_version_model(model, step_dir)
+    base = evaluator.generate_for(kept, None, per_concept=images)
+    version = replace(evaluator, model=view).generate_for(kept, unet, per_concept=images)
+    return KeptSets(evaluator, erased, kept, view, unet, base, version)

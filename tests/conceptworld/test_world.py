@@ -484,3 +484,18 @@ def test_a_scene_is_drawn_once_per_evaluator_and_its_own_typicality_comes_from_i
     assert len(drawn) == 1  # nothing drawn again
     replace(evaluator).drawn_typicality([star])
     assert len(drawn) == 2  # a replaced evaluator (another model) draws its own
+
+
+def test_a_step_made_before_a_setting_existed_is_reused_at_that_settings_default(
+        tmp_path: Path) -> None:
+    from bench.continual import _check_reusable, config_for
+
+    cfg = config_for("lacu", 0)
+    saved = json.loads(json.dumps(cfg.as_dict()))
+    del saved["push_substitutes"]  # a setting added after this step was made
+    (tmp_path / "manifest.json").write_text(json.dumps({"erased": ["star"], "config": saved}))
+    _check_reusable(tmp_path, ["star"], cfg)
+    with pytest.raises(ValueError, match="push_substitutes=False .now True."):
+        _check_reusable(tmp_path, ["star"], config_for("lacu", 0, {"push_substitutes": True}))
+    with pytest.raises(ValueError, match="use another --out for another sequence"):
+        _check_reusable(tmp_path, ["zorbo"], cfg)

@@ -241,6 +241,13 @@ def test_a_substituted_row_draws_its_prompts_as_their_targets(tiny_model: Loaded
     trained = erase(tiny_model, tiny_model.unet, request, [], catalog,
                     cfg.with_(token_substitute=False))[1].model
     assert not torch.equal(changed_rows(tiny_model, trained).values[0], rows.values[0])
+    # pushed: trained on from the copy, pulled back to it, so it moves off it but stays near
+    pushed = erase(tiny_model, tiny_model.unet, request, [], catalog,
+                   cfg.with_(push_substitutes=True))[1].model
+    moved = changed_rows(tiny_model, pushed).values[0]
+    assert not torch.equal(moved, rows.values[0])
+    own = table[int(rows.ids[0])]
+    assert (moved - rows.values[0]).norm() < (own - rows.values[0]).norm()
 
 
 def test_an_erasure_substituted_by_a_word_erased_later_is_mapped_again(

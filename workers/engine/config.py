@@ -199,6 +199,9 @@ class EraseConfig:
     # sequence's quality to 2.29x the base's at step 6, copied 1.38x (bench/results/
     # continual-aliased/).
     token_substitute: bool = True
+    # Trial (thirty-fourth session): a substituted row is trained on from the copy, pushed
+    # (`unlearn_push`) and pulled to the copy by `lambda_reg`, instead of kept as the copy.
+    push_substitutes: bool = False
     # Optimizer steps. 80 left outlined in 2–3 of 32 images at its own step (request and
     # held-out) and 120 none on request templates (1 of 32 held-out); with 120 every erased
     # concept reads 0 of 32 at step 10 of the default sequence (bench/results/steps-120/).

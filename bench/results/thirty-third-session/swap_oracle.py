@@ -27,23 +27,22 @@ import argparse
 import json
 import random
 from collections import defaultdict
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from diffusers import UNet2DConditionModel
 
-from workers.conceptworld.cli import JUDGE_PATH, MODEL_DIR
-from workers.conceptworld.evaluate import GeneratedSet, Reading, WorldEvaluator, retention_sets
-from workers.conceptworld.judge import Judge
+from bench.probe import kept_sets
+from workers.conceptworld.cli import MODEL_DIR
+from workers.conceptworld.evaluate import GeneratedSet, Reading, WorldEvaluator
 from workers.conceptworld.render import render_scene
 from workers.conceptworld.world import CONCEPT_BY_NAME, Scene
 from workers.engine.concepts import find_phrase, load_catalog
-from workers.engine.loading import LoadedModel, load_model
+from workers.engine.loading import LoadedModel
 from workers.engine.sampling import generate
 from workers.engine.tokens import TokenRows, copied_rows, embedding_table, with_rows
-from workers.engine.versions import load_token_rows, load_version_model, read_manifest
+from workers.engine.versions import load_token_rows
 
 # Render draws for the perfect drawer (`perfect` lines).
 PERFECT_SEEDS = range(1000, 1005)
@@ -55,15 +54,9 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=32)
     parser.add_argument("--precision", default="auto")
     args = parser.parse_args()
-    model = load_model(MODEL_DIR, device="cpu", precision=args.precision)
-    evaluator = WorldEvaluator(model, Judge.load(JUDGE_PATH))
-    erased = read_manifest(args.step_dir)["erased"]
-    assert isinstance(erased, list)
-    related, general = retention_sets(erased)
-    kept = related + general
-    view, unet = load_version_model(model, args.step_dir)
-    base = evaluator.generate_for(kept, None, per_concept=args.images)
-    version = replace(evaluator, model=view).generate_for(kept, unet, per_concept=args.images)
+    sets = kept_sets(args.step_dir, args.images, args.precision)
+    evaluator, erased, kept, unet = sets.evaluator, sets.erased, sets.kept, sets.unet
+    model, base, version = evaluator.model, sets.base, sets.version
     every = base.rows_of(kept)
     read_base, read_version = evaluator.reading(base, every), evaluator.reading(version, every)
     base_quality = evaluator.quality_of(read_base)

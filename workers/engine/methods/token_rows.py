@@ -45,8 +45,11 @@ def erase_rows(model: LoadedModel, unet: torch.nn.Module, plan: StepPlan, owned:
     takes that token's row (the exact map for those prompts) and only the rest is trained."""
     pairs = [(m.forget_prompt, m.target) for m in plan.mappings]
     substitutes = substituted_rows(model, pairs, owned.ids) if cfg.token_substitute else {}
-    student, embedding = trainable_rows(model, owned, substitutes,
-                                        restarted_phrases(model, pairs, owned.ids))
+    restarts = restarted_phrases(model, pairs, owned.ids)
+    if cfg.push_substitutes:
+        restarts |= {row: [token] for row, token in substitutes.items()}
+        substitutes = {}
+    student, embedding = trainable_rows(model, owned, substitutes, restarts)
     trained = sorted(substitutes) + embedding.ids.tolist()
     if not len(embedding.ids):  # every row substituted: nothing left to train
         return frozen_rows(student, embedding), trained, {}, {}, 0
