@@ -199,8 +199,12 @@ class EraseConfig:
     # sequence's quality to 2.29x the base's at step 6, copied 1.38x (bench/results/
     # continual-aliased/).
     token_substitute: bool = True
-    # Trial (thirty-fourth session): a substituted row is trained on from the copy, pushed
-    # (`unlearn_push`) and pulled to the copy by `lambda_reg`, instead of kept as the copy.
+    # A substituted row trained on from the copy, pushed (`unlearn_push`) and pulled to the copy
+    # by `lambda_reg`, instead of kept as the copy. The copy keeps the substitute's own
+    # mistakes (the base draws a few "a outlined blue square" filled: solid 2 of 32 with solid
+    # copying outlined, 1 pushed), but every kept prompt naming the word then reads a trained
+    # row: the default sequence's typicality ratio 1.25 against 1.00, Fréchet 2.21 against 1.41
+    # (bench/results/thirty-fourth-session/). Off.
     push_substitutes: bool = False
     # Optimizer steps. 80 left outlined in 2–3 of 32 images at its own step (request and
     # held-out) and 120 none on request templates (1 of 32 held-out); with 120 every erased
