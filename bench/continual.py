@@ -140,23 +140,23 @@ def run_method(name: str, model: LoadedModel, catalog: Catalog, evaluator: World
     for i, concept_name in enumerate(sequence, start=1):
         step_dir = out / name / f"step-{i}"
         concept = catalog[concept_name]
-        if (step_dir / "metrics.json").is_file() and _refused(step_dir):
-            record = json.loads((step_dir / "metrics.json").read_text())
+        saved = step_dir / "metrics.json"
+        record = json.loads(saved.read_text()) if saved.is_file() else None
+        if record is not None and "refused" in record:
             if record["erased"] != concept_name:
                 raise ValueError(f"{step_dir} refused {record['erased']}, not {concept_name}: "
                                  "use another --out for another sequence")
             log(f"{name} step {i} ({concept_name}): refused, as read from {step_dir}")
             steps.append(record)
             continue
-        if (step_dir / "metrics.json").is_file():
+        if record is not None:
             _check_reusable(step_dir, erased + [concept_name], cfg)
             new_view, new_unet = load_version_model(model, step_dir)
-            record = json.loads((step_dir / "metrics.json").read_text())
             if reevaluate:  # same weights, current evaluator (e.g. after a metric changed)
                 metrics = step_metrics(replace(evaluator, model=new_view), new_unet,
                                        erased + [concept_name], base)
                 record |= {k: v for k, v in metrics.items() if k != "erased"}
-                (step_dir / "metrics.json").write_text(json.dumps(record, indent=1))
+                saved.write_text(json.dumps(record, indent=1))
             log(f"{name} step {i} ({concept_name}): reused from {step_dir}"
                 + (", evaluated again" if reevaluate else ""))
         else:
@@ -171,7 +171,7 @@ def run_method(name: str, model: LoadedModel, catalog: Catalog, evaluator: World
                           "seconds": time.perf_counter() - clock,
                           **{k: v for k, v in metrics.items() if k != "erased"}}
                 step_dir.mkdir(parents=True, exist_ok=True)
-                (step_dir / "metrics.json").write_text(json.dumps(record, indent=1))
+                saved.write_text(json.dumps(record, indent=1))
                 log(f"{name} step {i} ({concept_name}): refused: {refusal}")
                 steps.append(record)
                 continue
@@ -189,7 +189,7 @@ def run_method(name: str, model: LoadedModel, catalog: Catalog, evaluator: World
                 **{k: v for k, v in metrics.items() if k != "erased"},
             }
             save_step(step_dir, model, new_unet, report, name, cfg, erased + [concept_name])
-            (step_dir / "metrics.json").write_text(json.dumps(record, indent=1))
+            saved.write_text(json.dumps(record, indent=1))
             log(f"{name} step {i} ({concept_name}): {seconds:.0f}s, forget "
                 f"{record['forget_acc']}, related {record['related_retention']:.3f}, "
                 f"general {record['general_retention']:.3f}, quality {record['quality']:.2f}")
@@ -197,10 +197,6 @@ def run_method(name: str, model: LoadedModel, catalog: Catalog, evaluator: World
         steps.append(record)
         view, unet = new_view, new_unet
     return steps, view, unet
-
-
-def _refused(step_dir: Path) -> bool:
-    return "refused" in json.loads((step_dir / "metrics.json").read_text())
 
 
 def erased_by(steps: list[dict[str, object]]) -> list[str]:

@@ -160,15 +160,7 @@ def _erase_and_commit(claimed: jobs.ClaimedJob, settings: Settings) -> str:
         except engine.Cancelled:
             return _stopped(claimed, settings, lease)
         except engine.NoSafeTarget as exc:
-            if lease.lost.is_set():
-                return "fenced"
-            with session_scope() as session:
-                again = jobs.refused(session, settings, claimed, exc.concept,
-                                     f"{type(exc).__name__}: {exc}")
-            for job_id in again:
-                dispatch.send_unlearn(job_id)
-            log.warning("job.refused", concept=exc.concept, requeued_jobs=again)
-            return "refused"
+            return _refused(claimed, settings, lease, exc)
         except Exception as exc:
             if lease.lost.is_set():
                 return "fenced"
@@ -203,6 +195,18 @@ def _stopped(claimed: jobs.ClaimedJob, settings: Settings, lease: Lease) -> str:
         dispatch.send_unlearn(job_id)
     log.info("job.cancelled", requeued_jobs=again)
     return "cancelled"
+
+
+def _refused(claimed: jobs.ClaimedJob, settings: Settings, lease: Lease, exc: Any) -> str:
+    if lease.lost.is_set():
+        return "fenced"
+    with session_scope() as session:
+        again = jobs.refused(session, settings, claimed, exc.concept,
+                             f"{type(exc).__name__}: {exc}")
+    for job_id in again:
+        dispatch.send_unlearn(job_id)
+    log.warning("job.refused", concept=exc.concept, requeued_jobs=again)
+    return "refused"
 
 
 def _parent_artifact(store: Any, uri: str | None) -> Path | None:

@@ -230,8 +230,6 @@ def refused(session: Session, settings: Settings, claimed: ClaimedJob, concept: 
     `concept`: an earlier erasure it would have to undo).
 
     Returns the ids of jobs that must be dispatched for the takedowns put back in line."""
-    from app.services.takedowns import enqueue
-
     job = _held(session, claimed)
     if job is None:
         return []
@@ -242,39 +240,39 @@ def refused(session: Session, settings: Settings, claimed: ClaimedJob, concept: 
     for td in blamed:
         td.error = {"code": "no_safe_target", "detail": error}
         events.move_takedown(session, td, State.FAILED, error=error)
-    model = session.get(Model, claimed.model_id)
-    assert model is not None
-    new_jobs: list[str] = []
-    for td in takedowns:
-        if td in blamed:
-            continue
-        events.move_takedown(session, td, State.QUEUED,
-                             reason=f"step refused {concept!r}; queued again without it")
-        new_job, is_new = enqueue(session, settings, model, td)
-        if is_new:
-            new_jobs.append(new_job.id)
-    return new_jobs
+    return _back_in_line(session, settings, claimed, [td for td in takedowns if td not in blamed],
+                         f"step refused {concept!r}; queued again without it")
 
 
 def cancelled(session: Session, settings: Settings, claimed: ClaimedJob) -> list[str]:
     """The engine stopped on request. Cancelled takedowns end; merged ones go back in line.
 
     Returns the ids of jobs that must be dispatched for the takedowns put back in line."""
-    from app.services.takedowns import enqueue
-
     job = _held(session, claimed)
     if job is None:
         return []
     events.move_job(job, State.CANCELLED)
     job.lease_expires_at = None
+    takedowns = _takedowns(session, job.id, list(ACTIVE))
+    for td in takedowns:
+        if td.cancel_requested:
+            events.move_takedown(session, td, State.CANCELLED, reason="cancelled by request")
+    return _back_in_line(session, settings, claimed,
+                         [td for td in takedowns if not td.cancel_requested],
+                         "step cancelled by another request")
+
+
+def _back_in_line(session: Session, settings: Settings, claimed: ClaimedJob,
+                  takedowns: list[Takedown], reason: str) -> list[str]:
+    """`takedowns` of a step that ended early queued again, in the model's waiting job or a
+    new one: the ids of the new jobs, which must be dispatched."""
+    from app.services.takedowns import enqueue
+
     model = session.get(Model, claimed.model_id)
     assert model is not None
     new_jobs: list[str] = []
-    for td in _takedowns(session, job.id, list(ACTIVE)):
-        if td.cancel_requested:
-            events.move_takedown(session, td, State.CANCELLED, reason="cancelled by request")
-            continue
-        events.move_takedown(session, td, State.QUEUED, reason="step cancelled by another request")
+    for td in takedowns:
+        events.move_takedown(session, td, State.QUEUED, reason=reason)
         new_job, is_new = enqueue(session, settings, model, td)
         if is_new:
             new_jobs.append(new_job.id)
