@@ -235,6 +235,20 @@ def final_check(evaluator: WorldEvaluator, version: tuple[LoadedModel, UNet2DCon
     return record
 
 
+def base_record(evaluator: WorldEvaluator, base: GeneratedSet, model_dir: Path,
+                model: LoadedModel) -> dict[str, object]:
+    """The base model as step 0: its per-concept accuracy and its quality in the steps' own
+    measures, `quality` over every concept (nothing is erased yet) and `quality_all_concepts`
+    against fresh renders, so that a step's value reads against the base's like for like."""
+    everything = [c.name for c in CATALOG]
+    return {"model": str(model_dir), "per_concept": {n: base.rate(n) for n in everything},
+            "quality": evaluator.retained_quality(base, everything),
+            "quality_all_concepts": evaluator.quality(base.images),
+            "eval_seconds": base.seconds,
+            "autocast": str(model.autocast_dtype or "float32").removeprefix("torch."),
+            "device": device_name(model.device)}
+
+
 def ratio_interval(check: dict[str, object], measure: str = "quality") -> str:
     low, high = cast(tuple[float, float], check[f"{measure}_ratio_interval"])
     return f"{low:.2f}-{high:.2f}"
@@ -258,13 +272,8 @@ def run_benchmark(model_dir: Path, judge_path: Path, methods: list[str], sequenc
     evaluator = WorldEvaluator(model, Judge.load(judge_path), per_concept=per_concept,
                                forget_per_concept=forget_per_concept)
     base = evaluator.generate_for([c.name for c in CATALOG])
-    base_quality = evaluator.quality(base.images)
     result: dict[str, object] = {
-        "base": {"model": str(model_dir), "per_concept": {c.name: base.rate(c.name)
-                                                          for c in CATALOG},
-                 "quality": base_quality, "eval_seconds": base.seconds,
-                 "autocast": str(model.autocast_dtype or "float32").removeprefix("torch."),
-                 "device": device_name(model.device)},
+        "base": base_record(evaluator, base, model_dir, model),
         "sequence": sequence, "methods": {},
     }
     out.mkdir(parents=True, exist_ok=True)
@@ -296,7 +305,7 @@ def run_benchmark(model_dir: Path, judge_path: Path, methods: list[str], sequenc
 
 CSV_FIELDS = ("method", "step", "erased", "forget_acc_max", "forget_acc_heldout_max",
               "related_acc", "related_retention", "general_acc", "general_retention", "quality",
-              "seconds", "drift_l2", "drift_l2_step")
+              "base_quality", "seconds", "drift_l2", "drift_l2_step")
 
 
 def write_outputs(result: dict[str, object], out: Path) -> None:

@@ -257,6 +257,35 @@ def test_forget_accuracies_are_measured_on_their_own_image_count() -> None:
 
 
 @shipped
+def test_the_benchmark_reads_the_base_as_step_zero_in_the_steps_own_measures(
+        tmp_path: Path) -> None:
+    import csv
+
+    from bench.continual import base_record, write_outputs
+    from workers.conceptworld.evaluate import WorldEvaluator, step_metrics
+    from workers.conceptworld.judge import Judge
+    from workers.engine.loading import load_model
+
+    model = load_model(MODEL_DIR, device="cpu")
+    evaluator = WorldEvaluator(model, Judge.load(JUDGE_PATH), per_concept=1, steps=2)
+    base = evaluator.generate_for([c.name for c in CATALOG])
+    record = base_record(evaluator, base, MODEL_DIR, model)
+    nothing_erased = step_metrics(evaluator, None, [], base, everything=base)
+    assert record["quality"] == nothing_erased["quality"] == nothing_erased["base_quality"]
+    assert record["quality_all_concepts"] == nothing_erased["quality_all_concepts"]
+    assert record["per_concept"] == nothing_erased["per_concept"]
+
+    step = {"step": 1, "erased": "star", "seconds": 1.0, "drift_l2": 0.0, "drift_l2_step": 0.0,
+            **step_metrics(evaluator, None, ["star"], base)}
+    write_outputs({"base": record, "sequence": ["star"],
+                   "methods": {"lacu": {"steps": [step]}}}, tmp_path)
+    with (tmp_path / "results.csv").open() as f:
+        (row,) = list(csv.DictReader(f))
+    assert float(row["base_quality"]) == step["base_quality"]
+    assert float(row["quality"]) == step["quality"]
+
+
+@shipped
 def test_kept_check_reads_the_base_as_fully_retained_and_refuses_other_base_images() -> None:
     from workers.conceptworld.evaluate import WorldEvaluator, kept_check, retention_sets
     from workers.conceptworld.judge import Judge
