@@ -9,6 +9,7 @@ from typing import get_args
 
 import typer
 
+from app import strict_json
 from app.settings import Precision
 from workers.conceptworld.cli import JUDGE_PATH, MODEL_DIR
 
@@ -77,7 +78,7 @@ def continual(
                            log=lambda line: typer.echo(line, err=True), reevaluate=reevaluate,
                            precision=precision, final_images=final_images, device=device)
     if as_json:
-        typer.echo(json.dumps(result, indent=1))
+        typer.echo(strict_json.dumps(result, indent=1))
     else:
         typer.echo(f"results in {out}/results.json, .csv and .png")
 
@@ -93,7 +94,7 @@ def merged(
     from bench.continual import merged_step_cost
 
     names = [c.strip() for c in concepts.split(",") if c.strip()]
-    typer.echo(json.dumps(merged_step_cost(model, judge, names, out), indent=1))
+    typer.echo(strict_json.dumps(merged_step_cost(model, judge, names, out), indent=1))
 
 
 @bench_app.command()

@@ -18,6 +18,7 @@ from typing import cast
 import torch
 from diffusers import UNet2DConditionModel
 
+from app import strict_json
 from workers.conceptworld.evaluate import (
     GeneratedSet,
     KeptCheck,
@@ -156,7 +157,7 @@ def run_method(name: str, model: LoadedModel, catalog: Catalog, evaluator: World
                 metrics = step_metrics(replace(evaluator, model=new_view), new_unet,
                                        erased + [concept_name], base)
                 record |= {k: v for k, v in metrics.items() if k != "erased"}
-                saved.write_text(json.dumps(record, indent=1))
+                saved.write_text(strict_json.dumps(record, indent=1))
             log(f"{name} step {i} ({concept_name}): reused from {step_dir}"
                 + (", evaluated again" if reevaluate else ""))
         else:
@@ -171,7 +172,7 @@ def run_method(name: str, model: LoadedModel, catalog: Catalog, evaluator: World
                           "seconds": time.perf_counter() - clock,
                           **{k: v for k, v in metrics.items() if k != "erased"}}
                 step_dir.mkdir(parents=True, exist_ok=True)
-                saved.write_text(json.dumps(record, indent=1))
+                saved.write_text(strict_json.dumps(record, indent=1))
                 log(f"{name} step {i} ({concept_name}): refused: {refusal}")
                 steps.append(record)
                 continue
@@ -189,7 +190,7 @@ def run_method(name: str, model: LoadedModel, catalog: Catalog, evaluator: World
                 **{k: v for k, v in metrics.items() if k != "erased"},
             }
             save_step(step_dir, model, new_unet, report, name, cfg, erased + [concept_name])
-            saved.write_text(json.dumps(record, indent=1))
+            saved.write_text(strict_json.dumps(record, indent=1))
             log(f"{name} step {i} ({concept_name}): {seconds:.0f}s, forget "
                 f"{record['forget_acc']}, related {record['related_retention']:.3f}, "
                 f"general {record['general_retention']:.3f}, quality {record['quality']:.2f}")
@@ -231,7 +232,7 @@ def final_check(evaluator: WorldEvaluator, version: tuple[LoadedModel, UNet2DCon
     view, unet = version
     check = kept_check(evaluator, unet, erased, images, base=base_sets[kept], view=view)
     record = {"erased": erased, "version": digest, **check.as_dict()}
-    path.write_text(json.dumps(record, indent=1))
+    path.write_text(strict_json.dumps(record, indent=1))
     return record
 
 
@@ -309,18 +310,18 @@ CSV_FIELDS = ("method", "step", "erased", "forget_acc_max", "forget_acc_heldout_
 
 
 def write_outputs(result: dict[str, object], out: Path) -> None:
-    (out / "results.json").write_text(json.dumps(result, indent=1))
+    (out / "results.json").write_text(strict_json.dumps(result, indent=1))
     methods: dict[str, dict[str, list[dict[str, object]]]] = result["methods"]  # type: ignore[assignment]
     with (out / "results.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
         writer.writeheader()
         for name, data in methods.items():
             for s in data["steps"]:
-                writer.writerow({
+                writer.writerow(strict_json.finite({  # an undefined measure: an empty cell
                     "method": name, **{k: s[k] for k in CSV_FIELDS[1:3]},
                     "forget_acc_max": max(s["forget_acc"].values()),  # type: ignore[attr-defined]
                     "forget_acc_heldout_max": max(s["forget_acc_heldout"].values()),  # type: ignore[attr-defined]
-                    **{k: s[k] for k in CSV_FIELDS[5:]}})
+                    **{k: s[k] for k in CSV_FIELDS[5:]}}))
     plot(methods, out / "results.png")
 
 
@@ -389,7 +390,7 @@ def merged_step_cost(model_dir: Path, judge_path: Path, concepts: list[str], out
     for name in ("merged", "merged_shared_batch"):
         result[f"time_ratio_{name}_over_sequential"] = seconds[name] / single_seconds
     out.mkdir(parents=True, exist_ok=True)
-    (out / "merged.json").write_text(json.dumps(result, indent=1))
+    (out / "merged.json").write_text(strict_json.dumps(result, indent=1))
     return result
 
 

@@ -12,6 +12,9 @@ RESULTS = Path(__file__).parent / "results"
 
 
 def _fmt(x: object) -> str:
+    """A measure to 3 decimals; "–" where it is undefined (null in JSON, NaN in memory)."""
+    if x is None:
+        return "–"
     if isinstance(x, float):
         return "–" if math.isnan(x) else f"{x:.3f}"
     return str(x)

@@ -22,6 +22,7 @@ CATALOG = [
     {"name": "stubborn", "kind": "object", "related": [], "prompts": []},
     {"name": "explode", "kind": "object", "related": [], "prompts": []},
     {"name": "impossible", "kind": "object", "related": [], "prompts": []},
+    {"name": "lonely", "kind": "object", "related": [], "prompts": []},
 ]
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import time
 from collections.abc import Callable
@@ -83,11 +84,16 @@ def erase_step(model_dir: Path, parent_artifact: Path | None, requests: list[Era
     (out_dir / "weights.safetensors").write_bytes(weights)
     (out_dir / "manifest.json").write_text(json.dumps({"erased": erased}))
     forget = {c: (0.5 if c == "stubborn" else 0.0) for c in concepts}
+    # a concept with no related concepts left to retain, and a loss that overflowed: the
+    # engine's metrics then hold NaN and infinity, as the real engine's do
+    undefined = {"related": [], "related_retention": math.nan,
+                 "final_losses": {"unlearn": math.inf}} if "lonely" in concepts else {}
     return StepOutcome(
         artifact_dir=out_dir, digest=hashlib.sha256(weights).hexdigest(),
         size_bytes=len(weights), erased=erased,
         metrics={"before": {"forget_acc": dict.fromkeys(concepts, 1.0)}, "after": {},
-                 "forget_acc": forget, "related_retention": 0.95, "general_retention": 0.99},
+                 "forget_acc": forget, "related_retention": 0.95, "general_retention": 0.99,
+                 **undefined},
         targets={c: "a plain object" for c in concepts},
         neighbours={c: ["something near"] for c in concepts},
     )

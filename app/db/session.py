@@ -11,12 +11,14 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.settings import get_settings
+from app.strict_json import dumps as strict_json_dumps
 
 
 def build_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(
-            url, connect_args={"check_same_thread": False, "timeout": 30, "isolation_level": None}
+            url, connect_args={"check_same_thread": False, "timeout": 30, "isolation_level": None},
+            json_serializer=strict_json_dumps,
         )
 
         @event.listens_for(engine, "connect")
@@ -37,7 +39,8 @@ def build_engine(url: str) -> Engine:
         return engine
     # A short connect timeout turns "Postgres is down" into a fast 503 rather than a hung request.
     return create_engine(
-        url, pool_pre_ping=True, pool_size=10, max_overflow=20, connect_args={"connect_timeout": 3}
+        url, pool_pre_ping=True, pool_size=10, max_overflow=20, connect_args={"connect_timeout": 3},
+        json_serializer=strict_json_dumps,
     )
 
 

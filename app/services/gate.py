@@ -2,11 +2,14 @@
 
 Passes when, for every concept erased in this step, forget accuracy (fraction of its samples the
 judge still recognises) <= gate_max_forget_acc, and retention of related and of general concepts,
-each measured relative to the parent version (1.0 = unchanged), is at least its threshold.
+each measured relative to the parent version (1.0 = unchanged), is at least its threshold. A
+retention reported as undefined (null or NaN: no such concept is left, or the parent drew none)
+has nothing to lose and passes; one not reported at all fails.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,9 +43,12 @@ def evaluate_gate(metrics: dict[str, Any], concepts: list[str], settings: Settin
                            f"> {settings.gate_max_forget_acc:.3f}")
     for name, minimum in (("related_retention", settings.gate_min_related_retention),
                           ("general_retention", settings.gate_min_general_retention)):
-        value = metrics.get(name)
-        if value is None:
+        if name not in metrics:
             reasons.append(f"no {name} reported")
-        elif value < minimum:
+            continue
+        value = metrics[name]
+        if value is None or math.isnan(value):
+            continue  # no concept left to retain (every neighbour erased): nothing to lose
+        if value < minimum:
             reasons.append(f"{name} is {value:.3f} < {minimum:.3f}")
     return GateResult(passed=not reasons, reasons=reasons, thresholds=thresholds)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 import shutil
 import time
@@ -277,12 +278,19 @@ def test_the_benchmark_reads_the_base_as_step_zero_in_the_steps_own_measures(
 
     step = {"step": 1, "erased": "star", "seconds": 1.0, "drift_l2": 0.0, "drift_l2_step": 0.0,
             **step_metrics(evaluator, None, ["star"], base)}
-    write_outputs({"base": record, "sequence": ["star"],
-                   "methods": {"lacu": {"steps": [step]}}}, tmp_path)
+    # every neighbour erased: no related concept left, and its retention is undefined
+    lonely = step | {"step": 2, "related": [], "related_acc": math.nan,
+                     "related_retention": math.nan}
+    write_outputs({"base": record, "sequence": ["star", "circle"],
+                   "methods": {"lacu": {"steps": [step, lonely]}}}, tmp_path)
     with (tmp_path / "results.csv").open() as f:
-        (row,) = list(csv.DictReader(f))
-    assert float(row["base_quality"]) == step["base_quality"]
-    assert float(row["quality"]) == step["quality"]
+        first, second = list(csv.DictReader(f))
+    assert float(first["base_quality"]) == step["base_quality"]
+    assert float(first["quality"]) == step["quality"]
+    assert second["related_retention"] == ""
+    strict = json.loads((tmp_path / "results.json").read_text(), parse_constant=pytest.fail)
+    assert strict["methods"]["lacu"]["steps"][1]["related_retention"] is None
+    assert (tmp_path / "results.png").stat().st_size > 0
 
 
 @shipped

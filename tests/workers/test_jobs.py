@@ -55,6 +55,20 @@ def test_step_commits_one_version_and_moves_production(client: TestClient) -> No
     assert versions(client)[2]["parent_id"] == vs[1]["id"]
 
 
+def test_undefined_metrics_are_stored_and_served_as_null(client: TestClient) -> None:
+    """NaN and infinity are not JSON: Postgres refuses them, and so does a strict parser."""
+    td = submit(client, "lonely")
+    assert run_unlearn_job(td["job_id"], get_settings()) == "completed"
+    done = client.get(f"/v1/takedowns/{td['id']}")
+    assert done.status_code == 200 and "NaN" not in done.text and "Infinity" not in done.text
+    metrics = done.json()["result"]["metrics"]
+    assert metrics["related"] == [] and metrics["related_retention"] is None
+    assert metrics["final_losses"] == {"unlearn": None}
+    assert metrics["gate"]["passed"], metrics["gate"]
+    (stored,) = [v for v in versions(client) if v["erased"] == ["lonely"]]
+    assert stored["metrics"]["related_retention"] is None
+
+
 def test_fenced_worker_cannot_commit(client: TestClient) -> None:
     td = submit(client)
     settings = get_settings()
