@@ -62,7 +62,7 @@ def continual(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Erase a sequence step by step from the same base with each method; measure every step."""
-    from bench.continual import DEFAULT_SEQUENCE, parse_overrides, run_benchmark
+    from bench.continual import DEFAULT_SEQUENCE, check_run, parse_overrides, run_benchmark
 
     concepts = [c.strip() for c in sequence.split(",") if c.strip()] or list(DEFAULT_SEQUENCE)
     if quick:
@@ -72,9 +72,14 @@ def continual(
         given if given is not None else default for given, default in
         zip((per_concept, forget_images, final_images), defaults, strict=True))
     names = [m.strip() for m in methods.split(",") if m.strip()]
+    try:
+        overrides = parse_overrides(settings)
+        check_run(model, names, concepts, seed, overrides)
+    except ValueError as refused:
+        raise typer.BadParameter(str(refused)) from None
     result = run_benchmark(model, judge, names, concepts, out, seed=seed,
                            per_concept=per_concept, forget_per_concept=forget_images,
-                           overrides=parse_overrides(settings),
+                           overrides=overrides,
                            log=lambda line: typer.echo(line, err=True), reevaluate=reevaluate,
                            precision=precision, final_images=final_images, device=device)
     if as_json:

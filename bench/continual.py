@@ -77,15 +77,25 @@ def parse_overrides(text: str) -> dict[str, object]:
         if key not in fields:
             raise ValueError(f"unknown setting {key!r}")
         default = getattr(EraseConfig(), key)
-        if isinstance(default, bool):
-            out[key] = value.lower() in ("1", "true", "yes")
-        elif isinstance(default, int):
-            out[key] = int(value)
-        elif isinstance(default, float) or default is None:  # the None ones are optional floats
-            out[key] = None if value.lower() == "none" else float(value)
-        else:
-            out[key] = value
+        try:
+            out[key] = _setting_value(default, value.strip())
+        except ValueError:
+            kind = "true or false" if isinstance(default, bool) else type(default).__name__
+            raise ValueError(f"setting {key!r} takes {kind}, not {value!r}") from None
     return out
+
+
+def _setting_value(default: object, value: str) -> object:
+    if isinstance(default, bool):
+        truth = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+        if value.lower() not in truth:
+            raise ValueError(value)
+        return truth[value.lower()]
+    if isinstance(default, int):
+        return int(value)
+    if isinstance(default, float) or default is None:  # the None ones are optional floats
+        return None if value.lower() == "none" else float(value)
+    return value
 
 
 def _drift(a: UNet2DConditionModel, b: UNet2DConditionModel) -> float:
@@ -236,6 +246,27 @@ def final_check(evaluator: WorldEvaluator, version: tuple[LoadedModel, UNet2DCon
     return record
 
 
+def check_run(model_dir: Path, methods: list[str], sequence: list[str], seed: int,
+              overrides: dict[str, object] | None) -> None:
+    """ValueError, before any model is loaded, for a run that could not finish: no method or
+    concept, an unknown one, a concept twice, or settings a method's config refuses."""
+    if not methods:
+        raise ValueError("no method to run")
+    if not sequence:
+        raise ValueError("the sequence names no concept")
+    for name in methods:
+        config_for(name, seed, overrides)  # unknown method or a refused setting
+    repeated = sorted({c for c in sequence if sequence.count(c) > 1})
+    if repeated:
+        raise ValueError(f"named twice in the sequence (a concept is erased once): "
+                         f"{', '.join(repeated)}")
+    catalog = load_catalog(model_dir)
+    unknown = [c for c in sequence if c not in catalog]
+    if unknown:
+        raise ValueError(f"not in the model's catalog: {', '.join(unknown)}; it has "
+                         f"{', '.join(catalog.names())}")
+
+
 def base_record(evaluator: WorldEvaluator, base: GeneratedSet, model_dir: Path,
                 model: LoadedModel) -> dict[str, object]:
     """The base model as step 0: its per-concept accuracy and its quality in the steps' own
@@ -263,13 +294,11 @@ def run_benchmark(model_dir: Path, judge_path: Path, methods: list[str], sequenc
                   ) -> dict[str, object]:
     """`final_images`: images a kept concept for the last step's check (0 = none); `device`:
     cpu, cuda, or auto (cuda when there is one)."""
+    check_run(model_dir, methods, sequence, seed, overrides)
     torch.manual_seed(seed)
     model = load_model(model_dir, device=None if device == "auto" else device,
                        precision=precision)
     catalog = load_catalog(model_dir)
-    unknown = [c for c in sequence if c not in catalog]
-    if unknown:
-        raise ValueError(f"not in the model's catalog: {', '.join(unknown)}")
     evaluator = WorldEvaluator(model, Judge.load(judge_path), per_concept=per_concept,
                                forget_per_concept=forget_per_concept)
     base = evaluator.generate_for([c.name for c in CATALOG])

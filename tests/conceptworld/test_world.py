@@ -429,6 +429,29 @@ def test_the_benchmark_names_its_device_and_refuses_an_unknown_one() -> None:
     assert result.exit_code == 2 and "'gpu' is not one of cpu, cuda, auto" in result.output
 
 
+@pytest.mark.parametrize(("args", "message"), [
+    (["--sequence", "red,nonsense"], "not in the model's catalog: nonsense; it has circle"),
+    (["--sequence", "red,blue,red"], "named twice in the sequence (a concept is erased once): red"),
+    (["--methods", "lacu,bogus"], "unknown method 'bogus'; choose one of lacu, naive"),
+    (["--methods", ","], "no method to run"),
+    (["--set", "steps=abc"], "setting 'steps' takes int, not 'abc'"),
+    (["--set", "push_substitutes=maybe"], "setting 'push_substitutes' takes true or false"),
+    (["--set", "lr=-1"], "lr must be > 0, not -1.0"),
+    (["--set", "trainable=all"], "trainable must be 'full' or 'attn2' or 'attn2-kv' or 'tokens'"),
+])
+def test_the_benchmark_refuses_a_run_it_could_not_finish_before_it_starts(
+        args: list[str], message: str, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from bench.cli import bench_app
+
+    clock = time.perf_counter()
+    result = CliRunner().invoke(bench_app, ["continual", "--out", str(tmp_path / "run"), *args])
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.replace("│", " ").split())
+    assert not (tmp_path / "run").exists() and time.perf_counter() - clock < 10
+
+
 def test_the_sequences_table_reads_ratios_and_intervals_from_each_run(tmp_path: Path) -> None:
     from bench.tables import sequences_table
 

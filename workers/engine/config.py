@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
-from typing import Literal, get_args
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Literal, get_args, get_origin, get_type_hints
 
 UNetGroup = Literal["full", "attn2", "attn2-kv"]
 TrainableGroup = Literal["full", "attn2", "attn2-kv", "tokens"]
@@ -247,39 +247,42 @@ class EraseConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        choices = {"replay_sampling": PreserveSampling, "memory_sampling": PreserveSampling,
-                   "memory_targets": MemoryTargets, "consolidate_anchor": ConsolidateAnchor,
-                   "consolidate_neighbours_from": ConsolidateAnchor}
-        for name, kind in choices.items():
-            if getattr(self, name) not in get_args(kind):
-                allowed = " or ".join(repr(a) for a in get_args(kind))
-                raise ValueError(f"{name} must be {allowed}, not {getattr(self, name)!r}")
-        weights = {"consolidate": self.consolidate,
-                   "consolidate_erased": self.consolidate_erased,
-                   "consolidate_neighbours": self.consolidate_neighbours,
-                   "consolidate_rewrites": self.consolidate_rewrites,
-                   "consolidate_looks": self.consolidate_looks,
-                   "consolidate_targets": self.consolidate_targets,
-                   "consolidate_unconditional": self.consolidate_unconditional}
-        for name, weight in weights.items():
-            if weight is not None and not weight >= 0:  # NaN fails too
-                raise ValueError(f"{name} must be ≥ 0, not {weight}")
-        if not self.unlearn_push >= 0:
-            raise ValueError(f"unlearn_push must be ≥ 0, not {self.unlearn_push}")
-        if self.consolidate_ridge <= 0:
-            raise ValueError(f"consolidate_ridge must be > 0, not {self.consolidate_ridge}")
-        if not 0.0 <= self.consolidate_base_share <= 1.0:
-            raise ValueError(f"consolidate_base_share must be within [0, 1], not "
-                             f"{self.consolidate_base_share}")
-        if not 0.0 <= self.preserve_base_share <= 1.0:
-            raise ValueError(f"preserve_base_share must be within [0, 1], not "
-                             f"{self.preserve_base_share}")
+        for name in ("consolidate_base_share", "preserve_base_share"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be within [0, 1], not {getattr(self, name)}")
+        hints = get_type_hints(EraseConfig)
+        for name in (f.name for f in fields(self)):
+            value, allowed = getattr(self, name), _literal_values(hints[name])
+            if allowed and value is not None and value not in allowed:
+                choices = " or ".join(repr(a) for a in allowed)
+                raise ValueError(f"{name} must be {choices}, not {value!r}")
+            if name == "seed" or isinstance(value, bool) or not isinstance(value, int | float):
+                continue
+            low, strict = (1, False) if name in AT_LEAST_ONE else (0, name in POSITIVE)
+            if not (value > low if strict else value >= low):  # NaN fails too
+                raise ValueError(f"{name} must be {'>' if strict else '≥'} {low}, not {value}")
+        if self.t_max_unlearn > 999:
+            raise ValueError(f"t_max_unlearn must be ≤ 999, not {self.t_max_unlearn}")
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
 
     def with_(self, **changes: object) -> EraseConfig:
         return replace(self, **changes)  # type: ignore[arg-type]
+
+
+# Counts that must be at least one, rates that must be above zero; every other number of the
+# config (weights, shares, other counts) must be at least zero.
+AT_LEAST_ONE = ("map_k", "retain_k", "steps", "batch_forget", "batch_preserve",
+                "rollout_steps", "rollouts_per_prompt")
+POSITIVE = ("lr", "token_lr", "consolidate_ridge")
+
+
+def _literal_values(annotation: object) -> tuple[object, ...]:
+    """The values a Literal annotation allows (of `X | None` too); () for any other type."""
+    if get_origin(annotation) is Literal:
+        return get_args(annotation)
+    return tuple(v for a in get_args(annotation) for v in _literal_values(a))
 
 
 def method_config(method: str, **overrides: object) -> EraseConfig:
