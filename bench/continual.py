@@ -177,9 +177,10 @@ def run_method(name: str, model: LoadedModel, catalog: Catalog, evaluator: World
                                          [catalog[e] for e in erased], catalog, cfg)
             except NoSafeTarget as refusal:
                 # the model stays as it was: the step's record is the unchanged version's
+                seconds = time.perf_counter() - clock  # to the refusal, not its evaluation
                 metrics = step_metrics(replace(evaluator, model=view), unet, erased, base)
                 record = {"step": i, "erased": concept_name, "refused": str(refusal),
-                          "seconds": time.perf_counter() - clock,
+                          "seconds": seconds,
                           **{k: v for k, v in metrics.items() if k != "erased"}}
                 step_dir.mkdir(parents=True, exist_ok=True)
                 saved.write_text(strict_json.dumps(record, indent=1))
