@@ -16,7 +16,7 @@ from workers.engine.methods.uce import closed_form_edit
 from workers.engine.progress import ProgressEvent
 from workers.engine.sampling import generate
 from workers.engine.trainable import mark_trainable, trainable_names
-from workers.engine.versions import load_version, save_version
+from workers.engine.versions import ArtifactError, load_version, save_version
 
 # The UNet path (K/V); the token path's own tests are in test_tokens.py
 FAST = {"steps": 3, "batch_forget": 4, "batch_preserve": 4, "rollout_steps": 2, "map_k": 2,
@@ -109,6 +109,17 @@ def test_version_round_trip_gives_identical_outputs(tiny_model: LoadedModel, tin
     a = generate(tiny_model, ["pyra", "a red circle"], [1, 2], unet=student, **kwargs)  # type: ignore[arg-type]
     b = generate(tiny_model, ["pyra", "a red circle"], [1, 2], unet=reloaded, **kwargs)  # type: ignore[arg-type]
     assert torch.equal(a, b)
+
+
+def test_weights_a_diverged_step_left_non_finite_are_never_saved(tiny_model: LoadedModel,
+                                                                  tmp_path: Path) -> None:
+    diverged = copy.deepcopy(tiny_model.unet)
+    name, weight = next((n, p) for n, p in diverged.named_parameters() if ".attn2.to_k" in n)
+    with torch.no_grad():
+        weight.view(-1)[0] = float("nan")
+    with pytest.raises(ArtifactError, match=f"NaN or infinity \\({name}\\)"):
+        save_version(tmp_path / "v1", tiny_model.unet, diverged, {"erased": ["pyra"]})
+    assert not list(tmp_path.iterdir())  # neither the version nor a partial folder
 
 
 def test_every_baseline_runs_on_the_same_interface(tiny_model: LoadedModel,

@@ -65,11 +65,18 @@ def save_version(out_dir: Path, base: UNet2DConditionModel, edited: UNet2DCondit
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise ArtifactError(f"{out_dir} is not empty; versions are never overwritten")
-    tmp = out_dir.with_name(out_dir.name + ".partial")
-    tmp.mkdir(parents=True, exist_ok=True)
     tensors = changed_tensors(base, edited)
     if token_rows is not None and len(token_rows):
         tensors |= {ROW_IDS: token_rows.ids.contiguous(), ROW_VALUES: token_rows.values}
+    # a step whose training diverged draws noise; with no judge to fail its gate (Stable
+    # Diffusion), it must not become a version
+    broken = sorted(k for k, v in tensors.items() if v.is_floating_point()
+                    and not bool(torch.isfinite(v).all()))
+    if broken:
+        raise ArtifactError(f"the edited weights hold NaN or infinity ({', '.join(broken)}): "
+                            f"the step's training diverged, and no version is written")
+    tmp = out_dir.with_name(out_dir.name + ".partial")
+    tmp.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(tmp / WEIGHTS))
     full = dict(manifest)
     full["weights_sha256"] = sha256_file(tmp / WEIGHTS)
