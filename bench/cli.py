@@ -136,8 +136,11 @@ def sample(
     from bench.probe import probe
 
     judge = model / "judge.safetensors" if (model / "judge.safetensors").is_file() else JUDGE_PATH
-    report = probe(model, version, prompt, n, seed, steps, guidance,
-                   judge if use_judge else None, concept, out)
+    try:
+        report = probe(model, version, prompt, n, seed, steps, guidance,
+                       judge if use_judge else None, concept, out)
+    except ValueError as refused:  # no model folder, a bad artifact, an unknown concept
+        raise typer.BadParameter(str(refused)) from None
     if as_json:
         typer.echo(json.dumps(report, indent=1))
     else:

@@ -22,6 +22,14 @@ if TYPE_CHECKING:
 def probe(model_dir: Path, version: Path | None, prompt: str, n: int, seed: int, steps: int,
           guidance: float | None, judge_path: Path | None, concept: str | None,
           out: Path | None) -> dict[str, object]:
+    if concept is not None:
+        from workers.conceptworld.world import CONCEPT_BY_NAME
+
+        if judge_path is None:
+            raise ValueError("--concept needs --judge: the judge reads the concept's share")
+        if concept not in CONCEPT_BY_NAME:
+            raise ValueError(f"unknown concept {concept!r}; the judge knows "
+                             f"{', '.join(CONCEPT_BY_NAME)}")
     model = load_model(model_dir)
     unet = model.unet
     if version is not None:
@@ -43,8 +51,6 @@ def probe(model_dir: Path, version: Path | None, prompt: str, n: int, seed: int,
         verdicts = Judge.load(judge_path).read(images)
         report["images"] = [{head: verdicts.labels(head)[i] for head in HEADS} for i in range(n)]
         if concept is not None:
-            if concept not in CONCEPT_BY_NAME:
-                raise ValueError(f"unknown concept {concept!r}")
             report["concept"] = concept
             report["concept_rate"] = float(verdicts.shows(CONCEPT_BY_NAME[concept]).float().mean())
     return report

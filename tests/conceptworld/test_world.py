@@ -452,6 +452,22 @@ def test_the_benchmark_refuses_a_run_it_could_not_finish_before_it_starts(
     assert not (tmp_path / "run").exists() and time.perf_counter() - clock < 10
 
 
+@pytest.mark.parametrize(("args", "message"), [
+    (["--judge", "--concept", "nonsense"], "unknown concept 'nonsense'; the judge knows circle"),
+    (["--concept", "red"], "--concept needs --judge"),
+    (["--version", "/nonexistent"], "/nonexistent has no manifest.json"),
+    (["--model", "/tmp"], "/tmp has no model_index.json"),
+])
+def test_sampling_refuses_bad_input_with_its_reason(args: list[str], message: str) -> None:
+    from typer.testing import CliRunner
+
+    from lethe.cli import app
+
+    result = CliRunner().invoke(app, ["sample", "--prompt", "a red circle", "--n", "1", *args])
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.replace("│", " ").split())
+
+
 def test_the_sequences_table_reads_ratios_and_intervals_from_each_run(tmp_path: Path) -> None:
     from bench.tables import sequences_table
 
