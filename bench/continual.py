@@ -158,7 +158,7 @@ def run_method(name: str, model: LoadedModel, catalog: Catalog, evaluator: World
                 raise ValueError(f"{step_dir} refused {record['erased']}, not {concept_name}: "
                                  "use another --out for another sequence")
             log(f"{name} step {i} ({concept_name}): refused, as read from {step_dir}")
-            steps.append(record)
+            steps.append(unchanged_drift(unet, base_unet) | record)  # saved before it had one
             continue
         if record is not None:
             _check_reusable(step_dir, erased + [concept_name], cfg)
@@ -180,7 +180,7 @@ def run_method(name: str, model: LoadedModel, catalog: Catalog, evaluator: World
                 seconds = time.perf_counter() - clock  # to the refusal, not its evaluation
                 metrics = step_metrics(replace(evaluator, model=view), unet, erased, base)
                 record = {"step": i, "erased": concept_name, "refused": str(refusal),
-                          "seconds": seconds,
+                          "seconds": seconds, **unchanged_drift(unet, base_unet),
                           **{k: v for k, v in metrics.items() if k != "erased"}}
                 step_dir.mkdir(parents=True, exist_ok=True)
                 saved.write_text(strict_json.dumps(record, indent=1))
@@ -209,6 +209,12 @@ def run_method(name: str, model: LoadedModel, catalog: Catalog, evaluator: World
         steps.append(record)
         view, unet = new_view, new_unet
     return steps, view, unet
+
+
+def unchanged_drift(unet: UNet2DConditionModel, base_unet: UNet2DConditionModel
+                    ) -> dict[str, float]:
+    """A refused step's drift: the version it leaves unchanged, so none of its own."""
+    return {"drift_l2": _drift(unet, base_unet), "drift_l2_step": 0.0}
 
 
 def erased_by(steps: list[dict[str, object]]) -> list[str]:
@@ -349,8 +355,9 @@ def write_outputs(result: dict[str, object], out: Path) -> None:
             for s in data["steps"]:
                 writer.writerow(strict_json.finite({  # an undefined measure: an empty cell
                     "method": name, **{k: s[k] for k in CSV_FIELDS[1:3]},
-                    "forget_acc_max": max(s["forget_acc"].values()),  # type: ignore[attr-defined]
-                    "forget_acc_heldout_max": max(s["forget_acc_heldout"].values()),  # type: ignore[attr-defined]
+                    # none before a first erasure (a refused first step)
+                    "forget_acc_max": max(s["forget_acc"].values(), default=None),  # type: ignore[attr-defined]
+                    "forget_acc_heldout_max": max(s["forget_acc_heldout"].values(), default=None),  # type: ignore[attr-defined]
                     **{k: s[k] for k in CSV_FIELDS[5:]}}))
     plot(methods, out / "results.png")
 
@@ -369,7 +376,8 @@ def plot(methods: dict[str, dict[str, list[dict[str, object]]]], path: Path) -> 
         for ax, (key, title) in zip(axes, panels, strict=True):
             if key == "forget_max":
                 ys = [max(list(s["forget_acc"].values())  # type: ignore[attr-defined]
-                          + list(s["forget_acc_heldout"].values())) for s in data["steps"]]  # type: ignore[attr-defined]
+                          + list(s["forget_acc_heldout"].values()), default=math.nan)  # type: ignore[attr-defined]
+                      for s in data["steps"]]
             else:
                 ys = [s[key] for s in data["steps"]]
             ax.plot(xs, ys, marker="o", label=name)

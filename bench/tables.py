@@ -20,6 +20,11 @@ def _fmt(x: object) -> str:
     return str(x)
 
 
+def _worst(*rates: dict[str, float]) -> str:
+    """The highest forget accuracy of some steps' records; "–" before any erasure."""
+    return _fmt(max((v for r in rates for v in r.values()), default=None))
+
+
 def world_tables(path: Path) -> str:
     r = json.loads(path.read_text())
     lines = ["| head | judge accuracy (2,000 fresh renders) |", "|---|---|"]
@@ -57,8 +62,8 @@ def bench_table(path: Path) -> str:
                  f"{check['quality']:.2f} / {check['base_quality']:.2f} | "
                  f"{_typicality(check)} | " if check else "– | – | – | " if checks else "")
         lines.append(
-            f"| {name} | {len(steps)} | {max(last['forget_acc'].values()):.3f} | "
-            f"{max(last['forget_acc_heldout'].values()):.3f} | {_fmt(last['related_retention'])} | "
+            f"| {name} | {len(steps)} | {_worst(last['forget_acc'])} | "
+            f"{_worst(last['forget_acc_heldout'])} | {_fmt(last['related_retention'])} | "
             f"{_fmt(last['general_retention'])} | {last['quality']:.2f} / "
             f"{last['base_quality']:.2f} | {final}{secs:.0f} | "
             f"{last['drift_l2']:.2f} |")
@@ -77,8 +82,8 @@ def per_step_table(path: Path, method: str) -> str:
              "quality / base | s |", "|---|---|---|---|---|---|---|---|"]
     for s in r["methods"][method]["steps"]:
         erased = f"{s['erased']} (refused)" if "refused" in s else s["erased"]
-        lines.append(f"| {s['step']} | {erased} | {max(s['forget_acc'].values()):.3f} | "
-                     f"{max(s['forget_acc_heldout'].values()):.3f} | "
+        lines.append(f"| {s['step']} | {erased} | {_worst(s['forget_acc'])} | "
+                     f"{_worst(s['forget_acc_heldout'])} | "
                      f"{_fmt(s['related_retention'])} | {_fmt(s['general_retention'])} | "
                      f"{s['quality']:.2f} / {s['base_quality']:.2f} | {s['seconds']:.0f} |")
     return "\n".join(lines)
@@ -94,13 +99,12 @@ def sequences_table(paths: list[Path], method: str = "lacu") -> str:
     for path in paths:
         r = json.loads(path.read_text())
         steps, check = r["methods"][method]["steps"], r["methods"][method]["final_check"]
-        worst = [max(v for s in steps for v in s[key].values())
-                 for key in ("forget_acc", "forget_acc_heldout")]
+        worst = [_worst(*(s[key] for s in steps)) for key in ("forget_acc", "forget_acc_heldout")]
         names = [f"{n} (refused)" if "refused" in s else n
                  for n, s in zip(r["sequence"], steps, strict=True)]
         lines.append(
             f"| {', '.join(names)} ({r['base']['autocast']}) | "
-            f"{_fmt(worst[0])} / {_fmt(worst[1])} | "
+            f"{worst[0]} / {worst[1]} | "
             f"{_fmt(check['related_retention'])} / {_fmt(check['general_retention'])} | "
             f"{_ratio(check, 'typicality', 'base_typicality', 'typicality_ratio_interval')} | "
             f"{_ratio(check, 'quality', 'base_quality', 'quality_ratio_interval')} | "
@@ -134,9 +138,8 @@ def compare_table(path: Path) -> str:
                 cells.append("")
                 continue
             s = steps[i]
-            worst = max([*s["forget_acc"].values(), *s["forget_acc_heldout"].values()])
             cells.append(f"{_fmt(s['related_retention'])} / {_fmt(s['general_retention'])} "
-                         f"/ {worst:.3f}")
+                         f"/ {_worst(s['forget_acc'], s['forget_acc_heldout'])}")
         lines.append(f"| {i + 1} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -503,6 +503,54 @@ def test_a_refused_step_erases_nothing() -> None:
     assert erased_by(steps) == ["striped", "zorbo"]
 
 
+@shipped
+def test_a_run_with_a_refused_step_writes_every_output_and_reads_it_back(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine's refusal itself is tested in tests/engine; here the benchmark's handling of
+    it: the step's record, its CSV row (a refused step once stopped the CSV with a KeyError,
+    and the command with it) and its reuse."""
+    import csv
+
+    import bench.continual as continual
+    from app.strict_json import finite
+    from workers.conceptworld.evaluate import WorldEvaluator
+    from workers.conceptworld.judge import Judge
+    from workers.engine.concepts import load_catalog
+    from workers.engine.loading import load_model
+    from workers.engine.targets import NoSafeTarget
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise NoSafeTarget("solid", "cannot erase 'solid': every style is erased")
+
+    monkeypatch.setattr(continual, "erase", refuse)
+    model = load_model(MODEL_DIR, device="cpu")
+    evaluator = WorldEvaluator(model, Judge.load(JUDGE_PATH), per_concept=1,
+                               forget_per_concept=1, steps=2)
+    base = evaluator.generate_for([c.name for c in CATALOG])
+
+    def run() -> list[dict[str, object]]:
+        steps, _, unet = continual.run_method("lacu", model, load_catalog(MODEL_DIR), evaluator,
+                                              base, ["solid"], tmp_path, 0, lambda line: None)
+        assert unet is model.unet  # the model stays as it was
+        return steps
+
+    (step,) = run()
+    assert step["refused"] == "cannot erase 'solid': every style is erased"
+    assert step["drift_l2"] == step["drift_l2_step"] == 0.0 and step["forget_acc"] == {}
+    result: dict[str, object] = {"base": {}, "sequence": ["solid"],
+                                 "methods": {"lacu": {"steps": [step]}}}
+    continual.write_outputs(result, tmp_path)
+    with (tmp_path / "results.csv").open() as f:
+        (row,) = list(csv.DictReader(f))
+    assert row["erased"] == "solid" and row["forget_acc_max"] == "" and row["drift_l2"] == "0.0"
+    assert (tmp_path / "results.png").stat().st_size > 0
+
+    saved = tmp_path / "lacu" / "step-1" / "metrics.json"
+    older = {k: v for k, v in json.loads(saved.read_text()).items() if "drift" not in k}
+    saved.write_text(json.dumps(older))  # as the thirty-fourth session saved a refusal
+    assert run() == [finite(step)]  # read back as written: NaN as null
+
+
 def test_quality_terms_split_the_frechet_distance_into_mean_and_covariance() -> None:
     from workers.conceptworld.evaluate import Reading, WorldEvaluator
     from workers.conceptworld.judge import Judge
