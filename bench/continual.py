@@ -358,7 +358,7 @@ def write_outputs(result: dict[str, object], out: Path) -> None:
                     # none before a first erasure (a refused first step)
                     "forget_acc_max": max(s["forget_acc"].values(), default=None),  # type: ignore[attr-defined]
                     "forget_acc_heldout_max": max(s["forget_acc_heldout"].values(), default=None),  # type: ignore[attr-defined]
-                    **{k: s[k] for k in CSV_FIELDS[5:]}}))
+                    **{k: s.get(k) for k in CSV_FIELDS[5:]}}))  # a field a step lacks: empty
     plot(methods, out / "results.png")
 
 
