@@ -258,10 +258,10 @@ def erase(model: LoadedModel, unet: UNet2DConditionModel, requests: list[ForgetR
     rows = token_rows_to_train(model, requests, kept, cfg,
                                _owned_earlier(model, erased_before, catalog)
                                if cfg.trainable == "tokens" else frozenset())
-    if cfg.trainable == "tokens" and not rows:
+    if cfg.trainable == "tokens" and rows is None:
         cfg = cfg.with_(trainable=cfg.token_fallback)
     read_now: dict[str, list[CatalogConcept]] = {}
-    if rows:
+    if rows is not None:
         # replay and memory are exact by construction (methods/token_rows.py): not planned
         cfg = cfg.with_(replay="none", memory_targets="self", consolidate=0.0, lambda_hold=0.0)
         # an earlier erasure substituted by a word erased now ("star" read as "diamond") is
@@ -284,7 +284,7 @@ def erase(model: LoadedModel, unet: UNet2DConditionModel, requests: list[ForgetR
     seconds = {"planning": time.perf_counter() - clock}
     emit(ProgressEvent("building_replay", 0, cfg.steps))
 
-    if rows:
+    if rows is not None:  # empty where earlier erasures' rows erase it already
         from workers.engine.methods.token_rows import erase_rows
 
         view, trained, last, more, generated = erase_rows(model, unet, plan, rows, cfg, emit,
@@ -427,7 +427,8 @@ def _owned_earlier(model: LoadedModel, erased_before: list[CatalogConcept], cata
 def token_rows_to_train(model: LoadedModel, requests: list[ForgetRequest], kept: list[str],
                         cfg: EraseConfig, taken: frozenset[int] = frozenset()) -> Owned | None:
     """What a `tokens` step trains: every requested concept's own words and phrases
-    (tokens.py; none an earlier erasure owns, `taken`), or None when one of them owns nothing,
+    (tokens.py; none an earlier erasure owns, `taken`, and nothing for a concept whose every
+    name contains such a word: it is erased already), or None when one of them owns nothing,
     the model has two text encoders, or the catalog lists no kept prompt to tell a concept's
     own words from everyone's."""
     if cfg.trainable != "tokens" or model.is_sdxl or cfg.method != "lacu":
@@ -435,7 +436,7 @@ def token_rows_to_train(model: LoadedModel, requests: list[ForgetRequest], kept:
     if len(kept) < 2:  # the unconditional prompt alone
         return None
     owned = [owned_tokens(model, r.concept, kept, taken) for r in requests]
-    if not all(owned):
+    if any(o is None for o in owned):
         return None
     ids = sorted({t for o in owned if o for t in o.ids})
     phrases = list(dict.fromkeys(p for o in owned if o for p in o.phrases))
