@@ -248,9 +248,10 @@ def final_check(evaluator: WorldEvaluator, version: tuple[LoadedModel, UNet2DCon
         base_sets[kept] = evaluator.generate_for(list(kept), None, per_concept=images)
     view, unet = version
     check = kept_check(evaluator, unet, erased, images, base=base_sets[kept], view=view)
-    record = {"erased": erased, "version": digest, **check.as_dict()}
+    # as a rerun reads it back: an undefined measure is None
+    record = strict_json.finite({"erased": erased, "version": digest, **check.as_dict()})
     path.write_text(strict_json.dumps(record, indent=1))
-    return record
+    return dict(record)
 
 
 def check_run(model_dir: Path, methods: list[str], sequence: list[str], seed: int,
