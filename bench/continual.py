@@ -249,9 +249,10 @@ def final_check(evaluator: WorldEvaluator, version: tuple[LoadedModel, UNet2DCon
     view, unet = version
     check = kept_check(evaluator, unet, erased, images, base=base_sets[kept], view=view)
     # as a rerun reads it back: an undefined measure is None
-    record = strict_json.finite({"erased": erased, "version": digest, **check.as_dict()})
+    record: dict[str, object] = strict_json.finite(
+        {"erased": erased, "version": digest, **check.as_dict()})
     path.write_text(strict_json.dumps(record, indent=1))
-    return dict(record)
+    return record
 
 
 def check_run(model_dir: Path, methods: list[str], sequence: list[str], seed: int,
