@@ -133,7 +133,8 @@ def save_step(step_dir: Path, base: LoadedModel, unet: UNet2DConditionModel, rep
     return save_version(step_dir, base.unet, unet,
                         {"method": method, "config": cfg.as_dict(), "step": len(erased),
                          "erased": erased, "targets": report.plan.targets(),
-                         "memory_targets": report.plan.memory_targets},
+                         "memory_targets": report.plan.memory_targets,
+                         "covered_by": report.covered_by},
                         token_rows=changed_rows(base, report.model))
 
 
@@ -196,6 +197,7 @@ def run_method(name: str, model: LoadedModel, catalog: Catalog, evaluator: World
                 "seconds_by_stage": report.seconds, "rollouts_generated": report.rollouts_generated,
                 "drift_l2": _drift(new_unet, base_unet), "drift_l2_step": _drift(new_unet, unet),
                 "final_losses": report.final_losses, "token_rows": report.token_rows,
+                "covered_by": report.covered_by,
                 "targets": report.plan.targets(), "memory_targets": report.plan.memory_targets,
                 "neighbours": report.plan.replay.neighbours,
                 **{k: v for k, v in metrics.items() if k != "erased"},

@@ -23,6 +23,7 @@ CATALOG = [
     {"name": "explode", "kind": "object", "related": [], "prompts": []},
     {"name": "impossible", "kind": "object", "related": [], "prompts": []},
     {"name": "lonely", "kind": "object", "related": [], "prompts": []},
+    {"name": "van gogh tulip", "kind": "object", "related": [], "prompts": []},
 ]
 
 

@@ -46,6 +46,7 @@ class StepOutcome:
     metrics: dict[str, Any]
     targets: dict[str, str] = field(default_factory=dict)
     neighbours: dict[str, list[str]] = field(default_factory=dict)
+    covered_by: dict[str, list[str]] = field(default_factory=dict)
 
 
 class Cancelled(Exception):
@@ -88,14 +89,18 @@ def erase_step(model_dir: Path, parent_artifact: Path | None, requests: list[Era
     # engine's metrics then hold NaN and infinity, as the real engine's do
     undefined = {"related": [], "related_retention": math.nan,
                  "final_losses": {"unlearn": math.inf}} if "lonely" in concepts else {}
+    # as the real engine's token rule: a concept whose name says an erased one's is erased
+    # already, and nothing is mapped for it
+    covered = {c: by for c in concepts if (by := [p for p in previously_erased if p in c])}
     return StepOutcome(
         artifact_dir=out_dir, digest=hashlib.sha256(weights).hexdigest(),
         size_bytes=len(weights), erased=erased,
         metrics={"before": {"forget_acc": dict.fromkeys(concepts, 1.0)}, "after": {},
                  "forget_acc": forget, "related_retention": 0.95, "general_retention": 0.99,
                  **undefined},
-        targets={c: "a plain object" for c in concepts},
-        neighbours={c: ["something near"] for c in concepts},
+        targets={c: "a plain object" for c in concepts if c not in covered},
+        neighbours={c: ["something near"] for c in concepts if c not in covered},
+        covered_by=covered,
     )
 
 

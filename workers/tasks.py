@@ -230,7 +230,8 @@ def _store_verified(store: Any, claimed: jobs.ClaimedJob, outcome: Any,
     metrics["engine_digest"] = outcome.digest
     return jobs.StepResult(artifact_uri=uri, digest=digest, size_bytes=size,
                            erased=list(outcome.erased), metrics=metrics,
-                           targets=dict(outcome.targets), neighbours=dict(outcome.neighbours))
+                           targets=dict(outcome.targets), neighbours=dict(outcome.neighbours),
+                           covered_by=dict(outcome.covered_by))
 
 
 class ProgressWriter:

@@ -108,6 +108,9 @@ class TakedownResult(BaseModel):
     metrics: dict[str, Any] = {}
     targets: dict[str, str] = {}
     neighbours: dict[str, list[str]] = {}
+    # A concept erased already by earlier erasures (every name of it says one of their
+    # words): those erasures. Nothing was trained for it.
+    covered_by: dict[str, list[str]] = {}
 
 
 class TakedownOut(BaseModel):

@@ -52,6 +52,7 @@ def report(session: Session, td: Takedown, base_url: str) -> dict[str, Any]:
                      "external_ref": td.external_ref, "due_at": td.due_at.isoformat(),
                      "created_at": td.created_at.isoformat()},
         "targets": result.get("targets", {}), "neighbours": result.get("neighbours", {}),
+        "covered_by": result.get("covered_by", {}),
         "metrics": result.get("metrics", {}),
         "versions": {"before": digest(parent), "after": digest(version)},
         # Images exist only where previews were rendered (POST /v1/versions/{id}/samples).
@@ -75,13 +76,16 @@ def report_html(data: dict[str, Any]) -> str:
         f"<tr><td>{a['seq']}</td><td>{e(a['at'])}</td><td>{e(a['actor'])}</td>"
         f"<td>{e(a['action'])}</td><td><code>{e(a['hash'][:16])}</code></td></tr>"
         for a in data["audit"])
+    covered = "".join(f"<p>{e(name)} was erased already by {e(', '.join(by))}: every name of it"
+                      " says their words, so nothing was trained for it.</p>"
+                      for name, by in data["covered_by"].items())
     return f"""<!doctype html><html><head><meta charset="utf-8">
 <title>Lethe evidence report {e(td['id'])}</title></head><body>
 <h1>Takedown {e(td['id'])}: {e(td['concept'])}</h1>
 <p>State <b>{e(td['state'])}</b>; basis {e(td['legal_basis'])}; due {e(td['due_at'])}</p>
 <h2>Legal record</h2><pre>{e(json.dumps(td['legal'], indent=2))}</pre>
 <h2>Targets</h2><pre>{e(json.dumps(data['targets'], indent=2))}</pre>
-<h2>Metrics</h2><pre>{e(json.dumps(data['metrics'], indent=2))}</pre>
+{covered}<h2>Metrics</h2><pre>{e(json.dumps(data['metrics'], indent=2))}</pre>
 <h2>Versions</h2><pre>{e(json.dumps(data['versions'], indent=2))}</pre>
 <h2>Before</h2>{grid(data['images']['before'])}
 <h2>After</h2>{grid(data['images']['after'])}

@@ -160,6 +160,7 @@ class StepResult:
     metrics: dict[str, Any]
     targets: dict[str, str]
     neighbours: dict[str, list[str]]
+    covered_by: dict[str, list[str]] = field(default_factory=dict)
 
 
 def commit_version(
@@ -195,7 +196,7 @@ def commit_version(
     events.move_job(job, final)
     result = {"version": version.id, "version_number": version.number,
               "production": gate.passed, "metrics": metrics, "targets": step.targets,
-              "neighbours": step.neighbours}
+              "neighbours": step.neighbours, "covered_by": step.covered_by}
     for td in _takedowns(session, job.id, list(ACTIVE)):
         if td.state == State.RUNNING.value:
             events.move_takedown(session, td, State.EVALUATING)

@@ -308,8 +308,10 @@ def test_a_word_an_earlier_erasure_owns_is_not_trained_again(tiny_model: LoadedM
                          [solid], catalog, method_config("lacu", **FAST))
     assert unet is tiny_model.unet and report.token_rows == [] and not report.model.phrases
     assert torch.equal(embedding_table(first), embedding_table(report.model))
-    forget = list(report.plan.targets())
-    assert "a solid red circle" in forget and "a red circle filled in" in forget
+    # nothing is planned for it (no target selection, no replay), and the record says why
+    assert report.covered_by == {"solid red circle": ["solid"]}
+    assert report.plan.targets() == {} and report.plan.replay.neighbours == {phrase.name: []}
+    forget = [*phrase.prompts, *(f"a {form}" for form in phrase.surface_forms)]
     with torch.no_grad():
         assert torch.equal(encode_fresh(report.model, forget).hidden,
                            encode_fresh(first, forget).hidden)

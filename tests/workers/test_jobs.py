@@ -69,6 +69,21 @@ def test_undefined_metrics_are_stored_and_served_as_null(client: TestClient) -> 
     assert stored["metrics"]["related_retention"] is None
 
 
+def test_a_concept_erased_already_says_by_what_in_its_result_and_evidence(
+        client: TestClient) -> None:
+    first = submit(client, "van gogh")
+    assert run_unlearn_job(first["job_id"], get_settings()) == "completed"
+    td = submit(client, "van gogh tulip")
+    assert run_unlearn_job(td["job_id"], get_settings()) == "completed"
+    result = client.get(f"/v1/takedowns/{td['id']}").json()["result"]
+    assert result["covered_by"] == {"van gogh tulip": ["van gogh"]} and result["targets"] == {}
+    report = client.get(f"/v1/takedowns/{td['id']}/report").json()
+    assert report["covered_by"] == {"van gogh tulip": ["van gogh"]}
+    page = client.get(f"/v1/takedowns/{td['id']}/report?format=html").text
+    assert "van gogh tulip was erased already by van gogh" in page
+    assert client.get(f"/v1/takedowns/{first['id']}/report").json()["covered_by"] == {}
+
+
 def test_fenced_worker_cannot_commit(client: TestClient) -> None:
     td = submit(client)
     settings = get_settings()

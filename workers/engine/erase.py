@@ -106,6 +106,9 @@ class StepReport:
     rollouts_generated: int = 0
     # The token rows trained (trainable `tokens`), by token; empty when the UNet was.
     token_rows: list[str] = field(default_factory=list)
+    # Per requested concept erased already by earlier erasures' words (every name of "solid
+    # red circle" says solid), those erasures: nothing is trained or planned for it.
+    covered_by: dict[str, list[str]] = field(default_factory=dict)
 
 
 def plan_step(model: LoadedModel, unet: UNet2DConditionModel, requests: list[ForgetRequest],
@@ -255,9 +258,9 @@ def erase(model: LoadedModel, unet: UNet2DConditionModel, requests: list[ForgetR
     clock = time.perf_counter()
     emit(ProgressEvent("selecting_targets", 0, cfg.steps))
     kept = kept_prompts(requests, erased_before, catalog)
-    rows = token_rows_to_train(model, requests, kept, cfg,
-                               _owned_earlier(model, erased_before, catalog)
-                               if cfg.trainable == "tokens" else frozenset())
+    earlier = _owned_earlier(model, erased_before, catalog) if cfg.trainable == "tokens" else {}
+    taken = frozenset(t for ids in earlier.values() for t in ids)
+    rows = token_rows_to_train(model, requests, kept, cfg, taken)
     if cfg.trainable == "tokens" and rows is None:
         cfg = cfg.with_(trainable=cfg.token_fallback)
     read_now: dict[str, list[CatalogConcept]] = {}
@@ -280,6 +283,12 @@ def erase(model: LoadedModel, unet: UNet2DConditionModel, requests: list[ForgetR
         redo, redo_rows = _phrases_drawing(model, unet, now, erased_before, catalog, cfg)
         rows = Owned(sorted({*rows.ids, *copied, *phrases, *redo_rows}), rows.phrases)
         requests = requests + redo
+        if not rows:  # erased already: a plan would map prompts that no trained row reads
+            view, spellings = spelled_alike(model, kept)
+            return unet, StepReport(_empty_plan(requests), view,
+                                    {"planning": time.perf_counter() - clock},
+                                    token_rows=row_names(view, spellings),
+                                    covered_by=_covered_by(model, requests, kept, earlier))
     plan = plan_step(model, unet, requests, erased_before, catalog, cfg, read_now)
     seconds = {"planning": time.perf_counter() - clock}
     emit(ProgressEvent("building_replay", 0, cfg.steps))
@@ -413,15 +422,34 @@ def _phrases_drawing(model: LoadedModel, unet: UNet2DConditionModel, now: set[st
 
 
 def _owned_earlier(model: LoadedModel, erased_before: list[CatalogConcept], catalog: Catalog
-                   ) -> frozenset[int]:
-    """The word rows the earlier erasures owned, each at its own step ("solid" once solid is
+                   ) -> dict[str, frozenset[int]]:
+    """The word rows each earlier erasure owned, at its own step ("solid" once solid is
     erased; not "red" for "solid red circle", kept prompts said red then)."""
-    owned: set[int] = set()
+    owned: dict[str, frozenset[int]] = {}
     for i, concept in enumerate(erased_before):
         kept = retained_prompts(catalog, {c.name for c in erased_before[:i + 1]}, [])
         mine = owned_tokens(model, concept, kept)
-        owned |= set(mine.ids) if mine else set()
-    return frozenset(owned)
+        owned[concept.name] = frozenset(mine.ids if mine else ())
+    return owned
+
+
+def _covered_by(model: LoadedModel, requests: list[ForgetRequest], kept: list[str],
+                earlier: dict[str, frozenset[int]]) -> dict[str, list[str]]:
+    """Per requested concept that owns nothing because its names say earlier erasures' words,
+    those erasures."""
+    taken = frozenset(t for ids in earlier.values() for t in ids)
+    covered: dict[str, list[str]] = {}
+    for r in requests:
+        owned = owned_tokens(model, r.concept, kept, taken)
+        if owned is not None and not owned:
+            words = set(word_ids(model, r.concept))
+            covered[r.concept.name] = [name for name, ids in earlier.items() if ids & words]
+    return covered
+
+
+def _empty_plan(requests: list[ForgetRequest]) -> StepPlan:
+    return StepPlan([[] for _ in requests], ReplaySet({r.concept.name: [] for r in requests}, []),
+                    [])
 
 
 def token_rows_to_train(model: LoadedModel, requests: list[ForgetRequest], kept: list[str],

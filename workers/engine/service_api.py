@@ -55,6 +55,7 @@ class StepOutcome:
     targets: dict[str, str]
     neighbours: dict[str, list[str]]
     seconds: dict[str, float] = field(default_factory=dict)
+    covered_by: dict[str, list[str]] = field(default_factory=dict)
 
 
 class _Loaded:
@@ -161,7 +162,7 @@ def erase_step(model_dir: Path, parent_artifact: Path | None, requests: list[Era
             "neighbours": report.plan.replay.neighbours,
             "parent_digest": artifact_digest(parent_artifact) if parent_artifact else None,
             "base_digest": base_digest(model.folder), "metrics": metrics,
-            "token_rows": report.token_rows,
+            "token_rows": report.token_rows, "covered_by": report.covered_by,
         }, token_rows=changed_rows(model, student_view))
         digest = artifact_digest(out_dir)
         if student_set is not None:  # this version's images: the "before" of the next takedown
@@ -170,7 +171,7 @@ def erase_step(model_dir: Path, parent_artifact: Path | None, requests: list[Era
         artifact_dir=out_dir, digest=digest,
         size_bytes=int(manifest["size_bytes"]),  # type: ignore[call-overload]
         erased=erased, metrics=metrics, targets=report.plan.targets(),
-        neighbours=report.plan.replay.neighbours,
+        neighbours=report.plan.replay.neighbours, covered_by=report.covered_by,
         seconds={**report.seconds, "step": train_seconds, "evaluation": eval_seconds})
 
 
