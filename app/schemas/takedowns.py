@@ -108,9 +108,10 @@ class TakedownResult(BaseModel):
     metrics: dict[str, Any] = {}
     targets: dict[str, str] = {}
     neighbours: dict[str, list[str]] = {}
-    # A concept erased already by earlier erasures (every name of it says one of their
-    # words): those erasures. Nothing was trained for it.
-    covered_by: dict[str, list[str]] = {}
+    covered_by: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="per concept erased already by earlier erasures (every name of it says one "
+                    "of their words), those erasures: nothing was trained or mapped for it")
 
 
 class TakedownOut(BaseModel):

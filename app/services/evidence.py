@@ -79,6 +79,7 @@ def report_html(data: dict[str, Any]) -> str:
     covered = "".join(f"<p>{e(name)} was erased already by {e(', '.join(by))}: every name of it"
                       " says their words, so nothing was trained for it.</p>"
                       for name, by in data["covered_by"].items())
+    covered = f"<h2>Erased already</h2>{covered}" if covered else ""
     return f"""<!doctype html><html><head><meta charset="utf-8">
 <title>Lethe evidence report {e(td['id'])}</title></head><body>
 <h1>Takedown {e(td['id'])}: {e(td['concept'])}</h1>

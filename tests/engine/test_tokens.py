@@ -310,11 +310,26 @@ def test_a_word_an_earlier_erasure_owns_is_not_trained_again(tiny_model: LoadedM
     assert torch.equal(embedding_table(first), embedding_table(report.model))
     # nothing is planned for it (no target selection, no replay), and the record says why
     assert report.covered_by == {"solid red circle": ["solid"]}
-    assert report.plan.targets() == {} and report.plan.replay.neighbours == {phrase.name: []}
+    assert report.plan.targets() == {} and report.plan.replay.neighbours == {}
     forget = [*phrase.prompts, *(f"a {form}" for form in phrase.surface_forms)]
     with torch.no_grad():
         assert torch.equal(encode_fresh(report.model, forget).hidden,
                            encode_fresh(first, forget).hidden)
+
+
+def test_a_merged_step_plans_only_the_concepts_not_erased_already(
+        tiny_model: LoadedModel, tiny_folder: Path) -> None:
+    # the service merges queued takedowns: a covered concept beside one with words of its own
+    # is reported as covered, and its prompts are not mapped (no row of it is trained)
+    catalog = load_catalog(tiny_folder)
+    solid, phrase, triangle = catalog["solid"], catalog["solid red circle"], catalog["triangle"]
+    first = _token_step(tiny_model, catalog, solid)[1].model
+    _, report = erase(first, tiny_model.unet, [ForgetRequest(phrase, phrase.prompts),
+                                               ForgetRequest(triangle, triangle.prompts)],
+                      [solid], catalog, method_config("lacu", **FAST))
+    assert report.covered_by == {"solid red circle": ["solid"]}
+    assert "triangle</w>" in report.token_rows and len(report.plan.mapping_groups) == 1
+    assert not report.plan.targets().keys() & set(phrase.prompts)
 
 
 def test_an_erasure_copying_a_word_not_trained_now_is_left_as_it_is(

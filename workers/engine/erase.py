@@ -46,6 +46,7 @@ from workers.engine.targets import (
 )
 from workers.engine.tokens import (
     Owned,
+    erased_by,
     owned_tokens,
     read_as,
     row_names,
@@ -157,7 +158,7 @@ def plan_step(model: LoadedModel, unet: UNet2DConditionModel, requests: list[For
         replay = global_replay_set(forget, catalog, banned, n_prompts=cfg.global_replay_prompts,
                                    seed=cfg.seed + 43)
     else:
-        replay = ReplaySet({c.name: [] for c in forget}, [])
+        replay = ReplaySet.nothing(forget)
     hold: list[str] = []
     held_erasures: list[str] = []
     rewrites: list[str] = []
@@ -259,6 +260,12 @@ def erase(model: LoadedModel, unet: UNet2DConditionModel, requests: list[ForgetR
     emit(ProgressEvent("selecting_targets", 0, cfg.steps))
     kept = kept_prompts(requests, erased_before, catalog)
     earlier = _owned_earlier(model, erased_before, catalog) if cfg.trainable == "tokens" else {}
+    covered = {r.concept.name: by for r in requests if (by := erased_by(model, r.concept, earlier))}
+    if covered:  # erased already, by what they contain: from here on as earlier erasures
+        erased_before = erased_before + [r.concept for r in requests if r.concept.name in covered]
+        requests = [r for r in requests if r.concept.name not in covered]
+        if not requests:
+            return unet, _nothing_to_train(model, [], kept, covered, clock)
     taken = frozenset(t for ids in earlier.values() for t in ids)
     rows = token_rows_to_train(model, requests, kept, cfg, taken)
     if cfg.trainable == "tokens" and rows is None:
@@ -283,12 +290,8 @@ def erase(model: LoadedModel, unet: UNet2DConditionModel, requests: list[ForgetR
         redo, redo_rows = _phrases_drawing(model, unet, now, erased_before, catalog, cfg)
         rows = Owned(sorted({*rows.ids, *copied, *phrases, *redo_rows}), rows.phrases)
         requests = requests + redo
-        if not rows:  # erased already: a plan would map prompts that no trained row reads
-            view, spellings = spelled_alike(model, kept)
-            return unet, StepReport(_empty_plan(requests), view,
-                                    {"planning": time.perf_counter() - clock},
-                                    token_rows=row_names(view, spellings),
-                                    covered_by=_covered_by(model, requests, kept, earlier))
+        if not rows:  # a plan would map prompts that no trained row reads
+            return unet, _nothing_to_train(model, requests, kept, covered, clock)
     plan = plan_step(model, unet, requests, erased_before, catalog, cfg, read_now)
     seconds = {"planning": time.perf_counter() - clock}
     emit(ProgressEvent("building_replay", 0, cfg.steps))
@@ -300,7 +303,7 @@ def erase(model: LoadedModel, unet: UNet2DConditionModel, requests: list[ForgetR
                                                           stop)
         view, spellings = spelled_alike(view, kept)
         return unet, StepReport(plan, view, seconds | more, last, generated,
-                                row_names(view, trained + spellings))
+                                row_names(view, trained + spellings), covered)
 
     if cfg.method == "uce":
         from workers.engine.methods.uce import uce_edit
@@ -433,23 +436,13 @@ def _owned_earlier(model: LoadedModel, erased_before: list[CatalogConcept], cata
     return owned
 
 
-def _covered_by(model: LoadedModel, requests: list[ForgetRequest], kept: list[str],
-                earlier: dict[str, frozenset[int]]) -> dict[str, list[str]]:
-    """Per requested concept that owns nothing because its names say earlier erasures' words,
-    those erasures."""
-    taken = frozenset(t for ids in earlier.values() for t in ids)
-    covered: dict[str, list[str]] = {}
-    for r in requests:
-        owned = owned_tokens(model, r.concept, kept, taken)
-        if owned is not None and not owned:
-            words = set(word_ids(model, r.concept))
-            covered[r.concept.name] = [name for name, ids in earlier.items() if ids & words]
-    return covered
-
-
-def _empty_plan(requests: list[ForgetRequest]) -> StepPlan:
-    return StepPlan([[] for _ in requests], ReplaySet({r.concept.name: [] for r in requests}, []),
-                    [])
+def _nothing_to_train(model: LoadedModel, requests: list[ForgetRequest], kept: list[str],
+                      covered: dict[str, list[str]], clock: float) -> StepReport:
+    """A `tokens` step with no row to train: nothing planned, the model as it reads now."""
+    view, spellings = spelled_alike(model, kept)
+    plan = StepPlan([[] for _ in requests], ReplaySet.nothing([r.concept for r in requests]), [])
+    return StepReport(plan, view, {"planning": time.perf_counter() - clock},
+                      token_rows=row_names(view, spellings), covered_by=covered)
 
 
 def token_rows_to_train(model: LoadedModel, requests: list[ForgetRequest], kept: list[str],

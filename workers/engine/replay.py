@@ -24,6 +24,10 @@ class ReplaySet:
     # a concept with few prompts (a composite has 2, a colour 6) is replayed as often as any.
     groups: list[list[str]] = field(default_factory=list)
 
+    @classmethod
+    def nothing(cls, forget: list[CatalogConcept]) -> ReplaySet:
+        return cls({c.name: [] for c in forget}, [])
+
 
 def retain_pool(catalog: Catalog, banned: set[str], extra: list[CatalogConcept]
                 ) -> list[CatalogConcept]:

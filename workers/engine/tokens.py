@@ -82,8 +82,7 @@ def owned_tokens(model: LoadedModel, concept: CatalogConcept, kept_prompts: list
     words: set[int] = set()
     phrases: list[tuple[str, tuple[int, ...]]] = []
     for form in concept.surface_forms:
-        spelled = {t for w in form.lower().split() if w not in FUNCTION_WORDS
-                   for t in _ids(model, w)}
+        spelled = _form_words(model, form)
         if spelled & taken:
             continue
         mine = spelled - used
@@ -98,10 +97,24 @@ def owned_tokens(model: LoadedModel, concept: CatalogConcept, kept_prompts: list
     return Owned(sorted(words), phrases)
 
 
+def erased_by(model: LoadedModel, concept: CatalogConcept, earlier: dict[str, frozenset[int]]
+              ) -> list[str]:
+    """The earlier erasures (`earlier`: the word ids each owned) whose words `concept`'s names
+    say, when every name says one: it is erased already, by what it contains, and owns
+    nothing (owned_tokens). Else []."""
+    forms = [_form_words(model, form) for form in concept.surface_forms]
+    if not all(any(words & ids for ids in earlier.values()) for words in forms):
+        return []
+    return [name for name, ids in earlier.items() if any(words & ids for words in forms)]
+
+
 def word_ids(model: LoadedModel, concept: CatalogConcept) -> list[int]:
     """The token ids of `concept`'s names, function words aside."""
-    return sorted({t for form in concept.surface_forms for w in form.lower().split()
-                   if w not in FUNCTION_WORDS for t in _ids(model, w)})
+    return sorted({t for form in concept.surface_forms for t in _form_words(model, form)})
+
+
+def _form_words(model: LoadedModel, form: str) -> set[int]:
+    return {t for w in form.lower().split() if w not in FUNCTION_WORDS for t in _ids(model, w)}
 
 
 def read_as(model: LoadedModel, earlier: CatalogConcept, ids: list[int]) -> list[int]:
