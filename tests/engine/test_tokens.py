@@ -332,6 +332,19 @@ def test_a_merged_step_plans_only_the_concepts_not_erased_already(
     assert not report.plan.targets().keys() & set(phrase.prompts)
 
 
+def test_a_concept_erased_already_is_credited_to_the_erasure_that_owns_its_word(
+        tiny_model: LoadedModel, tiny_folder: Path) -> None:
+    # "outlined red triangle" after red trained nothing: red's erasure owns "red", and the
+    # triangle owns no word, so "solid red circle" is covered by red alone
+    catalog = load_catalog(tiny_folder)
+    red, triangle, circle = (catalog[n] for n in ("red", "outlined red triangle",
+                                                   "solid red circle"))
+    first = _token_step(tiny_model, catalog, red)[1].model
+    _, report = erase(first, tiny_model.unet, [ForgetRequest(circle, circle.prompts)],
+                      [red, triangle], catalog, method_config("lacu", **FAST))
+    assert report.covered_by == {"solid red circle": ["red"]}
+
+
 def test_an_erasure_copying_a_word_not_trained_now_is_left_as_it_is(
         tiny_model: LoadedModel, tiny_folder: Path) -> None:
     # star substituted by circle; "solid red circle" then trains phrases, not circle's row, so

@@ -427,11 +427,13 @@ def _phrases_drawing(model: LoadedModel, unet: UNet2DConditionModel, now: set[st
 def _owned_earlier(model: LoadedModel, erased_before: list[CatalogConcept], catalog: Catalog
                    ) -> dict[str, frozenset[int]]:
     """The word rows each earlier erasure owned, at its own step ("solid" once solid is
-    erased; not "red" for "solid red circle", kept prompts said red then)."""
+    erased; not "red" for "solid red circle", kept prompts said red then; nothing for
+    "outlined red triangle" after red, whose every name says red)."""
     owned: dict[str, frozenset[int]] = {}
     for i, concept in enumerate(erased_before):
         kept = retained_prompts(catalog, {c.name for c in erased_before[:i + 1]}, [])
-        mine = owned_tokens(model, concept, kept)
+        taken = frozenset(t for ids in owned.values() for t in ids)
+        mine = owned_tokens(model, concept, kept, taken)
         owned[concept.name] = frozenset(mine.ids if mine else ())
     return owned
 
