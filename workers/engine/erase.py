@@ -266,7 +266,7 @@ def erase(model: LoadedModel, unet: UNet2DConditionModel, requests: list[ForgetR
         requests = [r for r in requests if r.concept.name not in covered]
         if not requests:
             return unet, _nothing_to_train(model, [], kept, covered, clock)
-    taken = frozenset(t for ids in earlier.values() for t in ids)
+    taken = _all_words(earlier)
     rows = token_rows_to_train(model, requests, kept, cfg, taken)
     if cfg.trainable == "tokens" and rows is None:
         cfg = cfg.with_(trainable=cfg.token_fallback)
@@ -432,11 +432,14 @@ def _owned_earlier(model: LoadedModel, erased_before: list[CatalogConcept], cata
     owned: dict[str, frozenset[int]] = {}
     for i, concept in enumerate(erased_before):
         kept = retained_prompts(catalog, {c.name for c in erased_before[:i + 1]}, [])
-        taken = frozenset(t for ids in owned.values() for t in ids)
-        mine = owned_tokens(model, concept, kept, taken)
+        mine = owned_tokens(model, concept, kept, _all_words(owned))
         owned[concept.name] = frozenset(mine.ids if mine else ())
     return owned
 
+
+
+def _all_words(owned: dict[str, frozenset[int]]) -> frozenset[int]:
+    return frozenset(t for ids in owned.values() for t in ids)
 
 def _nothing_to_train(model: LoadedModel, requests: list[ForgetRequest], kept: list[str],
                       covered: dict[str, list[str]], clock: float) -> StepReport:
