@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
+from pydantic import AnyHttpUrl, AwareDatetime, BaseModel, ConfigDict, Field
 
 from app.states import State
 
@@ -42,7 +42,8 @@ class Claimant(BaseModel):
 class Signature(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=200, description="typed electronic signature")
-    signed_at: datetime
+    # A legal time needs its zone: a naive one is refused, never guessed.
+    signed_at: AwareDatetime
 
 
 class LegalRecord(BaseModel):
@@ -86,7 +87,7 @@ class TakedownCreate(BaseModel):
     legal: LegalRecord = Field(default_factory=LegalRecord)
     prompts: list[str] | None = Field(default=None, max_length=64)
     neighbors: list[str] | None = Field(default=None, max_length=64)
-    due_at: datetime | None = None
+    due_at: AwareDatetime | None = None
     priority: int = Field(default=0, ge=0, le=9)
     # AnyHttpUrl refuses file:, ftp:, javascript: and friends.
     callback_url: AnyHttpUrl | None = None

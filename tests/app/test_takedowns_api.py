@@ -60,6 +60,20 @@ def test_callback_url_must_be_http(client: TestClient) -> None:
                        json=body(callback_url="https://hooks.example/x")).status_code == 202
 
 
+def test_a_time_without_a_zone_is_refused_and_nothing_is_filed(client: TestClient) -> None:
+    # A deadline or signature time without a zone is ambiguous in a legal record; it used to be
+    # filed, then answered 500 (naive vs aware comparison), so every retry filed it again.
+    legal = {"signature": {"name": "A. Rights", "signed_at": "2030-01-01T00:00:00"}}
+    for over in ({"due_at": "2030-01-01T00:00:00"}, {"legal": legal}):
+        r = client.post("/v1/takedowns", json=body(**over))
+        assert r.status_code == 422, r.text
+        assert r.json()["errors"][0]["field"] in ("due_at", "legal.signature.signed_at")
+    assert client.get("/v1/takedowns").json()["items"] == []
+    r = client.post("/v1/takedowns", json=body(due_at="2030-01-01T00:00:00+02:00"))
+    assert r.status_code == 202, r.text
+    assert _dt(r.json()["due_at"]) == _dt("2029-12-31T22:00:00+00:00")
+
+
 def test_unknown_model_is_404(client: TestClient) -> None:
     r = client.post("/v1/takedowns", json=body(model="no-such-model"))
     assert r.status_code == 404
