@@ -34,7 +34,8 @@ LEGAL: dict[State, frozenset[State]] = {
     # queued -> rejected: the worker may find the concept unknown when it reads the catalog.
     State.QUEUED: frozenset({State.RUNNING, State.CANCELLED, State.REJECTED, State.CRASHED}),
     # running -> queued: the lease expired (worker died) and a retry is left, or a merged
-    # step was cancelled by another takedown and this one goes back in line.
+    # step was cancelled by another takedown and this one goes back in line, or production
+    # moved off the step's parent while it ran (it runs again from the new one).
     State.RUNNING: frozenset(
         {State.EVALUATING, State.QUEUED, State.FAILED, State.CRASHED, State.CANCELLED}
     ),

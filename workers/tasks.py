@@ -180,6 +180,10 @@ def _erase_and_commit(claimed: jobs.ClaimedJob, settings: Settings) -> str:
     if version is None:
         log.warning("job.fenced_at_commit")
         return "fenced"
+    if isinstance(version, jobs.ParentMoved):
+        dispatch.send_unlearn(version.job_id)
+        log.warning("job.parent_moved", production=version.production_version_id)
+        return "parent_moved"
     log.info("job.committed", version=version.number, production=gate.passed,
              reasons=gate.reasons)
     return "completed" if gate.passed else "gate_failed"

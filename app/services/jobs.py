@@ -107,10 +107,15 @@ def _takedowns(session: Session, job_id: str, states: list[State]) -> list[Taked
 
 
 def _held(session: Session, claimed: ClaimedJob) -> Job | None:
-    """The job row, locked, if this worker still holds its lease; None if it was fenced off."""
-    session.execute(select(Model.id).where(Model.id == claimed.model_id).with_for_update())
+    """The job row, locked, if this worker still holds its lease; None if it was fenced off.
+
+    The model's fence counts too: a claim of any job of the model since (another job taken
+    past this one's expired lease) means this holder no longer owns the lineage's head."""
+    fence = session.scalar(
+        select(Model.fence).where(Model.id == claimed.model_id).with_for_update())
     job = session.get(Job, claimed.job_id, with_for_update=True)
-    if job is None or job.fence != claimed.fence or job.lease_owner != claimed.owner:
+    if job is None or not job.fence == fence == claimed.fence \
+            or job.lease_owner != claimed.owner:
         return None
     return job if State(job.state) in ACTIVE else None
 
@@ -121,7 +126,9 @@ def heartbeat(session: Session, settings: Settings, claimed: ClaimedJob) -> tupl
     result = session.execute(
         update(Job)
         .where(Job.id == claimed.job_id, Job.fence == claimed.fence,
-               Job.lease_owner == claimed.owner, Job.state.in_(ACTIVE_VALUES))
+               Job.lease_owner == claimed.owner, Job.state.in_(ACTIVE_VALUES),
+               select(Model.fence).where(Model.id == claimed.model_id).scalar_subquery()
+               == claimed.fence)
         .values(heartbeat_at=now, lease_expires_at=now + timedelta(seconds=settings.lease_seconds))
     )
     held = bool(getattr(result, "rowcount", 0))
@@ -163,18 +170,35 @@ class StepResult:
     covered_by: dict[str, list[str]] = field(default_factory=dict)
 
 
+@dataclass
+class ParentMoved:
+    """`production` left the step's parent while the step ran (an operator's rollback): the
+    step was queued again, to run from the version production names now."""
+    job_id: str
+    production_version_id: str
+
+
 def commit_version(
     session: Session, claimed: ClaimedJob, step: StepResult, gate: GateResult
-) -> ModelVersion | None:
+) -> ModelVersion | ParentMoved | None:
     """One transaction: the version row, `production` if the gate passed, the takedowns done.
 
-    Returns None (and writes nothing) when this worker no longer holds the job."""
+    Returns None (and writes nothing) when this worker no longer holds the job, and
+    `ParentMoved` (no version written; the job queued again) when production moved off the
+    step's parent: committing would build on a version production no longer names."""
     job = _held(session, claimed)
     if job is None:
         return None
     existing = session.scalar(select(ModelVersion).where(ModelVersion.job_id == job.id))
     if existing is not None:
         return existing
+    production = alias_target(session, claimed.model_id, PRODUCTION)
+    if production is not None and production.id != claimed.parent_version_id:
+        job.attempt -= 1  # this attempt did not fail: it is given back
+        requeue(session, job, _takedowns(session, job.id, list(ACTIVE)),
+                reason=f"production moved to version {production.number} while the step ran; "
+                       "running again from it")
+        return ParentMoved(job.id, production.id)
     number = session.scalar(select(func.max(ModelVersion.number)).where(
         ModelVersion.model_id == claimed.model_id)) or 0
     metrics = {**step.metrics, "gate": {"passed": gate.passed, "reasons": gate.reasons,

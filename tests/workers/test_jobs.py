@@ -109,6 +109,72 @@ def test_fenced_worker_cannot_commit(client: TestClient) -> None:
         assert len(list(s.scalars(select(ModelVersion)))) == 2
 
 
+def test_a_job_claimed_past_a_silent_one_fences_it_and_the_lineage_stays_one(
+        client: TestClient) -> None:
+    """Job a's worker goes silent past its lease; job b of the same model is claimed. a's
+    worker wakes: its heartbeat and commit are refused, so a and b cannot both build on the
+    same parent; a runs again after b, from b's version."""
+    settings = get_settings()
+    a = submit(client)
+    with session_scope() as s:
+        first = jobs.claim(s, settings, a["job_id"], "worker-a")
+        assert first is not None
+        job = s.get(Job, a["job_id"])
+        assert job is not None
+        job.lease_expires_at = utcnow() - timedelta(seconds=1)
+    b = submit(client, "van gogh")
+    assert b["job_id"] != a["job_id"]
+    with session_scope() as s:
+        second = jobs.claim(s, settings, b["job_id"], "worker-b")
+    assert second is not None
+    step = jobs.StepResult("file:///x", "sha256:0", 1, ["red tulip"],
+                           {"forget_acc": {"red tulip": 0.0}}, {}, {})
+    with session_scope() as s:
+        held, _ = jobs.heartbeat(s, settings, first)
+        assert not held
+        assert jobs.commit_version(s, first, step, GateResult(True)) is None
+    with session_scope() as s:
+        assert jobs.commit_version(s, second, jobs.StepResult(
+            "file:///y", "sha256:1", 1, ["van gogh"], {"forget_acc": {"van gogh": 0.0}}, {}, {}),
+            GateResult(True)) is not None
+    assert reconcile_once(settings).requeued == [a["job_id"]]
+    assert run_unlearn_job(a["job_id"], settings) == "completed"
+    vs = versions(client)
+    assert [v["parent_id"] for v in vs] == [None, vs[0]["id"], vs[1]["id"]]
+    assert vs[2]["erased"] == ["van gogh", "red tulip"]
+    assert client.get(f"/v1/takedowns/{a['id']}").json()["state"] == "completed"
+
+
+def test_a_step_whose_parent_left_production_runs_again_from_the_new_one(
+        client: TestClient) -> None:
+    """An operator rolls production back while a step runs: the step must not move production
+    off the rollback; it runs again from the version production now names."""
+    settings = get_settings()
+    tulip = submit(client)
+    assert run_unlearn_job(tulip["job_id"], settings) == "completed"
+    v0, v1 = versions(client)
+    td = submit(client, "van gogh")
+    with session_scope() as s:
+        claimed = jobs.claim(s, settings, td["job_id"], "worker-a")
+    assert claimed is not None and claimed.parent_version_id == v1["id"]
+    back = client.put(f"/v1/models/{td['model_id']}/aliases/production",
+                      json={"version_id": v0["id"], "override_quarantine": True,
+                            "reason": "rollback"})
+    assert back.status_code == 200, back.text
+    step = jobs.StepResult("file:///x", "sha256:0", 1, ["red tulip", "van gogh"],
+                           {"forget_acc": {"van gogh": 0.0}}, {}, {})
+    with session_scope() as s:
+        moved = jobs.commit_version(s, claimed, step, GateResult(True))
+    assert moved == jobs.ParentMoved(td["job_id"], v0["id"])
+    got = client.get(f"/v1/takedowns/{td['id']}").json()
+    assert got["state"] == "queued", got
+    assert len(versions(client)) == 2
+    assert run_unlearn_job(td["job_id"], settings) == "completed"
+    v2 = versions(client)[2]
+    assert v2["parent_id"] == v0["id"] and v2["erased"] == ["van gogh"]
+    assert client.get(f"/v1/models/{td['model_id']}").json()["production_version_id"] == v2["id"]
+
+
 def test_gate_failure_keeps_production(client: TestClient) -> None:
     td = submit(client, "stubborn")
     base = client.get("/v1/models/conceptworld").json()["production_version_id"]
