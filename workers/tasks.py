@@ -226,7 +226,10 @@ def _store_verified(store: Any, claimed: jobs.ClaimedJob, outcome: Any,
                     artifact_dir: Path) -> jobs.StepResult:
     """Copy the artifact to the store, then re-read the stored copy and compare digests."""
     digest, size = tree_digest(artifact_dir)
-    uri = store.put(artifact_dir, f"{claimed.model_id}/{claimed.job_id}")
+    # Keyed by content as well as job: an attempt that died after its upload left its own
+    # (different) artifact, which a retry must neither reuse nor collide with.
+    key = f"{claimed.model_id}/{claimed.job_id}/{digest.removeprefix('sha256:')[:16]}"
+    uri = store.put(artifact_dir, key)
     stored_digest, _ = tree_digest(store.fetch(uri))
     if stored_digest != digest:
         raise RuntimeError(f"artifact digest mismatch after upload: {stored_digest} != {digest}")

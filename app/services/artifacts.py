@@ -31,7 +31,8 @@ def tree_digest(folder: Path) -> tuple[str, int]:
 
 class ArtifactStore(Protocol):
     def put(self, folder: Path, key: str) -> str:
-        """Copy `folder` to `key` and return its URI; never overwrites an existing key."""
+        """Copy `folder` to `key` and return its URI. Keys name their content (the worker
+        puts the digest in them), so one already there holds the same bytes and is kept."""
         ...
 
     def fetch(self, uri: str) -> Path:

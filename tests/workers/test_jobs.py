@@ -175,6 +175,22 @@ def test_a_step_whose_parent_left_production_runs_again_from_the_new_one(
     assert client.get(f"/v1/models/{td['model_id']}").json()["production_version_id"] == v2["id"]
 
 
+def test_a_retry_after_a_worker_died_past_its_upload_completes(client: TestClient) -> None:
+    """The first attempt stored its artifact and died before committing; the retry's artifact
+    differs (its manifest carries its own timings), and must be stored beside it, not checked
+    against it."""
+    settings = get_settings()
+    td = submit(client)
+    earlier = settings.artifacts_dir / td["model_id"] / td["job_id"]
+    earlier.mkdir(parents=True)
+    (earlier / "manifest.json").write_text('{"from": "the attempt that died"}')
+    assert run_unlearn_job(td["job_id"], settings) == "completed"
+    version = versions(client)[1]
+    assert client.get(f"/v1/takedowns/{td['id']}").json()["state"] == "completed"
+    assert (earlier / "manifest.json").read_text() == '{"from": "the attempt that died"}'
+    assert version["digest"].removeprefix("sha256:")[:16] in version["artifact_uri"]
+
+
 def test_gate_failure_keeps_production(client: TestClient) -> None:
     td = submit(client, "stubborn")
     base = client.get("/v1/models/conceptworld").json()["production_version_id"]
