@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     # LETHE_MAX_ATTEMPTS deliveries) by the reconciler.
     preview_stale_seconds: float = 600.0
     progress_min_interval: float = 0.5  # throttle for stored progress events
+    # Idempotency-Key: a request `in_flight` this long lost its process and its key may be
+    # taken anew; a key is kept this long (24 h, as Stripe), then pruned and free again.
+    idempotency_in_flight_seconds: float = Field(default=300.0, gt=0)
+    idempotency_ttl_seconds: float = Field(default=86400.0, gt=0)
     seed: int = 0
 
     gate_max_forget_acc: float = 0.05  # per erased concept, fraction of samples still recognised

@@ -8,21 +8,26 @@
 Keys are scoped to the caller (sha256 of its Authorization header), so two clients never collide.
 The first request inserts an `in_flight` row (primary key (principal, key)); a concurrent twin's
 insert fails on the key and it reads the row instead. Responses that say "try again" (401, 403,
-409, 429, 5xx) are not kept, so the same key can be retried.
+409, 429, 5xx) are not kept, so the same key can be retried. A key still `in_flight` after
+LETHE_IDEMPOTENCY_IN_FLIGHT_SECONDS lost its process and is taken by the next request; keys
+expire after LETHE_IDEMPOTENCY_TTL_SECONDS (24 h), when the reconciler prunes them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+from datetime import timedelta
 
-from sqlalchemy import delete
+from sqlalchemy import and_, delete, or_, update
 from sqlalchemy.exc import IntegrityError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.problems import problem
 from app.db.models import IdempotencyRecord
 from app.db.session import session_scope
+from app.db.types import utcnow
+from app.settings import get_settings
 
 HEADER = b"idempotency-key"
 NOT_KEPT = {401, 403, 409, 429}
@@ -92,12 +97,33 @@ def _claim(principal: str, key: str, fingerprint: str) -> tuple[bool, Idempotenc
                                           state="in_flight"))
         return True, None
     except IntegrityError:
+        if _take_over(principal, key, fingerprint):
+            return True, None
         with session_scope() as session:
             row = session.get(IdempotencyRecord, (principal, key))
             if row is None:  # the first request failed and released the key meanwhile
                 return _claim(principal, key, fingerprint)
             session.expunge(row)
             return False, row
+
+
+def _take_over(principal: str, key: str, fingerprint: str) -> bool:
+    """Claim a key whose request lost its process (`in_flight` too long) or that expired.
+    One conditional UPDATE, so of two retries racing for it only one wins."""
+    settings, now = get_settings(), utcnow()
+    lost = now - timedelta(seconds=settings.idempotency_in_flight_seconds)
+    expired = now - timedelta(seconds=settings.idempotency_ttl_seconds)
+    with session_scope() as session:
+        taken = session.execute(
+            update(IdempotencyRecord)
+            .where(IdempotencyRecord.principal == principal, IdempotencyRecord.key == key,
+                   or_(and_(IdempotencyRecord.state == "in_flight",
+                            IdempotencyRecord.created_at < lost),
+                       IdempotencyRecord.created_at < expired))
+            .values(fingerprint=fingerprint, state="in_flight", status_code=None,
+                    headers=None, body=None, created_at=now))
+        return bool(getattr(taken, "rowcount", 0))
+
 
 
 def _finish(principal: str, key: str, status: int, headers: dict[str, str], body: bytes) -> None:

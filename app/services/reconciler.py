@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from app.db.models import Export, Job, Preview, Takedown
+from app.db.models import Export, IdempotencyRecord, Job, Preview, Takedown
 from app.db.session import session_scope
 from app.db.types import utcnow
 from app.services import dispatch
@@ -35,6 +35,7 @@ class Sweep:
     exports: list[str] = field(default_factory=list)
     stale_failed: list[str] = field(default_factory=list)  # previews/exports given up on
     purged: list[str] = field(default_factory=list)
+    idempotency_keys_pruned: int = 0
 
 
 def sweep(session: Session, settings: Settings) -> Sweep:
@@ -67,6 +68,7 @@ def sweep(session: Session, settings: Settings) -> Sweep:
     out.exports = [e.id for e in exports]
     _stale_running(session, settings, out)
     out.purged = purge_expired(session, settings)
+    out.idempotency_keys_pruned = _prune_idempotency_keys(session, settings)
     return out
 
 
@@ -92,6 +94,14 @@ def _stale_running(session: Session, settings: Settings, out: Sweep) -> None:
         else:
             row.state, row.started_at = State.QUEUED.value, None
             sent.append(row.id)
+
+
+def _prune_idempotency_keys(session: Session, settings: Settings) -> int:
+    """Keys older than LETHE_IDEMPOTENCY_TTL_SECONDS are forgotten: the same key is new again."""
+    cutoff = utcnow() - timedelta(seconds=settings.idempotency_ttl_seconds)
+    result = session.execute(
+        delete(IdempotencyRecord).where(IdempotencyRecord.created_at < cutoff))
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def reconcile_once(settings: Settings) -> Sweep:

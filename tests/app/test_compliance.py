@@ -130,6 +130,52 @@ def test_idempotency_20_concurrent_posts_one_takedown(client: TestClient) -> Non
     assert other.status_code == 422
 
 
+def test_an_idempotency_key_left_in_flight_or_past_its_expiry_is_taken_anew(
+        client: TestClient) -> None:
+    """A process that died mid-request left its key `in_flight`: every retry got 409 forever.
+    A key older than its expiry (24 h) is a new request, and the reconciler prunes it."""
+    from datetime import timedelta
+
+    from app.db.models import IdempotencyRecord
+    from app.db.types import utcnow
+    from app.services.reconciler import reconcile_once
+
+    settings = get_settings()
+    auth = client.headers.get("authorization", "").encode()
+    principal = hashlib.sha256(auth).hexdigest()
+    body = json.dumps(TD).encode()
+    fingerprint = hashlib.sha256(b"POST /v1/takedowns\n" + body).hexdigest()
+
+    def post(key: str) -> Any:
+        return client.post("/v1/takedowns", content=body, headers={
+            "Idempotency-Key": key, "Content-Type": "application/json"})
+
+    died = utcnow() - timedelta(seconds=settings.idempotency_in_flight_seconds + 1)
+    expired = utcnow() - timedelta(seconds=settings.idempotency_ttl_seconds + 1)
+    with session_scope() as session:
+        session.add(IdempotencyRecord(principal=principal, key="died", fingerprint=fingerprint,
+                                      state="in_flight", created_at=died))
+        session.add(IdempotencyRecord(principal=principal, key="fresh", fingerprint=fingerprint,
+                                      state="in_flight", created_at=utcnow()))
+        session.add(IdempotencyRecord(principal=principal, key="old", fingerprint="x",
+                                      state="done", status_code=202, headers={}, body="{}",
+                                      created_at=expired))
+        session.add(IdempotencyRecord(principal=principal, key="pruned", fingerprint="x",
+                                      state="done", status_code=202, headers={}, body="{}",
+                                      created_at=expired))
+    assert post("fresh").status_code == 409
+    for key in ("died", "old"):
+        r = post(key)
+        assert r.status_code == 202, r.text
+        again = post(key)
+        assert again.json()["id"] == r.json()["id"]
+        assert again.headers["idempotent-replayed"] == "true"
+    reconcile_once(settings)
+    with session_scope() as session:
+        keys = {row.key for row in session.scalars(select(IdempotencyRecord))}
+    assert keys == {"died", "old", "fresh"}
+
+
 def test_integration_ref_is_unique_and_jira_adapter(client: TestClient) -> None:
     issue = {"webhookEvent": "jira:issue_created", "issue": {"key": "LEGAL-7", "fields": {
         "summary": "red tulip", "lethe_kind": "object", "lethe_legal_basis": "copyright",
