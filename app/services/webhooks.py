@@ -40,6 +40,8 @@ from app.errors import InvalidInput, NotFound
 from app.settings import Settings
 
 log = structlog.get_logger(__name__)
+# A delivery being sent is leased this long past the send's timeout; then it is due again.
+SEND_LEASE_MARGIN_SECONDS = 30.0
 Resolver = Callable[[str], list[str]]
 # Cloud metadata endpoints that are not already link-local (AWS IPv6, Alibaba).
 METADATA = {ipaddress.ip_address("fd00:ec2::254"), ipaddress.ip_address("100.100.100.200")}
@@ -161,33 +163,41 @@ def backoff(attempt: int, base: float, rng: random.Random | None = None) -> floa
     return (rng or random).uniform(0, min(3600.0, base * 2 ** attempt))
 
 
-def send_one(session: Session, settings: Settings, delivery: WebhookDelivery,
-             *, resolver: Resolver = resolve, client: httpx.Client | None = None) -> bool:
-    """One attempt; records it on the row and schedules the next or gives up."""
-    secret = settings.hmac_key.decode()
+def _secret(session: Session, settings: Settings, delivery: WebhookDelivery) -> str:
     if delivery.subscription_id:
         sub = session.get(WebhookSubscription, delivery.subscription_id)
-        secret = sub.secret if sub else secret
-    body = json.dumps(delivery.payload, separators=(",", ":")).encode()
+        if sub:
+            return sub.secret
+    return settings.hmac_key.decode()
+
+
+def _post(settings: Settings, delivery_id: str, url: str, payload: dict[str, Any], secret: str,
+          *, resolver: Resolver = resolve, client: httpx.Client | None = None
+          ) -> dict[str, Any]:
+    """Send one signed attempt (no database involved): what it got, to record."""
+    body = json.dumps(payload, separators=(",", ":")).encode()
     timestamp = int(time.time())
-    headers = {"content-type": "application/json", "webhook-id": delivery.id,
+    headers = {"content-type": "application/json", "webhook-id": delivery_id,
                "webhook-timestamp": str(timestamp),
-               "webhook-signature": sign(secret, delivery.id, timestamp, body)}
+               "webhook-signature": sign(secret, delivery_id, timestamp, body)}
     attempt: dict[str, Any] = {"at": utcnow().isoformat(), "status": None, "error": None}
-    ok = False
     try:
-        check_url(delivery.url, settings.webhook_allowlist, resolver=resolver)
+        check_url(url, settings.webhook_allowlist, resolver=resolver)
         own = client or httpx.Client(timeout=settings.webhook_timeout_seconds,
                                      follow_redirects=False)
         try:
-            response = own.post(delivery.url, content=body, headers=headers)
+            response = own.post(url, content=body, headers=headers)
         finally:
             if client is None:
                 own.close()
         attempt["status"] = response.status_code
-        ok = 200 <= response.status_code < 300
     except (httpx.HTTPError, InvalidInput, OSError) as exc:
         attempt["error"] = f"{type(exc).__name__}: {getattr(exc, 'detail', exc)}"
+    return attempt
+
+
+def _record(settings: Settings, delivery: WebhookDelivery, attempt: dict[str, Any]) -> bool:
+    ok = attempt["status"] is not None and 200 <= attempt["status"] < 300
     delivery.attempts = [*delivery.attempts, attempt]
     if ok:
         delivery.state, delivery.next_attempt_at = "delivered", None
@@ -200,16 +210,32 @@ def send_one(session: Session, settings: Settings, delivery: WebhookDelivery,
 
 
 def deliver_due(settings: Settings, *, limit: int = 50) -> int:
-    """Send every pending delivery whose time has come; returns how many were attempted."""
-    with session_scope() as session:
-        due = list(session.scalars(
-            select(WebhookDelivery).where(WebhookDelivery.state == "pending",
-                                          WebhookDelivery.next_attempt_at <= utcnow())
-            .order_by(WebhookDelivery.next_attempt_at).limit(limit)
-            .with_for_update(skip_locked=True)))
-        for delivery in due:
-            send_one(session, settings, delivery)
-        return len(due)
+    """Send pending deliveries whose time has come, each at most once per call; returns how
+    many were attempted. Each is taken in a short transaction that leases it (its next attempt
+    moved past the send's timeout, so a sender that dies mid-send leaves it to be retried),
+    sent with no transaction open, then recorded: a slow receiver holds no lock."""
+    tried: list[str] = []
+    while len(tried) < limit:
+        with session_scope() as session:
+            delivery = session.scalars(
+                select(WebhookDelivery).where(WebhookDelivery.state == "pending",
+                                              WebhookDelivery.next_attempt_at <= utcnow(),
+                                              WebhookDelivery.id.not_in(tried))
+                .order_by(WebhookDelivery.next_attempt_at).limit(1)
+                .with_for_update(skip_locked=True)).first()
+            if delivery is None:
+                break
+            delivery.next_attempt_at = utcnow() + timedelta(
+                seconds=settings.webhook_timeout_seconds + SEND_LEASE_MARGIN_SECONDS)
+            job = (delivery.id, delivery.url, delivery.payload,
+                   _secret(session, settings, delivery))
+        tried.append(job[0])
+        attempt = _post(settings, *job)
+        with session_scope() as session:
+            row = session.get(WebhookDelivery, job[0], with_for_update=True)
+            if row is not None and row.state == "pending":
+                _record(settings, row, attempt)
+    return len(tried)
 
 
 def redeliver(session: Session, delivery_id: str) -> WebhookDelivery:

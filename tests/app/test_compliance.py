@@ -10,6 +10,7 @@ import json
 import re
 import tarfile
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
@@ -222,7 +223,7 @@ def verify_standard_webhook(secret: str, headers: dict[str, str], body: bytes) -
 
 
 class Receiver:
-    def __init__(self, fail_first: int = 0) -> None:
+    def __init__(self, fail_first: int = 0, delay: float = 0.0) -> None:
         self.got: list[tuple[dict[str, str], bytes]] = []
         self.fail_first = fail_first
         outer = self
@@ -231,6 +232,7 @@ class Receiver:
             def do_POST(self) -> None:  # noqa: N802
                 body = self.rfile.read(int(self.headers["content-length"]))
                 outer.got.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                time.sleep(delay)
                 self.send_response(500 if len(outer.got) <= outer.fail_first else 204)
                 self.end_headers()
 
@@ -270,6 +272,34 @@ def test_signed_webhook_with_retries_and_redeliver(client: TestClient,
     assert again.json()["state"] == "pending"
     webhooks.deliver_due(settings)
     assert len(receiver.got) == 4
+
+
+def test_a_slow_receiver_locks_no_other_delivery(client: TestClient,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Deliveries were sent inside one transaction holding every due row (on SQLite, the
+    whole database): a slow receiver blocked every other write for the batch's duration."""
+    settings = get_settings()
+    monkeypatch.setattr(settings, "webhook_allowlist", ["127.0.0.1"])
+    receiver = Receiver(delay=3.0)
+    client.post("/v1/webhooks", json={"url": receiver.url, "events": ["takedown.cancelled"]})
+    for concept in ("red tulip", "van gogh"):
+        td = client.post("/v1/takedowns", json={**TD, "concept": concept}).json()
+        client.post(f"/v1/takedowns/{td['id']}/cancel")
+    sender = threading.Thread(target=webhooks.deliver_due, args=(settings,))
+    sender.start()
+    deadline = time.monotonic() + 10
+    while not receiver.got and time.monotonic() < deadline:
+        time.sleep(0.05)
+    first = receiver.got[0][0]["webhook-id"]
+    clock = time.monotonic()
+    with session_scope() as session:
+        other = session.scalars(select(WebhookDelivery).where(WebhookDelivery.id != first)
+                                .with_for_update()).one()
+        other.url = receiver.url + "?moved"
+    waited = time.monotonic() - clock
+    sender.join()
+    assert waited < 1.0, f"a write to another delivery waited {waited:.1f} s"
+    assert len(receiver.got) == 2
 
 
 def test_failing_receiver_gives_up_after_max_attempts(client: TestClient,
