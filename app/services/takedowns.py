@@ -143,6 +143,9 @@ def extend(session: Session, takedown_id: str, months: int, reason: str) -> Take
         raise Conflict("the deadline was already extended once")
     if State(takedown.state) in TERMINAL:
         raise Conflict(f"takedown is {takedown.state}")
+    if takedown.due_at < utcnow():  # the extension must be notified before the deadline
+        raise Conflict(f"the deadline passed on {takedown.due_at.isoformat()}; an extension "
+                       "must be decided and notified before it")
     before = takedown.due_at
     takedown.due_at = before + timedelta(days=30 * months)
     extension = {"months": months, "reason": reason, "from": before.isoformat(),

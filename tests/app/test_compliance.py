@@ -206,8 +206,13 @@ def test_legal_elements_and_gdpr_extension(client: TestClient) -> None:
     assert ext.status_code == 200 and ext.json()["legal"]["extension"]["reason"]
     assert client.post(f"/v1/takedowns/{gdpr['id']}/extend",
                        json={"months": 1, "reason": "again"}).status_code == 409
-    client.post("/v1/takedowns", json={**TD, "due_at": "2020-01-01T00:00:00Z"})
+    late = client.post("/v1/takedowns", json={**TD, "legal_basis": "gdpr_art17",
+                                              "due_at": "2020-01-01T00:00:00Z"}).json()
     assert "lethe_takedowns_overdue 1.0" in client.get("/metrics").text
+    # Art. 12(3): the extension is notified within the first month, so never once it passed.
+    too_late = client.post(f"/v1/takedowns/{late['id']}/extend",
+                           json={"months": 2, "reason": "many linked requests"})
+    assert too_late.status_code == 409 and "2020-01-01" in too_late.json()["detail"]
 
 
 # --- webhooks -----------------------------------------------------------------------------
