@@ -22,6 +22,8 @@ def move_takedown(session: Session, takedown: Takedown, target: State, **data: A
     previous = takedown.state
     takedown.state = transition(takedown.state, target)
     takedown.updated_at = utcnow()
+    if target == State.QUEUED:  # back in line: the last run's progress no longer describes it
+        takedown.progress = None
     record(session, takedown.id, "state", {"state": target.value, **data})
     audit.record(session, f"takedown.{target.value}", "takedown", takedown.id,
                  {"from": previous, "to": target.value, **data})

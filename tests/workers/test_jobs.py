@@ -236,14 +236,18 @@ def test_reconciler_requeues_expired_lease_then_crashes(client: TestClient) -> N
     settings = get_settings()
     for attempt in range(1, settings.max_attempts + 1):
         with session_scope() as s:
-            assert jobs.claim(s, settings, td["job_id"], f"w{attempt}") is not None
+            claimed = jobs.claim(s, settings, td["job_id"], f"w{attempt}")
+            assert claimed is not None
+            jobs.record_progress(s, claimed, {"stage": "training", "percent": 40.0, "step": 48,
+                                              "total_steps": 120, "eta_seconds": 30.0})
             job = s.get(Job, td["job_id"])
             assert job is not None
             job.lease_expires_at = utcnow() - timedelta(seconds=1)
         sweep = reconcile_once(settings)
         if attempt < settings.max_attempts:
             assert sweep.requeued == [td["job_id"]]
-            assert client.get(f"/v1/takedowns/{td['id']}").json()["state"] == "queued"
+            back = client.get(f"/v1/takedowns/{td['id']}").json()
+            assert back["state"] == "queued" and back["progress"] is None  # not the dead run's
     assert client.get(f"/v1/takedowns/{td['id']}").json()["state"] == "crashed"
 
 
