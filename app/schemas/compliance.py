@@ -5,9 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
 
 from app.services.keys import Scope
+from app.states import State
+
+# What a subscription can hear: a takedown entering each state.
+TAKEDOWN_EVENTS = sorted(f"takedown.{state.value}" for state in State)
 
 
 class KeyCreate(BaseModel):
@@ -61,6 +65,14 @@ class SubscriptionCreate(BaseModel):
     url: AnyHttpUrl
     events: list[str] = Field(default_factory=list, max_length=32,
                               description="event types, e.g. takedown.completed; empty = all")
+
+    @field_validator("events")
+    @classmethod
+    def _known_events(cls, events: list[str]) -> list[str]:
+        unknown = sorted(set(events) - set(TAKEDOWN_EVENTS))
+        if unknown:  # it would be accepted and never fire
+            raise ValueError(f"unknown event types {unknown}; known: {TAKEDOWN_EVENTS}")
+        return events
 
 
 class SubscriptionOut(BaseModel):

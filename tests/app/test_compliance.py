@@ -307,6 +307,17 @@ def test_a_slow_receiver_locks_no_other_delivery(client: TestClient,
     assert len(receiver.got) == 2
 
 
+def test_a_subscription_to_an_event_that_never_fires_is_refused(client: TestClient) -> None:
+    r = client.post("/v1/webhooks", json={"url": "https://hooks.example/x",
+                                          "events": ["takedown.completed", "takedown.done"]})
+    assert r.status_code == 422, r.text
+    assert r.json()["errors"][0]["field"] == "events"
+    assert "takedown.done" in r.json()["errors"][0]["message"]
+    ok = client.post("/v1/webhooks", json={"url": "https://hooks.example/x",
+                                           "events": ["takedown.completed", "takedown.failed"]})
+    assert ok.status_code == 201, ok.text
+
+
 def test_failing_receiver_gives_up_after_max_attempts(client: TestClient,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     settings = get_settings()
