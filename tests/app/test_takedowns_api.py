@@ -74,6 +74,13 @@ def test_a_time_without_a_zone_is_refused_and_nothing_is_filed(client: TestClien
     assert _dt(r.json()["due_at"]) == _dt("2029-12-31T22:00:00+00:00")
 
 
+def test_a_method_not_allowed_says_which_are(client: TestClient) -> None:
+    r = client.delete("/v1/takedowns")
+    assert r.status_code == 405
+    assert r.headers["content-type"] == "application/problem+json"
+    assert "POST" in r.headers["allow"]  # Starlette names the first route's methods
+
+
 def test_unknown_model_is_404(client: TestClient) -> None:
     r = client.post("/v1/takedowns", json=body(model="no-such-model"))
     assert r.status_code == 404
