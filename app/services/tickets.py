@@ -24,8 +24,11 @@ class TicketAdapter(Protocol):
 class JiraAdapter:
     """Jira issue webhooks (`jira:issue_created` / `jira:issue_updated`). Fields read:
     issue.key; fields.summary (the concept unless `lethe_concept` is set); optional custom
-    fields `lethe_model`, `lethe_kind`, `lethe_legal_basis`, `lethe_prompts`; the reporter's
-    displayName and emailAddress as the claimant."""
+    fields `lethe_model`, `lethe_kind`, `lethe_legal_basis`, `lethe_prompts`, `lethe_legal`
+    (the legal record, as `legal` on POST /v1/takedowns), `lethe_due_at`, and the claimant:
+    `lethe_claimant_name` / `lethe_claimant_email` / `lethe_claimant_organisation`, else the
+    reporter's displayName and emailAddress. A claimant with no email (Jira hides the
+    reporter's by default) is refused, never made up: the notice must be answerable."""
 
     name = "jira"
     EVENTS = {"jira:issue_created", "jira:issue_updated"}
@@ -37,15 +40,22 @@ class JiraAdapter:
         issue = payload.get("issue") or {}
         fields = issue.get("fields") or {}
         reporter = fields.get("reporter") or {}
+        email = fields.get("lethe_claimant_email") or reporter.get("emailAddress")
+        if not email:
+            raise InvalidInput("the claimant has no email: set the custom field "
+                               "lethe_claimant_email (Jira hides the reporter's)", field="issue")
         body = {
             "model": fields.get("lethe_model") or "conceptworld",
             "concept": fields.get("lethe_concept") or fields.get("summary"),
             "kind": fields.get("lethe_kind") or "other",
             "legal_basis": fields.get("lethe_legal_basis") or "other",
-            "claimant": {"name": reporter.get("displayName") or "Jira reporter",
-                         "email": reporter.get("emailAddress") or "unknown@invalid.example"},
+            "claimant": {"name": fields.get("lethe_claimant_name") or reporter.get("displayName")
+                         or "Jira reporter", "email": email,
+                         "organisation": fields.get("lethe_claimant_organisation")},
             "external_ref": issue.get("key"), "integration": self.name,
             "prompts": fields.get("lethe_prompts"),
+            "legal": fields.get("lethe_legal") or {},
+            "due_at": fields.get("lethe_due_at"),
         }
         try:
             return TakedownCreate.model_validate(body)

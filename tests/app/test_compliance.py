@@ -191,6 +191,34 @@ def test_integration_ref_is_unique_and_jira_adapter(client: TestClient) -> None:
     assert bad.status_code == 422
 
 
+def test_a_jira_ticket_carries_the_legal_record_and_never_invents_a_claimant(
+        client: TestClient) -> None:
+    """A DMCA notice needs its legal elements, which a Jira ticket had no way to give (every
+    DMCA or DSA ticket was refused); a reporter whose email Jira hides was filed as
+    unknown@invalid.example, a claimant nobody can answer."""
+    legal = {"work_identification": "Tulip photo series", "good_faith_statement": True,
+             "accuracy_statement": True, "authority_under_perjury": True,
+             "signature": {"name": "A. Rights", "signed_at": "2026-01-01T00:00:00Z"}}
+    fields = {"summary": "red tulip", "lethe_kind": "object", "lethe_legal_basis": "dmca",
+              "lethe_prompts": ["a red tulip"], "lethe_legal": legal,
+              "lethe_claimant_email": "legal@tulip.example",
+              "lethe_claimant_organisation": "Tulip Co",
+              "lethe_due_at": "2030-01-01T00:00:00Z", "reporter": {"displayName": "R"}}
+    issue = {"webhookEvent": "jira:issue_created", "issue": {"key": "LEGAL-8", "fields": fields}}
+    r = client.post("/v1/integrations/jira/webhook", json=issue)
+    assert r.status_code == 202, r.text
+    td = r.json()
+    assert td["legal"]["work_identification"] == "Tulip photo series"
+    assert td["claimant"] == {"name": "R", "email": "legal@tulip.example",
+                              "organisation": "Tulip Co"}
+    assert td["due_at"].startswith("2030-01-01")
+    hidden = {**fields, "lethe_claimant_email": None, "lethe_legal_basis": "copyright"}
+    r = client.post("/v1/integrations/jira/webhook", json={
+        "webhookEvent": "jira:issue_created", "issue": {"key": "LEGAL-9", "fields": hidden}})
+    assert r.status_code == 422, r.text
+    assert "lethe_claimant_email" in r.json()["detail"]
+
+
 def test_legal_elements_and_gdpr_extension(client: TestClient) -> None:
     r = client.post("/v1/takedowns", json={**TD, "legal_basis": "dmca"})
     assert r.status_code == 422 and "signature" in r.json()["detail"]
