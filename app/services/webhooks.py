@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import structlog
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from app.db.models import Takedown, WebhookDelivery, WebhookSubscription
@@ -268,9 +268,20 @@ async def run_webhook_loop(settings: Settings) -> None:
             await asyncio.sleep(settings.webhook_poll_seconds)
 
 
-def list_deliveries(session: Session, *, takedown_id: str | None,
-                    limit: int = 200) -> list[WebhookDelivery]:
+def list_deliveries(session: Session, *, takedown_id: str | None, state: str | None = None,
+                    before: str | None = None, limit: int = 200) -> list[WebhookDelivery]:
+    """Newest first; `before` (a delivery id, the last of the previous page) pages on."""
     stmt = select(WebhookDelivery)
     if takedown_id:
         stmt = stmt.where(WebhookDelivery.takedown_id == takedown_id)
-    return list(session.scalars(stmt.order_by(WebhookDelivery.created_at.desc()).limit(limit)))
+    if state:
+        stmt = stmt.where(WebhookDelivery.state == state)
+    if before:
+        last = session.get(WebhookDelivery, before)
+        if last is None:
+            raise NotFound(f"no webhook delivery {before!r}")
+        stmt = stmt.where(or_(WebhookDelivery.created_at < last.created_at,
+                              and_(WebhookDelivery.created_at == last.created_at,
+                                   WebhookDelivery.id < last.id)))
+    order = (WebhookDelivery.created_at.desc(), WebhookDelivery.id.desc())
+    return list(session.scalars(stmt.order_by(*order).limit(limit)))

@@ -335,6 +335,30 @@ def test_a_slow_receiver_locks_no_other_delivery(client: TestClient,
     assert len(receiver.got) == 2
 
 
+def test_the_delivery_log_filters_by_state_and_pages_past_its_limit(client: TestClient) -> None:
+    """The log showed the newest 200 only: an older failed delivery could not be found to be
+    sent again."""
+    from datetime import timedelta
+
+    from app.db.types import utcnow
+
+    start = utcnow()
+    with session_scope() as session:
+        for i in range(5):
+            session.add(WebhookDelivery(
+                id=f"d{i}", url="https://hooks.example/x", event="takedown.failed", payload={},
+                state="failed" if i % 2 == 0 else "delivered", attempts=[],
+                created_at=start + timedelta(seconds=i)))
+    failed = client.get("/v1/webhooks/deliveries?state=failed").json()
+    assert [d["id"] for d in failed] == ["d4", "d2", "d0"]
+    page = client.get("/v1/webhooks/deliveries?limit=2").json()
+    assert [d["id"] for d in page] == ["d4", "d3"]
+    rest = client.get("/v1/webhooks/deliveries?limit=2&before=d3").json()
+    assert [d["id"] for d in rest] == ["d2", "d1"]
+    assert client.get("/v1/webhooks/deliveries?state=lost").status_code == 422
+    assert client.get("/v1/webhooks/deliveries?before=nope").status_code == 404
+
+
 def test_a_subscription_to_an_event_that_never_fires_is_refused(client: TestClient) -> None:
     r = client.post("/v1/webhooks", json={"url": "https://hooks.example/x",
                                           "events": ["takedown.completed", "takedown.done"]})

@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Response, status
+from fastapi import APIRouter, Body, Query, Response, status
 
 from app.api.deps import ModelsAdmin, SessionDep, SettingsDep, TakedownsWrite
 from app.api.routes.takedowns import takedown_out
@@ -43,11 +43,16 @@ def subscribe(body: SubscriptionCreate, session: SessionDep, settings: SettingsD
 
 
 @router.get("/webhooks/deliveries", response_model=list[DeliveryOut])
-def list_deliveries(session: SessionDep, _: ModelsAdmin,
-                    takedown_id: str | None = None) -> list[DeliveryOut]:
+def list_deliveries(
+    session: SessionDep, _: ModelsAdmin, takedown_id: str | None = None,
+    state: Literal["pending", "delivered", "failed"] | None = None,
+    before: Annotated[str | None, Query(max_length=36, description=(
+        "the last delivery id of the previous page: the next page starts after it"))] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+) -> list[DeliveryOut]:
     """The delivery log, newest first, with every attempt."""
-    return [DeliveryOut.model_validate(d)
-            for d in webhooks.list_deliveries(session, takedown_id=takedown_id)]
+    return [DeliveryOut.model_validate(d) for d in webhooks.list_deliveries(
+        session, takedown_id=takedown_id, state=state, before=before, limit=limit)]
 
 
 @router.post("/webhooks/deliveries/{delivery_id}/redeliver", response_model=DeliveryOut)
