@@ -125,7 +125,6 @@ def _take_over(principal: str, key: str, fingerprint: str) -> bool:
         return bool(getattr(taken, "rowcount", 0))
 
 
-
 def _finish(principal: str, key: str, status: int, headers: dict[str, str], body: bytes) -> None:
     with session_scope() as session:
         if status in NOT_KEPT or status >= 500:

@@ -171,9 +171,8 @@ def _secret(session: Session, settings: Settings, delivery: WebhookDelivery) -> 
     return settings.hmac_key.decode()
 
 
-def _post(settings: Settings, delivery_id: str, url: str, payload: dict[str, Any], secret: str,
-          *, resolver: Resolver = resolve, client: httpx.Client | None = None
-          ) -> dict[str, Any]:
+def _post(settings: Settings, delivery_id: str, url: str, payload: dict[str, Any],
+          secret: str) -> dict[str, Any]:
     """Send one signed attempt (no database involved): what it got, to record."""
     body = json.dumps(payload, separators=(",", ":")).encode()
     timestamp = int(time.time())
@@ -182,31 +181,26 @@ def _post(settings: Settings, delivery_id: str, url: str, payload: dict[str, Any
                "webhook-signature": sign(secret, delivery_id, timestamp, body)}
     attempt: dict[str, Any] = {"at": utcnow().isoformat(), "status": None, "error": None}
     try:
-        check_url(url, settings.webhook_allowlist, resolver=resolver)
-        own = client or httpx.Client(timeout=settings.webhook_timeout_seconds,
-                                     follow_redirects=False)
-        try:
-            response = own.post(url, content=body, headers=headers)
-        finally:
-            if client is None:
-                own.close()
+        check_url(url, settings.webhook_allowlist)
+        with httpx.Client(timeout=settings.webhook_timeout_seconds,
+                          follow_redirects=False) as client:
+            response = client.post(url, content=body, headers=headers)
         attempt["status"] = response.status_code
     except (httpx.HTTPError, InvalidInput, OSError) as exc:
         attempt["error"] = f"{type(exc).__name__}: {getattr(exc, 'detail', exc)}"
     return attempt
 
 
-def _record(settings: Settings, delivery: WebhookDelivery, attempt: dict[str, Any]) -> bool:
-    ok = attempt["status"] is not None and 200 <= attempt["status"] < 300
+def _record(settings: Settings, delivery: WebhookDelivery, attempt: dict[str, Any]) -> None:
+    """Append the attempt; the delivery is done, given up, or due again after a backoff."""
     delivery.attempts = [*delivery.attempts, attempt]
-    if ok:
+    if attempt["status"] is not None and 200 <= attempt["status"] < 300:
         delivery.state, delivery.next_attempt_at = "delivered", None
     elif (tries := _tries_since_redeliver(delivery.attempts)) >= settings.webhook_max_attempts:
         delivery.state, delivery.next_attempt_at = "failed", None
     else:
         wait = backoff(tries, settings.webhook_backoff_seconds)
         delivery.next_attempt_at = utcnow() + timedelta(seconds=wait)
-    return ok
 
 
 def deliver_due(settings: Settings, *, limit: int = 50) -> int:
@@ -227,12 +221,12 @@ def deliver_due(settings: Settings, *, limit: int = 50) -> int:
                 break
             delivery.next_attempt_at = utcnow() + timedelta(
                 seconds=settings.webhook_timeout_seconds + SEND_LEASE_MARGIN_SECONDS)
-            job = (delivery.id, delivery.url, delivery.payload,
-                   _secret(session, settings, delivery))
-        tried.append(job[0])
-        attempt = _post(settings, *job)
+            leased = (delivery.id, delivery.url, delivery.payload,
+                      _secret(session, settings, delivery))
+        tried.append(leased[0])
+        attempt = _post(settings, *leased)
         with session_scope() as session:
-            row = session.get(WebhookDelivery, job[0], with_for_update=True)
+            row = session.get(WebhookDelivery, leased[0], with_for_update=True)
             if row is not None and row.state == "pending":
                 _record(settings, row, attempt)
     return len(tried)

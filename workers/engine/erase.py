@@ -437,9 +437,9 @@ def _owned_earlier(model: LoadedModel, erased_before: list[CatalogConcept], cata
     return owned
 
 
-
 def _all_words(owned: dict[str, frozenset[int]]) -> frozenset[int]:
     return frozenset(t for ids in owned.values() for t in ids)
+
 
 def _nothing_to_train(model: LoadedModel, requests: list[ForgetRequest], kept: list[str],
                       covered: dict[str, list[str]], clock: float) -> StepReport:
