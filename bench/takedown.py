@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import platform
+import select
 import signal
 import socket
 import subprocess
@@ -39,29 +40,38 @@ def free_port() -> int:
 
 
 @contextmanager
-def embedded_service(data_dir: Path, admin_key: str, env: dict[str, str] | None = None
-                     ) -> Iterator[httpx.Client]:
+def embedded_service(data_dir: Path, admin_key: str, env: dict[str, str] | None = None,
+                     start_timeout: float = 120) -> Iterator[httpx.Client]:
     """`lethe serve` on a free port, as a client authorised with `admin_key`; stopped after.
-    `env` adds `LETHE_*` settings; it must announce its URL on its first line of output."""
+    `env` adds `LETHE_*` settings; it must announce its URL on its first line of output.
+    The service's and its worker's logs go to `<data_dir>.serve.log`; if the body raises,
+    their last lines are printed, so a failure says what the service was doing."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
+    log_path = data_dir.with_name(f"{data_dir.name}.serve.log")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
     child_env = {k: v for k, v in os.environ.items() if not k.startswith("LETHE_")}
     child_env.update({"LETHE_CONCEPTWORLD_DIR": str(CONCEPTWORLD_DIR),
-                      "LETHE_LOG_LEVEL": "WARNING", "LETHE_ADMIN_KEY": admin_key, **(env or {})})
-    proc = subprocess.Popen(
-        [sys.executable, "-c", "from lethe.cli import app; app()", "serve", "--port", str(port),
-         "--data-dir", str(data_dir)], cwd=REPO_ROOT, env=child_env, start_new_session=True,
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                      "LETHE_LOG_LEVEL": "INFO", "LETHE_ADMIN_KEY": admin_key, **(env or {})})
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", "from lethe.cli import app; app()", "serve", "--port",
+             str(port), "--data-dir", str(data_dir)], cwd=REPO_ROOT, env=child_env,
+            start_new_session=True, stdout=subprocess.PIPE, stderr=log, text=True)
     try:
-        assert proc.stdout is not None
-        announced = proc.stdout.readline()
+        announced = _first_line(proc, start_timeout)
         if url not in announced:
             raise RuntimeError(f"lethe serve did not print its URL {url}: {announced!r}")
+        assert proc.stdout is not None
         threading.Thread(target=proc.stdout.read, daemon=True).start()  # never let it block
         with httpx.Client(base_url=url, timeout=30,
                           headers={"Authorization": f"Bearer {admin_key}"}) as client:
             wait_ready(client, proc)
             yield client
+    except BaseException:
+        tail = log_path.read_text(errors="replace").splitlines()[-60:]
+        print(f"--- last lines of {log_path} ---", *tail, sep="\n", file=sys.stderr)
+        raise
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -69,6 +79,16 @@ def embedded_service(data_dir: Path, admin_key: str, env: dict[str, str] | None 
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def _first_line(proc: subprocess.Popen[str], timeout: float) -> str:
+    """The first line `proc` prints, or RuntimeError after `timeout` s (a start-up that hangs
+    must fail, not wait forever)."""
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    if not ready:
+        raise RuntimeError(f"lethe serve printed nothing in {timeout:.0f} s")
+    return proc.stdout.readline()
 
 
 def wait_ready(client: httpx.Client, proc: subprocess.Popen[str], timeout: float = 60

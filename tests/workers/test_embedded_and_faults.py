@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import socket
 import subprocess
@@ -83,9 +84,12 @@ def test_stopping_serve_kills_a_worker_that_is_still_busy() -> None:
 
 
 def follow_states(url: str, headers: dict[str, str], deadline: float) -> list[str]:
-    """The state events of a live SSE stream, read until the server ends it."""
+    """The state events of a live SSE stream, read until the server ends it or `deadline`
+    seconds pass (its pings would keep a stream that never ends open forever)."""
+    end = time.monotonic() + deadline
     with httpx.stream("GET", url, headers=headers, timeout=deadline) as stream:
-        return [data["state"] for kind, data in parse_sse(stream.iter_lines()) if kind == "state"]
+        lines = itertools.takewhile(lambda _: time.monotonic() < end, stream.iter_lines())
+        return [data["state"] for kind, data in parse_sse(lines) if kind == "state"]
 
 
 class TcpProxy:
