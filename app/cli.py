@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -38,21 +39,28 @@ def serve(
     reset_engine()
     migrate_to_head()
     _announce_admin_key(get_settings().admin_key)
+    # uvicorn re-raises the SIGTERM it caught after shutting down; with the default action
+    # that would end this process before `finally` stops the worker, leaving it orphaned.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     worker = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "workers.celery_app:celery_app", "worker",
          "-Q", "unlearn,preview", "-c", "1", "--pool", "solo", "-l", "WARNING",
          "--without-gossip", "--without-mingle", "--without-heartbeat"],
         cwd=REPO_ROOT, env=os.environ.copy())
-    import uvicorn
-
-    from app.main import create_app
-
-    console.print(f"Lethe is serving on [bold]http://{host}:{port}[/bold] "
-                  f"(data in {data_dir}; API docs at /docs)")
     try:
+        import uvicorn
+
+        from app.main import create_app
+
+        console.print(f"Lethe is serving on [bold]http://{host}:{port}[/bold] "
+                      f"(data in {data_dir}; API docs at /docs)")
         uvicorn.run(create_app(), host=host, port=port, log_level="warning")
     finally:
         _stop(worker)
+
+
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _stop(worker: subprocess.Popen[bytes], grace_seconds: float = 10) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -66,6 +67,54 @@ def test_embedded_serve_completes_a_takedown(tmp_path: Path) -> None:
         assert time.monotonic() - started < 60
         versions = client.get("/v1/models/conceptworld/versions").json()
         assert [v["erased"] for v in versions] == [[], ["red tulip"]]
+
+
+def test_serve_stopped_by_sigterm_stops_its_worker(tmp_path: Path) -> None:
+    """uvicorn re-raises the SIGTERM it caught once it has shut down; with the default action
+    that killed `lethe serve` before it stopped its worker, which ran on, orphaned."""
+    stand_in = {"LETHE_CONCEPTWORLD_DIR": str(make_conceptworld(tmp_path)),
+                "LETHE_ENGINE_MODULE": "tests.stand_in_engine"}
+    data_dir = tmp_path / "data"
+    with embedded_service(data_dir, EMBEDDED_ADMIN_KEY, env=stand_in):
+        serve = next(pid for pid in _pids() if str(data_dir) in _cmdline(pid))
+        worker = next(pid for pid in _pids() if _parent(pid) == serve)
+        os.kill(serve, signal.SIGTERM)  # the process only, as `docker stop` or `kill` would
+        deadline = time.monotonic() + 30
+        while _alive(worker) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        alive = _alive(worker)
+        if alive:
+            os.kill(worker, signal.SIGKILL)
+        assert not alive, "the worker outlived `lethe serve`"
+
+
+def _pids() -> list[int]:
+    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def _stat(pid: int) -> list[str]:
+    """The fields of /proc/<pid>/stat after the command name: state, parent, …"""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return []
+
+
+def _parent(pid: int) -> int:
+    fields = _stat(pid)
+    return int(fields[1]) if fields else 0
+
+
+def _alive(pid: int) -> bool:
+    fields = _stat(pid)
+    return bool(fields) and fields[0] != "Z"
 
 
 def test_stopping_serve_kills_a_worker_that_is_still_busy() -> None:
