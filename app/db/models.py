@@ -257,9 +257,13 @@ class WebhookSubscription(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     url: Mapped[str] = mapped_column(Text)
     secret: Mapped[str] = mapped_column(String(100))  # whsec_<base64>; needed to sign
+    # After a rotation the old secret signs too, until it expires (receivers switch over).
+    previous_secret: Mapped[str | None] = mapped_column(String(100))
+    previous_secret_expires_at: Mapped[datetime | None] = mapped_column()
     events: Mapped[list[str]] = mapped_column(JSONType, default=list)  # empty = every event
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    deleted_at: Mapped[datetime | None] = mapped_column()  # kept for the delivery log
 
 
 class WebhookDelivery(Base):

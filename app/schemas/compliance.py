@@ -5,7 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from app.services.keys import Scope
 from app.states import State
@@ -60,6 +67,13 @@ class AuditVerification(BaseModel):
     reason: str | None
 
 
+def _known_events(events: list[str]) -> list[str]:
+    unknown = sorted(set(events) - set(TAKEDOWN_EVENTS))
+    if unknown:  # it would be accepted and never fire
+        raise ValueError(f"unknown event types {unknown}; known: {TAKEDOWN_EVENTS}")
+    return events
+
+
 class SubscriptionCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     url: AnyHttpUrl
@@ -68,11 +82,38 @@ class SubscriptionCreate(BaseModel):
 
     @field_validator("events")
     @classmethod
-    def _known_events(cls, events: list[str]) -> list[str]:
-        unknown = sorted(set(events) - set(TAKEDOWN_EVENTS))
-        if unknown:  # it would be accepted and never fire
-            raise ValueError(f"unknown event types {unknown}; known: {TAKEDOWN_EVENTS}")
-        return events
+    def _check_events(cls, events: list[str]) -> list[str]:
+        return _known_events(events)
+
+
+class SubscriptionChange(BaseModel):
+    """The fields to change; those left out keep their value. An inactive subscription gets
+    no new events; what was already queued for it waits, and goes out once it is active."""
+    model_config = ConfigDict(extra="forbid")
+    url: AnyHttpUrl | None = None
+    events: list[str] | None = Field(default=None, max_length=32,
+                                     description="event types; empty = all")
+    active: bool | None = None
+
+    @field_validator("events")
+    @classmethod
+    def _check_events(cls, events: list[str] | None) -> list[str] | None:
+        return events if events is None else _known_events(events)
+
+    @model_validator(mode="after")
+    def _something_given(self) -> SubscriptionChange:
+        if not self.model_fields_set:
+            raise ValueError("give at least one of url, events, active")
+        if nulls := sorted(f for f in self.model_fields_set if getattr(self, f) is None):
+            raise ValueError(f"{', '.join(nulls)} cannot be null; leave it out to keep it")
+        return self
+
+
+class SecretRotation(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    keep_previous_seconds: int = Field(
+        default=86400, ge=0, le=7 * 86400,
+        description="how long the old secret still signs beside the new one (0: not at all)")
 
 
 class SubscriptionOut(BaseModel):
@@ -82,6 +123,8 @@ class SubscriptionOut(BaseModel):
     events: list[str]
     active: bool
     created_at: datetime
+    previous_secret_expires_at: datetime | None = Field(
+        description="until when the secret before the last rotation still signs too")
 
 
 class SubscriptionCreated(SubscriptionOut):

@@ -30,13 +30,13 @@ from urllib.parse import urlsplit
 
 import httpx
 import structlog
-from sqlalchemy import and_, or_, select
+from sqlalchemy import ColumnElement, and_, or_, select
 from sqlalchemy.orm import Session
 
 from app.db.models import Takedown, WebhookDelivery, WebhookSubscription
 from app.db.session import session_scope
 from app.db.types import utcnow
-from app.errors import InvalidInput, NotFound
+from app.errors import Conflict, InvalidInput, NotFound
 from app.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -111,6 +111,12 @@ def _is_ip(host: str) -> bool:
         return False
 
 
+def signatures(secrets_: list[str], msg_id: str, timestamp: int, body: bytes) -> str:
+    """The `webhook-signature` value: one `v1,` signature per secret, space-separated (a
+    receiver that knows any of them can verify, so a rotation breaks no one)."""
+    return " ".join(sign(secret, msg_id, timestamp, body) for secret in secrets_)
+
+
 def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     key = base64.b64decode(secret.removeprefix("whsec_")) if secret.startswith("whsec_") \
         else secret.encode()
@@ -133,6 +139,69 @@ def create_subscription(session: Session, settings: Settings, url: str,
     audit.record(session, "webhook.subscribed", "webhook_subscription", row.id,
                  {"url": url, "events": events})
     return row
+
+
+def list_subscriptions(session: Session) -> list[WebhookSubscription]:
+    """Every subscription not deleted, newest first."""
+    return list(session.scalars(select(WebhookSubscription)
+                                .where(WebhookSubscription.deleted_at.is_(None))
+                                .order_by(WebhookSubscription.created_at.desc(),
+                                          WebhookSubscription.id.desc())))
+
+
+def get_subscription(session: Session, subscription_id: str) -> WebhookSubscription:
+    sub = session.get(WebhookSubscription, subscription_id)
+    if sub is None or sub.deleted_at is not None:
+        raise NotFound(f"no webhook subscription {subscription_id!r}")
+    return sub
+
+
+def change_subscription(session: Session, settings: Settings, subscription_id: str,
+                        changes: dict[str, Any]) -> WebhookSubscription:
+    """Set `changes` (url, events, active). Deliveries already queued go to the new URL."""
+    sub = get_subscription(session, subscription_id)
+    if "url" in changes:
+        changes["url"] = str(changes["url"])
+        check_url(changes["url"], settings.webhook_allowlist, require_resolution=False)
+    for name, value in changes.items():
+        setattr(sub, name, value)
+    from app.services import audit
+
+    audit.record(session, "webhook.changed", "webhook_subscription", sub.id, changes)
+    return sub
+
+
+def delete_subscription(session: Session, subscription_id: str) -> None:
+    """No more events; what was still queued for it fails, saying why (the log keeps it)."""
+    sub = get_subscription(session, subscription_id)
+    now = utcnow()
+    sub.deleted_at, sub.active = now, False
+    pending = session.scalars(select(WebhookDelivery).where(
+        WebhookDelivery.subscription_id == sub.id, WebhookDelivery.state == "pending"))
+    for delivery in pending:
+        delivery.state, delivery.next_attempt_at = "failed", None
+        delivery.attempts = [*delivery.attempts, {"at": now.isoformat(), "status": None,
+                                                  "error": "subscription deleted"}]
+    from app.services import audit
+
+    audit.record(session, "webhook.deleted", "webhook_subscription", sub.id, {"url": sub.url})
+
+
+def rotate_secret(session: Session, subscription_id: str,
+                  keep_previous_seconds: int) -> WebhookSubscription:
+    """A new secret; the current one still signs beside it for `keep_previous_seconds`."""
+    sub = get_subscription(session, subscription_id)
+    if keep_previous_seconds > 0:
+        sub.previous_secret = sub.secret
+        sub.previous_secret_expires_at = utcnow() + timedelta(seconds=keep_previous_seconds)
+    else:
+        sub.previous_secret = sub.previous_secret_expires_at = None
+    sub.secret = new_secret()
+    from app.services import audit
+
+    audit.record(session, "webhook.secret_rotated", "webhook_subscription", sub.id,
+                 {"keep_previous_seconds": keep_previous_seconds})
+    return sub
 
 
 def takedown_payload(td: Takedown) -> dict[str, Any]:
@@ -163,22 +232,30 @@ def backoff(attempt: int, base: float, rng: random.Random | None = None) -> floa
     return (rng or random).uniform(0, min(3600.0, base * 2 ** attempt))
 
 
-def _secret(session: Session, settings: Settings, delivery: WebhookDelivery) -> str:
-    if delivery.subscription_id:
-        sub = session.get(WebhookSubscription, delivery.subscription_id)
-        if sub:
-            return sub.secret
-    return settings.hmac_key.decode()
+def _target(session: Session, settings: Settings,
+            delivery: WebhookDelivery) -> tuple[str, list[str]]:
+    """Where a delivery goes and the secrets that sign it: a subscription's current URL and
+    secret (and its previous one, until it expires), or LETHE_SIGNING_SECRET for a
+    takedown's callback_url."""
+    sub = session.get(WebhookSubscription, delivery.subscription_id) \
+        if delivery.subscription_id else None
+    if sub is None:
+        return delivery.url, [settings.hmac_key.decode()]
+    keys = [sub.secret]
+    if sub.previous_secret and sub.previous_secret_expires_at \
+            and sub.previous_secret_expires_at > utcnow():
+        keys.append(sub.previous_secret)
+    return sub.url, keys
 
 
 def _post(settings: Settings, delivery_id: str, url: str, payload: dict[str, Any],
-          secret: str) -> dict[str, Any]:
+          secrets_: list[str]) -> dict[str, Any]:
     """Send one signed attempt (no database involved): what it got, to record."""
     body = json.dumps(payload, separators=(",", ":")).encode()
     timestamp = int(time.time())
     headers = {"content-type": "application/json", "webhook-id": delivery_id,
                "webhook-timestamp": str(timestamp),
-               "webhook-signature": sign(secret, delivery_id, timestamp, body)}
+               "webhook-signature": signatures(secrets_, delivery_id, timestamp, body)}
     attempt: dict[str, Any] = {"at": utcnow().isoformat(), "status": None, "error": None}
     try:
         check_url(url, settings.webhook_allowlist)
@@ -214,15 +291,16 @@ def deliver_due(settings: Settings, *, limit: int = 50) -> int:
             delivery = session.scalars(
                 select(WebhookDelivery).where(WebhookDelivery.state == "pending",
                                               WebhookDelivery.next_attempt_at <= utcnow(),
-                                              WebhookDelivery.id.not_in(tried))
+                                              WebhookDelivery.id.not_in(tried),
+                                              _subscription_active())
                 .order_by(WebhookDelivery.next_attempt_at).limit(1)
                 .with_for_update(skip_locked=True)).first()
             if delivery is None:
                 break
             delivery.next_attempt_at = utcnow() + timedelta(
                 seconds=settings.webhook_timeout_seconds + SEND_LEASE_MARGIN_SECONDS)
-            leased = (delivery.id, delivery.url, delivery.payload,
-                      _secret(session, settings, delivery))
+            delivery.url, keys = _target(session, settings, delivery)
+            leased = (delivery.id, delivery.url, delivery.payload, keys)
         tried.append(leased[0])
         attempt = _post(settings, *leased)
         with session_scope() as session:
@@ -232,10 +310,22 @@ def deliver_due(settings: Settings, *, limit: int = 50) -> int:
     return len(tried)
 
 
+def _subscription_active() -> ColumnElement[bool]:
+    """A callback_url delivery, or one whose subscription is active (an inactive one's wait)."""
+    return or_(WebhookDelivery.subscription_id.is_(None),
+               WebhookDelivery.subscription_id.in_(select(WebhookSubscription.id).where(
+                   WebhookSubscription.active.is_(True))))
+
+
 def redeliver(session: Session, delivery_id: str) -> WebhookDelivery:
     delivery = session.get(WebhookDelivery, delivery_id)
     if delivery is None:
         raise NotFound(f"no webhook delivery {delivery_id!r}")
+    sub = session.get(WebhookSubscription, delivery.subscription_id) \
+        if delivery.subscription_id else None
+    if sub is not None and sub.deleted_at is not None:
+        raise Conflict(f"webhook subscription {sub.id!r} was deleted; its deliveries cannot "
+                       "be sent again")
     delivery.state, delivery.next_attempt_at = "pending", utcnow()
     # The marker starts a fresh budget of automatic retries (see `_tries_since_redeliver`).
     delivery.attempts = [*delivery.attempts, {"at": utcnow().isoformat(), "redeliver": True}]

@@ -370,6 +370,122 @@ def test_a_subscription_to_an_event_that_never_fires_is_refused(client: TestClie
     assert ok.status_code == 201, ok.text
 
 
+def test_subscriptions_are_listed_changed_and_deleted_never_showing_their_secret(
+        client: TestClient) -> None:
+    first = client.post("/v1/webhooks", json={"url": "https://hooks.example/a"}).json()
+    second = client.post("/v1/webhooks", json={"url": "https://hooks.example/b",
+                                               "events": ["takedown.failed"]}).json()
+    listed = client.get("/v1/webhooks").json()
+    assert [s["id"] for s in listed] == [second["id"], first["id"]]  # newest first
+    assert all("secret" not in s for s in listed)
+    one = client.get(f"/v1/webhooks/{first['id']}").json()
+    assert one["url"] == "https://hooks.example/a" and "secret" not in one
+    assert client.get("/v1/webhooks/nope").status_code == 404
+
+    url = f"/v1/webhooks/{first['id']}"
+    assert client.patch(url, json={}).status_code == 422
+    assert client.patch(url, json={"events": ["takedown.done"]}).status_code == 422
+    assert client.patch(url, json={"url": "http://169.254.169.254/x"}).status_code == 422
+    assert client.patch(url, json={"secret": "whsec_x"}).status_code == 422
+    changed = client.patch(url, json={"url": "https://hooks.example/a2", "active": False,
+                                      "events": ["takedown.completed"]})
+    assert changed.status_code == 200, changed.text
+    assert changed.json() | {"created_at": None} == {
+        "id": first["id"], "url": "https://hooks.example/a2", "active": False,
+        "events": ["takedown.completed"], "created_at": None,
+        "previous_secret_expires_at": None}
+
+    assert client.delete(url).status_code == 204
+    assert client.get(url).status_code == 404
+    assert client.delete(url).status_code == 404
+    assert client.patch(url, json={"active": True}).status_code == 404
+    assert [s["id"] for s in client.get("/v1/webhooks").json()] == [second["id"]]
+    audit = client.get(f"/v1/audit?target_id={first['id']}").json()["items"]
+    assert [e["action"] for e in audit] == ["webhook.subscribed", "webhook.changed",
+                                            "webhook.deleted"]
+    assert audit[1]["data"]["active"] is False
+
+
+def test_an_inactive_subscription_holds_its_queue_and_a_moved_one_sends_to_its_new_url(
+        client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = get_settings()
+    monkeypatch.setattr(settings, "webhook_allowlist", ["127.0.0.1"])
+    old, new = Receiver(), Receiver()
+    sub = client.post("/v1/webhooks", json={"url": old.url,
+                                            "events": ["takedown.cancelled"]}).json()
+    td = client.post("/v1/takedowns", json=TD).json()
+    client.post(f"/v1/takedowns/{td['id']}/cancel")  # queued while active
+    client.patch(f"/v1/webhooks/{sub['id']}", json={"active": False, "url": new.url})
+    other = client.post("/v1/takedowns", json={**TD, "concept": "van gogh"}).json()
+    client.post(f"/v1/takedowns/{other['id']}/cancel")  # not queued: inactive
+    webhooks.deliver_due(settings)
+    assert old.got == [] and new.got == []
+    client.patch(f"/v1/webhooks/{sub['id']}", json={"active": True})
+    webhooks.deliver_due(settings)
+    assert [json.loads(body)["data"]["id"] for _, body in new.got] == [td["id"]]
+    assert old.got == []
+    log = client.get(f"/v1/webhooks/deliveries?takedown_id={td['id']}").json()
+    assert log[0]["url"] == new.url and log[0]["state"] == "delivered"
+
+
+def test_a_deleted_subscription_sends_nothing_more_and_cannot_be_redelivered(
+        client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = get_settings()
+    monkeypatch.setattr(settings, "webhook_allowlist", ["127.0.0.1"])
+    receiver = Receiver()
+    sub = client.post("/v1/webhooks", json={"url": receiver.url,
+                                            "events": ["takedown.cancelled"]}).json()
+    td = client.post("/v1/takedowns", json=TD).json()
+    client.post(f"/v1/takedowns/{td['id']}/cancel")
+    assert client.delete(f"/v1/webhooks/{sub['id']}").status_code == 204
+    webhooks.deliver_due(settings)
+    assert receiver.got == []
+    log = client.get(f"/v1/webhooks/deliveries?takedown_id={td['id']}").json()
+    assert log[0]["state"] == "failed"
+    assert "deleted" in log[0]["attempts"][-1]["error"]
+    again = client.post(f"/v1/webhooks/deliveries/{log[0]['id']}/redeliver")
+    assert again.status_code == 409, again.text
+
+
+def test_a_rotated_secret_signs_beside_the_old_one_until_its_grace_ends(
+        client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = get_settings()
+    monkeypatch.setattr(settings, "webhook_allowlist", ["127.0.0.1"])
+    receiver = Receiver()
+    sub = client.post("/v1/webhooks", json={"url": receiver.url,
+                                            "events": ["takedown.cancelled"]}).json()
+    rotate = f"/v1/webhooks/{sub['id']}/rotate-secret"
+    assert client.post(rotate, json={"keep_previous_seconds": -1}).status_code == 422
+    assert client.post(rotate, json={"keep_previous_seconds": 8 * 86400}).status_code == 422
+    assert client.post("/v1/webhooks/nope/rotate-secret").status_code == 404
+    rotated = client.post(rotate)  # no body: the old secret signs too for 24 h
+    assert rotated.status_code == 200, rotated.text
+    second = rotated.json()["secret"]
+    assert second.startswith("whsec_") and second != sub["secret"]
+    assert rotated.json()["previous_secret_expires_at"] is not None
+
+    def send_one(concept: str) -> tuple[dict[str, str], bytes]:
+        td = client.post("/v1/takedowns", json={**TD, "concept": concept}).json()
+        client.post(f"/v1/takedowns/{td['id']}/cancel")
+        webhooks.deliver_due(settings)
+        return receiver.got[-1]
+
+    headers, body = send_one("red tulip")
+    assert len(headers["webhook-signature"].split()) == 2
+    assert verify_standard_webhook(second, headers, body)
+    assert verify_standard_webhook(sub["secret"], headers, body)
+
+    third = client.post(rotate, json={"keep_previous_seconds": 0}).json()
+    assert third["previous_secret_expires_at"] is None
+    headers, body = send_one("van gogh")
+    assert len(headers["webhook-signature"].split()) == 1
+    assert verify_standard_webhook(third["secret"], headers, body)
+    assert not verify_standard_webhook(second, headers, body)
+    audit = client.get(f"/v1/audit?target_id={sub['id']}").json()["items"]
+    assert [e["action"] for e in audit].count("webhook.secret_rotated") == 2
+    assert all("whsec_" not in json.dumps(e["data"]) for e in audit)
+
+
 def test_failing_receiver_gives_up_after_max_attempts(client: TestClient,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     settings = get_settings()

@@ -8,6 +8,8 @@ from app.api.deps import ModelsAdmin, SessionDep, SettingsDep, TakedownsWrite
 from app.api.routes.takedowns import takedown_out
 from app.schemas.compliance import (
     DeliveryOut,
+    SecretRotation,
+    SubscriptionChange,
     SubscriptionCreate,
     SubscriptionCreated,
     SubscriptionOut,
@@ -60,3 +62,48 @@ def redeliver(delivery_id: str, session: SessionDep, _: ModelsAdmin) -> Delivery
     delivery = webhooks.redeliver(session, delivery_id)
     session.commit()
     return DeliveryOut.model_validate(delivery)
+
+
+# After /webhooks/deliveries: "deliveries" is not a subscription id.
+@router.get("/webhooks", response_model=list[SubscriptionOut])
+def list_subscriptions(session: SessionDep, _: ModelsAdmin) -> list[SubscriptionOut]:
+    """Every subscription, newest first (secrets are never shown again)."""
+    return [SubscriptionOut.model_validate(s) for s in webhooks.list_subscriptions(session)]
+
+
+@router.get("/webhooks/{subscription_id}", response_model=SubscriptionOut)
+def get_subscription(subscription_id: str, session: SessionDep,
+                     _: ModelsAdmin) -> SubscriptionOut:
+    return SubscriptionOut.model_validate(webhooks.get_subscription(session, subscription_id))
+
+
+@router.patch("/webhooks/{subscription_id}", response_model=SubscriptionOut)
+def change_subscription(subscription_id: str, body: SubscriptionChange, session: SessionDep,
+                        settings: SettingsDep, _: ModelsAdmin) -> SubscriptionOut:
+    """Change its URL, events or `active`. Inactive: no new events; those already queued
+    wait and go out once it is active again, to its URL then."""
+    sub = webhooks.change_subscription(session, settings, subscription_id,
+                                       body.model_dump(exclude_unset=True))
+    session.commit()
+    return SubscriptionOut.model_validate(sub)
+
+
+@router.delete("/webhooks/{subscription_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_subscription(subscription_id: str, session: SessionDep, _: ModelsAdmin) -> Response:
+    """No more events; deliveries still queued for it fail. The delivery log keeps them."""
+    webhooks.delete_subscription(session, subscription_id)
+    session.commit()
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/webhooks/{subscription_id}/rotate-secret", response_model=SubscriptionCreated)
+def rotate_secret(subscription_id: str, session: SessionDep, _: ModelsAdmin,
+                  body: SecretRotation | None = None) -> SubscriptionCreated:
+    """A new `whsec_` secret, shown once. The old one signs beside it (a second signature in
+    `webhook-signature`) for `keep_previous_seconds`, 24 h unless told, while receivers
+    switch over."""
+    rotation = body or SecretRotation()
+    sub = webhooks.rotate_secret(session, subscription_id, rotation.keep_previous_seconds)
+    session.commit()
+    return SubscriptionCreated(**SubscriptionOut.model_validate(sub).model_dump(),
+                               secret=sub.secret)
