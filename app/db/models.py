@@ -150,6 +150,7 @@ class Takedown(Base):
     progress: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     error: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    decision: Mapped[dict[str, Any] | None] = mapped_column(JSONType)  # services/decisions.py
     version_id: Mapped[str | None] = mapped_column(ForeignKey("model_versions.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

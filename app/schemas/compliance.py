@@ -17,8 +17,8 @@ from pydantic import (
 from app.services.keys import Scope
 from app.states import State
 
-# What a subscription can hear: a takedown entering each state.
-TAKEDOWN_EVENTS = sorted(f"takedown.{state.value}" for state in State)
+# What a subscription can hear: a takedown entering each state, and each decision on it.
+TAKEDOWN_EVENTS = sorted([*(f"takedown.{s.value}" for s in State), "takedown.decided"])
 
 
 class KeyCreate(BaseModel):

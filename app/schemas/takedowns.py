@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import AnyHttpUrl, AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -115,6 +115,24 @@ class TakedownResult(BaseModel):
                     "of their words), those erasures: nothing was trained or mapped for it")
 
 
+class Decision(BaseModel):
+    """The decision and its statement of reasons (EU DSA Art. 17(3))."""
+    outcome: Literal["accepted", "rejected", "partial"]
+    statement_of_reasons: str
+    automated: bool = Field(description="decided by automated means, with no person reviewing")
+    decided_by: str = Field(description="`system`, or `key:<id>` of the reviewer")
+    decided_at: datetime
+    legal_basis: LegalBasis
+    redress: str = Field(description="how the decision can be contested")
+
+
+class DecisionIn(BaseModel):
+    """A reviewer's decision on an ended takedown; it replaces the current one."""
+    model_config = ConfigDict(extra="forbid")
+    outcome: Literal["accepted", "rejected", "partial"]
+    statement_of_reasons: str = Field(min_length=1, max_length=8000)
+
+
 class TakedownOut(BaseModel):
     id: str
     model_id: str
@@ -137,6 +155,7 @@ class TakedownOut(BaseModel):
     progress: Progress | None
     result: TakedownResult | None
     error: dict[str, Any] | None
+    decision: Decision | None
     created_at: datetime
     updated_at: datetime
 

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from app.db.models import Job, Takedown, TakedownEvent
 from app.db.types import utcnow
-from app.services import audit
+from app.services import audit, decisions
 from app.states import State, transition
 
 
@@ -27,6 +27,7 @@ def move_takedown(session: Session, takedown: Takedown, target: State, **data: A
     record(session, takedown.id, "state", {"state": target.value, **data})
     audit.record(session, f"takedown.{target.value}", "takedown", takedown.id,
                  {"from": previous, "to": target.value, **data})
+    decisions.decide_automatically(session, takedown, target)  # before: the payload carries it
     from app.services import webhooks  # late: webhooks imports the takedown schemas
 
     webhooks.enqueue_for_takedown(session, takedown, f"takedown.{target.value}")

@@ -50,7 +50,7 @@ def report(session: Session, td: Takedown, base_url: str) -> dict[str, Any]:
         "takedown": {"id": td.id, "state": td.state, "concept": td.concept, "kind": td.kind,
                      "legal_basis": td.legal_basis, "claimant": td.claimant, "legal": td.legal,
                      "external_ref": td.external_ref, "due_at": td.due_at.isoformat(),
-                     "created_at": td.created_at.isoformat()},
+                     "created_at": td.created_at.isoformat(), "decision": td.decision},
         "targets": result.get("targets", {}), "neighbours": result.get("neighbours", {}),
         "covered_by": result.get("covered_by", {}),
         "metrics": result.get("metrics", {}),
@@ -85,6 +85,7 @@ def report_html(data: dict[str, Any]) -> str:
 <h1>Takedown {e(td['id'])}: {e(td['concept'])}</h1>
 <p>State <b>{e(td['state'])}</b>; basis {e(td['legal_basis'])}; due {e(td['due_at'])}</p>
 <h2>Legal record</h2><pre>{e(json.dumps(td['legal'], indent=2))}</pre>
+<h2>Decision and statement of reasons</h2><pre>{e(json.dumps(td['decision'], indent=2))}</pre>
 <h2>Targets</h2><pre>{e(json.dumps(data['targets'], indent=2))}</pre>
 {covered}<h2>Metrics</h2><pre>{e(json.dumps(data['metrics'], indent=2))}</pre>
 <h2>Versions</h2><pre>{e(json.dumps(data['versions'], indent=2))}</pre>

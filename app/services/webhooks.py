@@ -208,7 +208,7 @@ def takedown_payload(td: Takedown) -> dict[str, Any]:
     return {"id": td.id, "state": td.state, "model_id": td.model_id, "concept": td.concept,
             "external_ref": td.external_ref, "integration": td.integration,
             "version_id": td.version_id, "due_at": td.due_at.isoformat(),
-            "error": td.error}
+            "error": td.error, "decision": td.decision}
 
 
 def enqueue_for_takedown(session: Session, td: Takedown, event: str) -> None:

@@ -243,6 +243,54 @@ def test_legal_elements_and_gdpr_extension(client: TestClient) -> None:
     assert too_late.status_code == 409 and "2020-01-01" in too_late.json()["detail"]
 
 
+def test_an_ended_takedown_states_its_reasons_and_a_reviewer_can_decide_again(
+        client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """DSA Art. 17(3): the decision, its facts, automation used, legal ground and redress."""
+    settings = get_settings()
+    monkeypatch.setattr(settings, "webhook_allowlist", ["127.0.0.1"])
+    receiver = Receiver()
+    client.post("/v1/webhooks", json={"url": receiver.url, "events": ["takedown.decided"]})
+    td = client.post("/v1/takedowns", json=TD).json()
+    assert td["decision"] is None
+    url = f"/v1/takedowns/{td['id']}/decision"
+    review = {"outcome": "partial", "statement_of_reasons": "The photos' style stays: not a work."}
+    early = client.post(url, json=review)
+    assert early.status_code == 409 and "ended" in early.json()["detail"]
+    assert run_unlearn_job(td["job_id"], settings) == "completed"
+    decision = client.get(f"/v1/takedowns/{td['id']}").json()["decision"]
+    assert decision | {"statement_of_reasons": "", "decided_at": "", "redress": ""} == {
+        "outcome": "accepted", "automated": True, "decided_by": "system",
+        "legal_basis": "copyright", "statement_of_reasons": "", "decided_at": "", "redress": ""}
+    assert "'red tulip'" in decision["statement_of_reasons"]
+    assert "version 1" in decision["statement_of_reasons"]
+    assert decision["redress"] == settings.redress_info and decision["redress"]
+    unknown = client.post("/v1/takedowns", json={**TD, "concept": "purple unicorn"}).json()
+    assert unknown["decision"]["outcome"] == "rejected"
+    assert "does not know 'purple unicorn'" in unknown["decision"]["statement_of_reasons"]
+
+    for bad in ({**review, "outcome": "maybe"}, {"outcome": "partial"},
+                {**review, "statement_of_reasons": ""}, {**review, "automated": True}):
+        assert client.post(url, json=bad).status_code == 422, bad
+    assert client.post("/v1/takedowns/nope/decision", json=review).status_code == 404
+    reviewed = client.post(url, json=review)
+    assert reviewed.status_code == 200, reviewed.text
+    assert reviewed.json()["decision"] | {"decided_at": ""} == {
+        **review, "automated": False, "decided_by": reviewed.json()["decision"]["decided_by"],
+        "legal_basis": "copyright", "redress": settings.redress_info, "decided_at": ""}
+    assert reviewed.json()["decision"]["decided_by"].startswith("key:")
+    assert reviewed.json()["state"] == "completed"  # a decision is a record, not a state
+
+    audit = client.get(f"/v1/audit?target_id={td['id']}&action=takedown.decided").json()
+    assert [e["data"]["outcome"] for e in audit["items"]] == ["accepted", "partial"]
+    report = client.get(f"/v1/takedowns/{td['id']}/report").json()
+    assert report["takedown"]["decision"]["outcome"] == "partial"
+    webhooks.deliver_due(settings)
+    told = sorted((json.loads(body)["data"]["id"], json.loads(body)["data"]["decision"]["outcome"])
+                  for _, body in receiver.got)
+    assert told == sorted([(td["id"], "accepted"), (td["id"], "partial"),
+                           (unknown["id"], "rejected")])
+
+
 # --- webhooks -----------------------------------------------------------------------------
 
 def verify_standard_webhook(secret: str, headers: dict[str, str], body: bytes) -> bool:

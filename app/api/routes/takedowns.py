@@ -14,6 +14,8 @@ from app.db.models import Takedown
 from app.db.session import get_sessionmaker
 from app.db.types import utcnow
 from app.schemas.takedowns import (
+    Decision,
+    DecisionIn,
     ExtensionIn,
     Progress,
     TakedownCreate,
@@ -21,7 +23,7 @@ from app.schemas.takedowns import (
     TakedownPage,
     TakedownResult,
 )
-from app.services import evidence, takedowns
+from app.services import decisions, evidence, takedowns
 from app.services.events import events_after
 from app.states import TERMINAL, State
 
@@ -41,6 +43,7 @@ def takedown_out(td: Takedown) -> TakedownOut:
         progress=Progress.model_validate(td.progress) if td.progress else None,
         result=TakedownResult.model_validate(td.result) if td.result else None,
         error=td.error, created_at=td.created_at, updated_at=td.updated_at,
+        decision=Decision.model_validate(td.decision) if td.decision else None,
     )
 
 
@@ -74,6 +77,17 @@ def extend_deadline(takedown_id: str, body: ExtensionIn, session: SessionDep,
                     _: TakedownsWrite) -> TakedownOut:
     """Extend a GDPR deadline once by one or two months, recording the reason."""
     return takedown_out(takedowns.extend(session, takedown_id, body.months, body.reason))
+
+
+@router.post("/{takedown_id}/decision", response_model=TakedownOut)
+def decide(takedown_id: str, body: DecisionIn, session: SessionDep,
+           _: TakedownsWrite) -> TakedownOut:
+    """A reviewer's decision and statement of reasons on an ended takedown (409 before it
+    ends). It replaces the automatic one; the audit log keeps both; `takedown.decided` fires."""
+    td = decisions.review(session, takedowns.get(session, takedown_id), body.outcome,
+                          body.statement_of_reasons)
+    session.commit()
+    return takedown_out(td)
 
 
 @router.get("", response_model=TakedownPage)
