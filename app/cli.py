@@ -41,12 +41,13 @@ def serve(
     _announce_admin_key(get_settings().admin_key)
     # uvicorn re-raises the SIGTERM it caught after shutting down; with the default action
     # that would end this process before `finally` stops the worker, leaving it orphaned.
-    signal.signal(signal.SIGTERM, _exit_on_signal)
+    signal.signal(signal.SIGTERM, _raise_terminated)
     worker = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "workers.celery_app:celery_app", "worker",
          "-Q", "unlearn,preview", "-c", "1", "--pool", "solo", "-l", "WARNING",
          "--without-gossip", "--without-mingle", "--without-heartbeat"],
         cwd=REPO_ROOT, env=os.environ.copy())
+    terminated = False
     try:
         import uvicorn
 
@@ -55,12 +56,22 @@ def serve(
         console.print(f"Lethe is serving on [bold]http://{host}:{port}[/bold] "
                       f"(data in {data_dir}; API docs at /docs)")
         uvicorn.run(create_app(), host=host, port=port, log_level="warning")
+    except Terminated:
+        terminated = True
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the grace
         _stop(worker)
+    if terminated:  # end as SIGTERM would have, now that the worker is down
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
-def _exit_on_signal(signum: int, _frame: object) -> None:
-    raise SystemExit(128 + signum)
+class Terminated(Exception):
+    """SIGTERM arrived: leave the server, stop the worker, then end by the signal."""
+
+
+def _raise_terminated(_signum: int, _frame: object) -> None:
+    raise Terminated
 
 
 def _stop(worker: subprocess.Popen[bytes], grace_seconds: float = 10) -> None:

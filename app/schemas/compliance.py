@@ -10,6 +10,8 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
+    StrictInt,
     field_validator,
     model_validator,
 )
@@ -93,7 +95,7 @@ class SubscriptionChange(BaseModel):
     url: AnyHttpUrl | None = None
     events: list[str] | None = Field(default=None, max_length=32,
                                      description="event types; empty = all")
-    active: bool | None = None
+    active: StrictBool | None = None
 
     @field_validator("events")
     @classmethod
@@ -111,7 +113,7 @@ class SubscriptionChange(BaseModel):
 
 class SecretRotation(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    keep_previous_seconds: int = Field(
+    keep_previous_seconds: StrictInt = Field(
         default=86400, ge=0, le=7 * 86400,
         description="how long the old secret still signs beside the new one (0: not at all)")
 

@@ -49,12 +49,18 @@ def actor_of(session: Session) -> str:
     return str(session.info.get("actor", SYSTEM))
 
 
+def lock_chain(session: Session) -> None:
+    """Hold the chain's lock to the end of the transaction (again is fine). A transaction that
+    will append and also lock rows takes this first, the order every state change uses, so
+    two of them cannot deadlock."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": LOCK_ID})
+
+
 def record(session: Session, action: str, target_type: str, target_id: str,
            data: dict[str, Any] | None = None, *, actor: str | None = None) -> AuditEvent:
     """Append one row to the chain inside the caller's transaction."""
-    bind = session.get_bind()
-    if bind.dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": LOCK_ID})
+    lock_chain(session)
     head = session.execute(
         select(AuditEvent.seq, AuditEvent.hash).order_by(AuditEvent.seq.desc()).limit(1)).first()
     seq, prev = (head[0] + 1, head[1]) if head else (1, GENESIS)

@@ -37,6 +37,7 @@ from app.db.models import Takedown, WebhookDelivery, WebhookSubscription
 from app.db.session import session_scope
 from app.db.types import utcnow
 from app.errors import Conflict, InvalidInput, NotFound
+from app.services import audit
 from app.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -134,8 +135,6 @@ def create_subscription(session: Session, settings: Settings, url: str,
     row = WebhookSubscription(url=url, secret=new_secret(), events=events, active=True)
     session.add(row)
     session.flush()
-    from app.services import audit
-
     audit.record(session, "webhook.subscribed", "webhook_subscription", row.id,
                  {"url": url, "events": events})
     return row
@@ -149,8 +148,14 @@ def list_subscriptions(session: Session) -> list[WebhookSubscription]:
                                           WebhookSubscription.id.desc())))
 
 
-def get_subscription(session: Session, subscription_id: str) -> WebhookSubscription:
-    sub = session.get(WebhookSubscription, subscription_id)
+def get_subscription(session: Session, subscription_id: str, *,
+                     for_change: bool = False) -> WebhookSubscription:
+    """The subscription, 404 if deleted. `for_change` locks its row (after the audit chain's
+    lock, the order the takedown transitions that queue its deliveries take), so changes,
+    deletes, rotations and redeliveries of it happen one after another."""
+    if for_change:
+        audit.lock_chain(session)
+    sub = session.get(WebhookSubscription, subscription_id, with_for_update=for_change)
     if sub is None or sub.deleted_at is not None:
         raise NotFound(f"no webhook subscription {subscription_id!r}")
     return sub
@@ -159,21 +164,21 @@ def get_subscription(session: Session, subscription_id: str) -> WebhookSubscript
 def change_subscription(session: Session, settings: Settings, subscription_id: str,
                         changes: dict[str, Any]) -> WebhookSubscription:
     """Set `changes` (url, events, active). Deliveries already queued go to the new URL."""
-    sub = get_subscription(session, subscription_id)
     if "url" in changes:
         changes["url"] = str(changes["url"])
         check_url(changes["url"], settings.webhook_allowlist, require_resolution=False)
+    sub = get_subscription(session, subscription_id, for_change=True)
+    before = {name: getattr(sub, name) for name in changes}
     for name, value in changes.items():
         setattr(sub, name, value)
-    from app.services import audit
-
-    audit.record(session, "webhook.changed", "webhook_subscription", sub.id, changes)
+    audit.record(session, "webhook.changed", "webhook_subscription", sub.id,
+                 {"before": before, "after": changes})
     return sub
 
 
 def delete_subscription(session: Session, subscription_id: str) -> None:
     """No more events; what was still queued for it fails, saying why (the log keeps it)."""
-    sub = get_subscription(session, subscription_id)
+    sub = get_subscription(session, subscription_id, for_change=True)
     now = utcnow()
     sub.deleted_at, sub.active = now, False
     pending = session.scalars(select(WebhookDelivery).where(
@@ -182,23 +187,20 @@ def delete_subscription(session: Session, subscription_id: str) -> None:
         delivery.state, delivery.next_attempt_at = "failed", None
         delivery.attempts = [*delivery.attempts, {"at": now.isoformat(), "status": None,
                                                   "error": "subscription deleted"}]
-    from app.services import audit
-
     audit.record(session, "webhook.deleted", "webhook_subscription", sub.id, {"url": sub.url})
 
 
 def rotate_secret(session: Session, subscription_id: str,
                   keep_previous_seconds: int) -> WebhookSubscription:
-    """A new secret; the current one still signs beside it for `keep_previous_seconds`."""
-    sub = get_subscription(session, subscription_id)
+    """A new secret; the current one still signs beside it for `keep_previous_seconds` (a
+    secret from an earlier rotation stops signing now)."""
+    sub = get_subscription(session, subscription_id, for_change=True)
     if keep_previous_seconds > 0:
         sub.previous_secret = sub.secret
         sub.previous_secret_expires_at = utcnow() + timedelta(seconds=keep_previous_seconds)
     else:
         sub.previous_secret = sub.previous_secret_expires_at = None
     sub.secret = new_secret()
-    from app.services import audit
-
     audit.record(session, "webhook.secret_rotated", "webhook_subscription", sub.id,
                  {"keep_previous_seconds": keep_previous_seconds})
     return sub
@@ -219,8 +221,10 @@ def enqueue_for_takedown(session: Session, td: Takedown, event: str) -> None:
         session.add(WebhookDelivery(takedown_id=td.id, url=td.callback_url, event=event,
                                     payload=payload, state="pending", attempts=[],
                                     next_attempt_at=now))
+    # FOR SHARE: a subscription deleted meanwhile waits for this commit, then fails these rows.
     for sub in session.scalars(select(WebhookSubscription).where(
-            WebhookSubscription.active.is_(True))):
+            WebhookSubscription.active.is_(True), WebhookSubscription.deleted_at.is_(None))
+            .with_for_update(read=True)):
         if not sub.events or event in sub.events:
             session.add(WebhookDelivery(subscription_id=sub.id, takedown_id=td.id, url=sub.url,
                                         event=event, payload=payload, state="pending",
@@ -269,10 +273,14 @@ def _post(settings: Settings, delivery_id: str, url: str, payload: dict[str, Any
 
 
 def _record(settings: Settings, delivery: WebhookDelivery, attempt: dict[str, Any]) -> None:
-    """Append the attempt; the delivery is done, given up, or due again after a backoff."""
+    """Append the attempt; the delivery is done, given up, or due again after a backoff.
+    One ended while it was sent (its subscription deleted) keeps the attempt, and is
+    delivered if the receiver took it."""
     delivery.attempts = [*delivery.attempts, attempt]
     if attempt["status"] is not None and 200 <= attempt["status"] < 300:
         delivery.state, delivery.next_attempt_at = "delivered", None
+    elif delivery.state != "pending":
+        return
     elif (tries := _tries_since_redeliver(delivery.attempts)) >= settings.webhook_max_attempts:
         delivery.state, delivery.next_attempt_at = "failed", None
     else:
@@ -305,7 +313,7 @@ def deliver_due(settings: Settings, *, limit: int = 50) -> int:
         attempt = _post(settings, *leased)
         with session_scope() as session:
             row = session.get(WebhookDelivery, leased[0], with_for_update=True)
-            if row is not None and row.state == "pending":
+            if row is not None:
                 _record(settings, row, attempt)
     return len(tried)
 
@@ -314,14 +322,17 @@ def _subscription_active() -> ColumnElement[bool]:
     """A callback_url delivery, or one whose subscription is active (an inactive one's wait)."""
     return or_(WebhookDelivery.subscription_id.is_(None),
                WebhookDelivery.subscription_id.in_(select(WebhookSubscription.id).where(
-                   WebhookSubscription.active.is_(True))))
+                   WebhookSubscription.active.is_(True),
+                   WebhookSubscription.deleted_at.is_(None))))
 
 
 def redeliver(session: Session, delivery_id: str) -> WebhookDelivery:
     delivery = session.get(WebhookDelivery, delivery_id)
     if delivery is None:
         raise NotFound(f"no webhook delivery {delivery_id!r}")
-    sub = session.get(WebhookSubscription, delivery.subscription_id) \
+    # Locked: a delete of the subscription either sees this row pending and fails it, or
+    # happened first and this is refused.
+    sub = session.get(WebhookSubscription, delivery.subscription_id, with_for_update=True) \
         if delivery.subscription_id else None
     if sub is not None and sub.deleted_at is not None:
         raise Conflict(f"webhook subscription {sub.id!r} was deleted; its deliveries cannot "

@@ -26,7 +26,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('webhook_subscriptions', schema=None) as batch_op:
+    # In place: recreating the table would drop it, which the deliveries' foreign key refuses.
+    with op.batch_alter_table('webhook_subscriptions', schema=None,
+                              recreate='never') as batch_op:
         batch_op.drop_column('deleted_at')
         batch_op.drop_column('previous_secret_expires_at')
         batch_op.drop_column('previous_secret')

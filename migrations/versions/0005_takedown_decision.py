@@ -23,5 +23,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('takedowns', schema=None) as batch_op:
+    # In place: recreating the table would drop it, which its events' foreign key refuses.
+    with op.batch_alter_table('takedowns', schema=None, recreate='never') as batch_op:
         batch_op.drop_column('decision')

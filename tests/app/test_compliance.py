@@ -451,7 +451,10 @@ def test_subscriptions_are_listed_changed_and_deleted_never_showing_their_secret
     audit = client.get(f"/v1/audit?target_id={first['id']}").json()["items"]
     assert [e["action"] for e in audit] == ["webhook.subscribed", "webhook.changed",
                                             "webhook.deleted"]
-    assert audit[1]["data"]["active"] is False
+    assert audit[1]["data"] == {
+        "before": {"url": "https://hooks.example/a", "active": True, "events": []},
+        "after": {"url": "https://hooks.example/a2", "active": False,
+                  "events": ["takedown.completed"]}}
 
 
 def test_an_inactive_subscription_holds_its_queue_and_a_moved_one_sends_to_its_new_url(
@@ -493,6 +496,56 @@ def test_a_deleted_subscription_sends_nothing_more_and_cannot_be_redelivered(
     assert "deleted" in log[0]["attempts"][-1]["error"]
     again = client.post(f"/v1/webhooks/deliveries/{log[0]['id']}/redeliver")
     assert again.status_code == 409, again.text
+
+
+def test_a_change_racing_a_delete_cannot_bring_the_subscription_back(
+        client: TestClient) -> None:
+    """A PATCH that read the row before a concurrent DELETE committed wrote `active` back:
+    deleted (404 to every route) yet still sent every event."""
+    from app.db.models import WebhookSubscription
+    from app.db.session import get_sessionmaker
+
+    sub = client.post("/v1/webhooks", json={"url": "https://hooks.example/a"}).json()
+    patch = get_sessionmaker()()
+    held = webhooks.get_subscription(patch, sub["id"], for_change=True)
+
+    def delete() -> None:
+        with session_scope() as session:
+            webhooks.delete_subscription(session, sub["id"])
+
+    deleter = threading.Thread(target=delete)
+    deleter.start()
+    time.sleep(0.5)
+    assert deleter.is_alive(), "the delete did not wait for the change under way"
+    held.active = True
+    patch.commit()
+    patch.close()
+    deleter.join(timeout=10)
+    with session_scope() as session:
+        row = session.get(WebhookSubscription, sub["id"])
+        assert row is not None and row.deleted_at is not None and row.active is False
+
+
+def test_a_delivery_sent_while_its_subscription_was_deleted_keeps_what_the_receiver_said(
+        client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.db.types import utcnow
+
+    sub = client.post("/v1/webhooks", json={"url": "https://hooks.example/a"}).json()
+    with session_scope() as session:
+        session.add(WebhookDelivery(id="sent", subscription_id=sub["id"], url=sub["url"],
+                                    event="takedown.failed", payload={}, state="pending",
+                                    attempts=[], next_attempt_at=utcnow()))
+
+    def post_while_deleted(*_: Any) -> dict[str, Any]:
+        assert client.delete(f"/v1/webhooks/{sub['id']}").status_code == 204
+        return {"at": utcnow().isoformat(), "status": 200, "error": None}
+
+    monkeypatch.setattr(webhooks, "_post", post_while_deleted)
+    webhooks.deliver_due(get_settings())
+    with session_scope() as session:
+        row = session.get(WebhookDelivery, "sent")
+        assert row is not None and row.state == "delivered"
+        assert [a["status"] for a in row.attempts] == [None, 200]
 
 
 def test_a_rotated_secret_signs_beside_the_old_one_until_its_grace_ends(
