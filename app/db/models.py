@@ -77,6 +77,17 @@ class ModelVersion(Base):
     quarantined_at: Mapped[datetime | None] = mapped_column()
     quarantine_reason: Mapped[str | None] = mapped_column(Text)
     purged_at: Mapped[datetime | None] = mapped_column()  # the row stays as a tombstone
+    # A legal hold (evidence a dispute may need): no purge, by hand or by the sweep, until
+    # released.
+    held_at: Mapped[datetime | None] = mapped_column()
+    hold_reason: Mapped[str | None] = mapped_column(Text)
+    held_by: Mapped[str | None] = mapped_column(String(200))
+
+    @property
+    def legal_hold(self) -> dict[str, Any] | None:
+        if self.held_at is None:
+            return None
+        return {"reason": self.hold_reason, "placed_at": self.held_at, "placed_by": self.held_by}
 
 
 class Alias(Base):

@@ -37,6 +37,18 @@ class ModelOut(BaseModel):
     catalog_error: str | None = None
 
 
+class LegalHold(BaseModel):
+    reason: str
+    placed_at: datetime
+    placed_by: str
+
+
+class LegalHoldIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field(min_length=1, max_length=2000, description="the dispute or request "
+                        "the version is kept for")
+
+
 class VersionOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -55,6 +67,8 @@ class VersionOut(BaseModel):
     quarantined_at: datetime | None = None
     quarantine_reason: str | None = None
     purged_at: datetime | None = None
+    legal_hold: LegalHold | None = Field(default=None, description=(
+        "while set, the version is never purged (it stays quarantined if it was)"))
 
 
 class AliasMoveIn(BaseModel):

@@ -64,10 +64,16 @@ def purge(session: Session, settings: Settings, version: ModelVersion, *, reason
     marks it."""
     if version.purged_at is not None:
         return
-    # Lock the row first: an export finishing concurrently takes the same lock (workers/tasks.py).
+    # Lock the row (an export finishing concurrently takes the same lock, workers/tasks.py),
+    # after the audit chain's lock, the order every transition takes.
+    audit.lock_chain(session)
     session.refresh(version, with_for_update=True)
     if version.purged_at is not None:
         return
+    if version.held_at is not None:
+        raise Conflict(f"version {version.number} is under legal hold since "
+                       f"{version.held_at.isoformat()} ({version.hold_reason}); release the "
+                       "hold before purging it")
     if version.number == 0:
         raise Conflict("version 0 is the registered base folder; it is not in the artifact "
                        "store and cannot be purged here")
@@ -99,9 +105,11 @@ def purge_expired(session: Session, settings: Settings) -> list[str]:
     if not settings.auto_purge:
         return []
     cutoff = utcnow() - timedelta(seconds=settings.purge_grace_seconds)
+    audit.lock_chain(session)
     due = list(session.scalars(select(ModelVersion).where(
         ModelVersion.quarantined_at < cutoff, ModelVersion.purged_at.is_(None),
-        ModelVersion.number > 0).with_for_update(skip_locked=True)))
+        ModelVersion.held_at.is_(None), ModelVersion.number > 0)
+        .with_for_update(skip_locked=True)))
     purged = []
     for version in due:
         try:
@@ -110,3 +118,33 @@ def purge_expired(session: Session, settings: Settings) -> list[str]:
         except Conflict:
             continue  # e.g. rolled back to as production by an audited override
     return purged
+
+
+def place_hold(session: Session, version: ModelVersion, reason: str) -> ModelVersion:
+    """Keep `version` from every purge until `release_hold`; audited."""
+    audit.lock_chain(session)
+    session.refresh(version, with_for_update=True)
+    if version.purged_at is not None:
+        raise Gone(f"version {version.number} was purged at {version.purged_at.isoformat()}; "
+                   "there is nothing left to hold")
+    if version.held_at is not None:
+        raise Conflict(f"version {version.number} is under legal hold already since "
+                       f"{version.held_at.isoformat()} ({version.hold_reason})")
+    version.held_at, version.hold_reason = utcnow(), reason
+    version.held_by = audit.actor_of(session)
+    audit.record(session, "version.held", "model_version", version.id,
+                 {"model": version.model_id, "number": version.number, "reason": reason})
+    return version
+
+
+def release_hold(session: Session, version: ModelVersion) -> ModelVersion:
+    """End the hold: a quarantined version is purged again once its grace has passed."""
+    audit.lock_chain(session)
+    session.refresh(version, with_for_update=True)
+    if version.held_at is None:
+        raise Conflict(f"version {version.number} is not under legal hold")
+    audit.record(session, "version.hold_released", "model_version", version.id,
+                 {"model": version.model_id, "number": version.number,
+                  "reason": version.hold_reason, "held_since": version.held_at.isoformat()})
+    version.held_at = version.hold_reason = version.held_by = None
+    return version

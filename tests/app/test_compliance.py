@@ -719,6 +719,44 @@ def test_auto_purge_after_grace(client: TestClient, monkeypatch: pytest.MonkeyPa
     assert client.get("/v1/audit/verify").json()["ok"] is True
 
 
+def test_a_version_under_legal_hold_is_never_purged_until_the_hold_is_released(
+        client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Purging a version a court case may need destroys evidence: a hold stops every purge."""
+    from app.services.reconciler import reconcile_once
+
+    settings = get_settings()
+    for concept, kind in (("red tulip", "object"), ("van gogh", "style")):
+        td = client.post("/v1/takedowns", json={**TD, "concept": concept, "kind": kind}).json()
+        assert run_unlearn_job(td["job_id"], settings) == "completed"
+    v1 = client.get("/v1/models/conceptworld/versions").json()[1]
+    assert v1["quarantined_at"] and v1["legal_hold"] is None
+    hold = f"/v1/versions/{v1['id']}/hold"
+    assert client.post(hold, json={"reason": ""}).status_code == 422
+    assert client.post(hold, json={}).status_code == 422
+    assert client.post("/v1/versions/nope/hold", json={"reason": "x"}).status_code == 404
+    held = client.post(hold, json={"reason": "Tulip Co v. Lethe: preserve"})
+    assert held.status_code == 200, held.text
+    assert held.json()["legal_hold"]["reason"] == "Tulip Co v. Lethe: preserve"
+    assert held.json()["legal_hold"]["placed_by"].startswith("key:")
+    again = client.post(hold, json={"reason": "again"})
+    assert again.status_code == 409 and "Tulip Co" in again.json()["detail"]
+
+    purge = client.post(f"/v1/versions/{v1['id']}/purge", json={})
+    assert purge.status_code == 409 and "legal hold" in purge.json()["detail"]
+    monkeypatch.setattr(settings, "purge_grace_seconds", 0.0)
+    assert reconcile_once(settings).purged == []
+    assert client.get(f"/v1/versions/{v1['id']}").json()["purged_at"] is None
+
+    released = client.delete(hold)
+    assert released.status_code == 200 and released.json()["legal_hold"] is None
+    assert client.delete(hold).status_code == 409
+    assert reconcile_once(settings).purged == [v1["id"]]
+    assert client.post(hold, json={"reason": "too late"}).status_code == 410
+    audit = client.get(f"/v1/audit?target_id={v1['id']}").json()["items"]
+    assert [e["action"] for e in audit][-3:] == ["version.held", "version.hold_released",
+                                                 "version.purged"]
+
+
 def test_stale_running_preview_is_resent_then_failed(client: TestClient,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """A preview whose worker died while rendering stays `running` (its redelivered message is

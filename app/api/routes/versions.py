@@ -10,7 +10,7 @@ from starlette.background import BackgroundTask
 from app.api.deps import ModelsAdmin, SessionDep, SettingsDep, TakedownsRead, TakedownsWrite
 from app.errors import NotFound
 from app.schemas.compliance import PurgeIn
-from app.schemas.registry import ExportOut, VersionOut
+from app.schemas.registry import ExportOut, LegalHoldIn, VersionOut
 from app.schemas.takedowns import PreviewOut, SampleRequest
 from app.services import evidence, exports, previews, quarantine, registry
 
@@ -73,6 +73,25 @@ def purge_version(version_id: str, body: PurgeIn, session: SessionDep, settings:
     """Delete the version's tensors and previews; the row stays as a tombstone (audited)."""
     version = registry.get_version(session, version_id)
     quarantine.purge(session, settings, version, reason=body.reason)
+    session.commit()
+    return VersionOut.model_validate(version)
+
+
+@router.post("/versions/{version_id}/hold", response_model=VersionOut)
+def place_hold(version_id: str, body: LegalHoldIn, session: SessionDep,
+               _: ModelsAdmin) -> VersionOut:
+    """A legal hold: the version is never purged, by hand or after its quarantine's grace,
+    until the hold is released (409 if held already, 410 once purged)."""
+    version = quarantine.place_hold(session, registry.get_version(session, version_id),
+                                    body.reason)
+    session.commit()
+    return VersionOut.model_validate(version)
+
+
+@router.delete("/versions/{version_id}/hold", response_model=VersionOut)
+def release_hold(version_id: str, session: SessionDep, _: ModelsAdmin) -> VersionOut:
+    """End the hold (409 if there is none); a quarantined version is purged again."""
+    version = quarantine.release_hold(session, registry.get_version(session, version_id))
     session.commit()
     return VersionOut.model_validate(version)
 
