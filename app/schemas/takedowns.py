@@ -160,6 +160,26 @@ class TakedownOut(BaseModel):
     updated_at: datetime
 
 
+class JobOut(BaseModel):
+    """One erasure step on a model: the takedowns merged into it and how it went."""
+    id: str
+    model_id: str
+    state: State
+    takedown_ids: list[str] = Field(description="the takedowns it carries, oldest first")
+    attempt: int = Field(description="tries so far (a worker that died gives a retry)")
+    parent_version_id: str | None = Field(description="the version it trains from")
+    version_id: str | None = Field(description="the version it made, once committed")
+    worker: str | None = Field(description="host:pid:tag of the worker holding its lease")
+    lease_expires_at: datetime | None
+    heartbeat_at: datetime | None
+    enqueued_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    progress: Progress | None
+    error: str | None
+    created_at: datetime
+
+
 class TakedownPage(BaseModel):
     items: list[TakedownOut]
     next_cursor: str | None

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from app.db.models import Job, Model, ModelVersion, Takedown
 from app.db.types import utcnow
+from app.errors import NotFound
 from app.services import events
 from app.services.gate import GateResult
 from app.services.registry import PRODUCTION, alias_target, move_alias
@@ -318,3 +319,38 @@ def crash(session: Session, job: Job, takedowns: list[Takedown]) -> None:
     for td in takedowns:
         td.error = {"code": "crashed", "detail": job.error}
         events.move_takedown(session, td, State.CRASHED, error=job.error)
+
+
+def get_job(session: Session, job_id: str) -> Job:
+    job = session.get(Job, job_id)
+    if job is None:
+        raise NotFound(f"no job {job_id!r}")
+    return job
+
+
+def list_jobs(session: Session, *, model_id: str | None, state: State | None,
+              limit: int) -> list[Job]:
+    """Newest first."""
+    stmt = select(Job)
+    if model_id:
+        stmt = stmt.where(Job.model_id == model_id)
+    if state:
+        stmt = stmt.where(Job.state == state.value)
+    return list(session.scalars(stmt.order_by(Job.created_at.desc(), Job.id.desc())
+                                .limit(limit)))
+
+
+def job_view(session: Session, job: Job) -> dict[str, Any]:
+    """The step as the API shows it: its takedowns, the version it made, its progress."""
+    takedowns = list(session.scalars(select(Takedown).where(Takedown.job_id == job.id)
+                                     .order_by(Takedown.created_at, Takedown.id)))
+    version_id = session.scalar(select(ModelVersion.id).where(ModelVersion.job_id == job.id))
+    progress = next((td.progress for td in takedowns if td.progress), None)
+    return {"id": job.id, "model_id": job.model_id, "state": job.state,
+            "takedown_ids": [td.id for td in takedowns], "attempt": job.attempt,
+            "parent_version_id": job.parent_version_id, "version_id": version_id,
+            "worker": job.lease_owner, "lease_expires_at": job.lease_expires_at,
+            "heartbeat_at": job.heartbeat_at, "enqueued_at": job.enqueued_at,
+            "started_at": job.started_at, "finished_at": job.finished_at,
+            "progress": progress if State(job.state) in ACTIVE else None,
+            "error": job.error, "created_at": job.created_at}

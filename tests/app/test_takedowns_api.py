@@ -157,3 +157,33 @@ def test_ops_endpoints(client: TestClient) -> None:
     assert 'lethe_queue_depth{queue="unlearn"} 1.0' in metrics
     assert "lethe_job_duration_seconds_bucket" in metrics
     assert client.get("/healthz").headers["x-request-id"]
+
+
+def test_a_takedowns_job_is_a_resource_showing_its_step(client: TestClient) -> None:
+    """`job_id` pointed nowhere: a dashboard could not see what a step merged, its attempt,
+    its worker, or the version it made."""
+    from app.settings import get_settings
+    from workers.tasks import run_unlearn_job
+
+    a = client.post("/v1/takedowns", json=body()).json()
+    b = client.post("/v1/takedowns", json=body(concept="van gogh", kind="style",
+                                               external_ref="T-2")).json()
+    job = client.get(f"/v1/jobs/{a['job_id']}")
+    assert job.status_code == 200, job.text
+    assert job.json()["state"] == "queued" and job.json()["attempt"] == 0
+    assert job.json()["takedown_ids"] == [a["id"], b["id"]]
+    assert job.json()["version_id"] is None and job.json()["model_id"] == a["model_id"]
+    assert client.get("/v1/jobs/nope").status_code == 404
+    queued = client.get("/v1/jobs?model=conceptworld&state=queued").json()
+    assert [j["id"] for j in queued] == [a["job_id"]]
+
+    assert run_unlearn_job(a["job_id"], get_settings()) == "completed"
+    done = client.get(f"/v1/jobs/{a['job_id']}").json()
+    version = client.get(f"/v1/takedowns/{a['id']}").json()["result"]["version"]
+    assert done["state"] == "completed" and done["attempt"] == 1
+    assert done["version_id"] == version and done["finished_at"] and done["started_at"]
+    assert done["parent_version_id"] and done["lease_expires_at"] is None
+    assert client.get("/v1/jobs?model=conceptworld&state=queued").json() == []
+    assert [j["id"] for j in client.get("/v1/jobs?state=completed").json()] == [a["job_id"]]
+    assert client.get("/v1/jobs?model=nope").status_code == 404
+    assert client.get("/v1/jobs?state=lost").status_code == 422
