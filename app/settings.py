@@ -67,11 +67,9 @@ class Settings(BaseSettings):
     admin_key: str = ""
     # HMAC key for export manifests and for webhooks sent to a takedown's callback_url.
     signing_secret: str = ""
-    # The redress every decision names (DSA Art. 17(3)(f)): say how to contest it here.
-    redress_info: str = (
-        "You may contest this decision through our internal complaint handling by replying to "
-        "it with the takedown id; out-of-court dispute settlement (EU DSA Art. 21) and the "
-        "courts remain open to you.")
+    # How to contest a decision (DSA Art. 17(3)(f)), by legal basis or "default" (JSON, e.g.
+    # {"default": "Write to appeals@example.com"}); app/services/decisions.py has ours.
+    redress_info: dict[str, str] = {}
     # Days to answer per legal basis, overriding the defaults (JSON, e.g. {"dmca": 5}).
     due_days: dict[str, int] = {}
     purge_grace_seconds: float = 30 * 86400.0  # quarantined versions are purged after this

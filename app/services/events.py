@@ -27,10 +27,12 @@ def move_takedown(session: Session, takedown: Takedown, target: State, **data: A
     record(session, takedown.id, "state", {"state": target.value, **data})
     audit.record(session, f"takedown.{target.value}", "takedown", takedown.id,
                  {"from": previous, "to": target.value, **data})
-    decisions.decide_automatically(session, takedown, target)  # before: the payload carries it
+    decided = decisions.decide_automatically(session, takedown, target)  # in the payload too
     from app.services import webhooks  # late: webhooks imports the takedown schemas
 
     webhooks.enqueue_for_takedown(session, takedown, f"takedown.{target.value}")
+    if decided:
+        webhooks.enqueue_for_takedown(session, takedown, "takedown.decided")
 
 
 def move_job(job: Job, target: State) -> None:

@@ -340,11 +340,20 @@ def list_jobs(session: Session, *, model_id: str | None, state: State | None,
                                 .limit(limit)))
 
 
-def job_view(session: Session, job: Job) -> dict[str, Any]:
-    """The step as the API shows it: its takedowns, the version it made, its progress."""
-    takedowns = list(session.scalars(select(Takedown).where(Takedown.job_id == job.id)
-                                     .order_by(Takedown.created_at, Takedown.id)))
-    version_id = session.scalar(select(ModelVersion.id).where(ModelVersion.job_id == job.id))
+def job_views(session: Session, jobs: list[Job]) -> list[dict[str, Any]]:
+    """The steps as the API shows them: their takedowns, the version each made, its live
+    progress (two queries for all of them)."""
+    ids = [job.id for job in jobs]
+    takedowns: dict[str, list[Takedown]] = {job_id: [] for job_id in ids}
+    for td in session.scalars(select(Takedown).where(Takedown.job_id.in_(ids))
+                              .order_by(Takedown.created_at, Takedown.id)):
+        takedowns[str(td.job_id)].append(td)
+    versions = {str(job_id): version_id for job_id, version_id in session.execute(
+        select(ModelVersion.job_id, ModelVersion.id).where(ModelVersion.job_id.in_(ids)))}
+    return [_view(job, takedowns[job.id], versions.get(job.id)) for job in jobs]
+
+
+def _view(job: Job, takedowns: list[Takedown], version_id: str | None) -> dict[str, Any]:
     progress = next((td.progress for td in takedowns if td.progress), None)
     return {"id": job.id, "model_id": job.model_id, "state": job.state,
             "takedown_ids": [td.id for td in takedowns], "attempt": job.attempt,

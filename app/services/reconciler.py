@@ -39,7 +39,8 @@ class Sweep:
 
 
 def sweep(session: Session, settings: Settings) -> Sweep:
-    """One pass; the caller commits, then sends `requeued + resent` to the broker."""
+    """One pass (the expired purge is `purge_expired`, apart); the caller commits, then sends
+    `requeued + resent` to the broker."""
     now, out = utcnow(), Sweep()
     expired = session.scalars(
         select(Job).where(Job.state.in_(ACTIVE_VALUES), Job.lease_expires_at < now)
@@ -67,7 +68,6 @@ def sweep(session: Session, settings: Settings) -> Sweep:
         Export.state == State.QUEUED.value, Export.created_at < stale))
     out.exports = [e.id for e in exports]
     _stale_running(session, settings, out)
-    out.purged = purge_expired(session, settings)
     out.idempotency_keys_pruned = _prune_idempotency_keys(session, settings)
     return out
 
@@ -107,6 +107,10 @@ def _prune_idempotency_keys(session: Session, settings: Settings) -> int:
 def reconcile_once(settings: Settings) -> Sweep:
     with session_scope() as session:
         result = sweep(session, settings)
+    # Its own transaction: a purge takes the audit chain's lock, then versions and their
+    # previews and exports; holding the sweep's row locks meanwhile could deadlock with one.
+    with session_scope() as session:
+        result.purged = purge_expired(session, settings)
     for job_id in result.requeued + result.resent:
         dispatch.send_unlearn(job_id)
     for preview_id in result.previews:

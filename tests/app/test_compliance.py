@@ -23,7 +23,7 @@ from sqlalchemy import select, text
 
 from app.db.models import Takedown, WebhookDelivery
 from app.db.session import get_engine, session_scope
-from app.services import webhooks
+from app.services import decisions, webhooks
 from app.settings import get_settings
 from tests.conftest import create_key
 from workers.tasks import run_unlearn_job
@@ -264,7 +264,7 @@ def test_an_ended_takedown_states_its_reasons_and_a_reviewer_can_decide_again(
         "legal_basis": "copyright", "statement_of_reasons": "", "decided_at": "", "redress": ""}
     assert "'red tulip'" in decision["statement_of_reasons"]
     assert "version 1" in decision["statement_of_reasons"]
-    assert decision["redress"] == settings.redress_info and decision["redress"]
+    assert decision["redress"] == decisions.REDRESS["default"]
     unknown = client.post("/v1/takedowns", json={**TD, "concept": "purple unicorn"}).json()
     assert unknown["decision"]["outcome"] == "rejected"
     assert "does not know 'purple unicorn'" in unknown["decision"]["statement_of_reasons"]
@@ -273,23 +273,29 @@ def test_an_ended_takedown_states_its_reasons_and_a_reviewer_can_decide_again(
                 {**review, "statement_of_reasons": ""}, {**review, "automated": True}):
         assert client.post(url, json=bad).status_code == 422, bad
     assert client.post("/v1/takedowns/nope/decision", json=review).status_code == 404
+    nothing_erased = f"/v1/takedowns/{unknown['id']}/decision"
+    assert client.post(nothing_erased, json=review).status_code == 409
+    assert client.post(nothing_erased, json={**review, "outcome": "rejected"}).status_code == 200
+    monkeypatch.setattr(settings, "redress_info", {"copyright": "Write to appeals@example.com"})
     reviewed = client.post(url, json=review)
     assert reviewed.status_code == 200, reviewed.text
     assert reviewed.json()["decision"] | {"decided_at": ""} == {
         **review, "automated": False, "decided_by": reviewed.json()["decision"]["decided_by"],
-        "legal_basis": "copyright", "redress": settings.redress_info, "decided_at": ""}
+        "legal_basis": "copyright", "redress": "Write to appeals@example.com", "decided_at": ""}
     assert reviewed.json()["decision"]["decided_by"].startswith("key:")
     assert reviewed.json()["state"] == "completed"  # a decision is a record, not a state
 
     audit = client.get(f"/v1/audit?target_id={td['id']}&action=takedown.decided").json()
     assert [e["data"]["outcome"] for e in audit["items"]] == ["accepted", "partial"]
+    replaced = audit["items"][0]["data"]  # whole, though the takedown no longer shows it
+    assert replaced | {"decided_at": ""} == decision | {"decided_at": ""}
     report = client.get(f"/v1/takedowns/{td['id']}/report").json()
     assert report["takedown"]["decision"]["outcome"] == "partial"
     webhooks.deliver_due(settings)
     told = sorted((json.loads(body)["data"]["id"], json.loads(body)["data"]["decision"]["outcome"])
                   for _, body in receiver.got)
     assert told == sorted([(td["id"], "accepted"), (td["id"], "partial"),
-                           (unknown["id"], "rejected")])
+                           (unknown["id"], "rejected"), (unknown["id"], "rejected")])
 
 
 # --- webhooks -----------------------------------------------------------------------------

@@ -22,10 +22,10 @@ def list_jobs(session: SessionDep, _: TakedownsRead,
               limit: Annotated[int, Query(ge=1, le=500)] = 100) -> list[JobOut]:
     """Newest first: e.g. `?model=conceptworld&state=running` is the model's step under way."""
     model_id = registry.get_model(session, model).id if model else None
-    return [JobOut.model_validate(jobs.job_view(session, job))
-            for job in jobs.list_jobs(session, model_id=model_id, state=state, limit=limit)]
+    found = jobs.list_jobs(session, model_id=model_id, state=state, limit=limit)
+    return [JobOut.model_validate(view) for view in jobs.job_views(session, found)]
 
 
 @router.get("/{job_id}", response_model=JobOut)
 def get_job(job_id: str, session: SessionDep, _: TakedownsRead) -> JobOut:
-    return JobOut.model_validate(jobs.job_view(session, jobs.get_job(session, job_id)))
+    return JobOut.model_validate(jobs.job_views(session, [jobs.get_job(session, job_id)])[0])

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.responses import HTMLResponse
 from sse_starlette.sse import EventSourceResponse
 
-from app.api.deps import SessionDep, SettingsDep, TakedownsRead, TakedownsWrite
+from app.api.deps import ModelsAdmin, SessionDep, SettingsDep, TakedownsRead, TakedownsWrite
 from app.db.models import Takedown
 from app.db.session import get_sessionmaker
 from app.db.types import utcnow
@@ -81,9 +81,11 @@ def extend_deadline(takedown_id: str, body: ExtensionIn, session: SessionDep,
 
 @router.post("/{takedown_id}/decision", response_model=TakedownOut)
 def decide(takedown_id: str, body: DecisionIn, session: SessionDep,
-           _: TakedownsWrite) -> TakedownOut:
+           _: ModelsAdmin) -> TakedownOut:
     """A reviewer's decision and statement of reasons on an ended takedown (409 before it
-    ends). It replaces the automatic one; the audit log keeps both; `takedown.decided` fires."""
+    ends; `accepted` and `partial` need it completed). It replaces the current one; the audit
+    log keeps both; `takedown.decided` fires. models:admin: the provider decides, not a key
+    that files notices."""
     td = decisions.review(session, takedowns.get(session, takedown_id), body.outcome,
                           body.statement_of_reasons)
     session.commit()
