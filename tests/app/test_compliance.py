@@ -764,6 +764,59 @@ def test_a_version_under_legal_hold_is_never_purged_until_the_hold_is_released(
                                                  "version.purged"]
 
 
+def test_a_purge_by_hand_during_the_sweep_neither_deadlocks_nor_leaves_half_a_purge(
+        client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sweep locked a stale export, then took the audit chain's lock to purge; a purge by
+    hand held that lock and waited for the export: Postgres broke the deadlock after the
+    artifact was deleted, leaving no tombstone and no audit row."""
+    from datetime import timedelta
+
+    from app.db.models import Export, ModelVersion
+    from app.db.types import utcnow
+    from app.services import quarantine, reconciler
+
+    settings = get_settings()
+    for concept, kind in (("red tulip", "object"), ("van gogh", "style")):
+        td = client.post("/v1/takedowns", json={**TD, "concept": concept, "kind": kind}).json()
+        assert run_unlearn_job(td["job_id"], settings) == "completed"
+    v1 = client.get("/v1/models/conceptworld/versions").json()[1]
+    with session_scope() as session:
+        session.add(Export(version_id=v1["id"], state="running", attempts=1, size_bytes=0,
+                           started_at=utcnow() - timedelta(hours=1)))
+    monkeypatch.setattr(settings, "preview_stale_seconds", 1.0)
+    monkeypatch.setattr(settings, "purge_grace_seconds", 1e9)
+    holding = threading.Event()
+    stale_running = reconciler._stale_running
+
+    def hold_the_export(*args: Any) -> None:
+        stale_running(*args)
+        holding.set()
+        time.sleep(1.5)
+
+    monkeypatch.setattr(reconciler, "_stale_running", hold_the_export)
+    swept: list[BaseException | None] = []
+
+    def sweep() -> None:
+        try:
+            reconciler.reconcile_once(settings)
+            swept.append(None)
+        except BaseException as exc:  # noqa: B036 — reported below
+            swept.append(exc)
+
+    sweeper = threading.Thread(target=sweep)
+    sweeper.start()
+    assert holding.wait(10)
+    with session_scope() as session:
+        version = session.get(ModelVersion, v1["id"])
+        assert version is not None
+        quarantine.purge(session, settings, version, reason="by hand")
+    sweeper.join(timeout=30)
+    assert swept == [None]
+    assert client.get(f"/v1/versions/{v1['id']}").json()["purged_at"]
+    actions = [e["action"] for e in client.get(f"/v1/audit?target_id={v1['id']}").json()["items"]]
+    assert actions[-1] == "version.purged"
+
+
 def test_stale_running_preview_is_resent_then_failed(client: TestClient,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """A preview whose worker died while rendering stays `running` (its redelivered message is
