@@ -96,5 +96,7 @@ def _erased_statement(session: Session, takedown: Takedown) -> str:
            f"which version {number} keeps" if covered else
            f"version {number}, trained not to draw it, passed the evaluation gate")
     return (f"{takedown.concept!r} ({takedown.kind}) is removed from model {name!r} under "
-            f"{takedown.legal_basis}: {how} and is in production. Decided by automated means "
+            f"{takedown.legal_basis}: {how} and is in production. It applies wherever the "
+            "model is served from this registry, to every later version, without time limit; "
+            "earlier versions that still draw it are quarantined. Decided by automated means "
             "on the notice as filed; no person reviewed it.")
