@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -16,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+from app.embedded_worker import SupervisedWorker, declare_queues
 from app.settings import REPO_ROOT
 
 console = Console()
@@ -39,14 +39,12 @@ def serve(
     reset_engine()
     migrate_to_head()
     _announce_admin_key(get_settings().admin_key)
+    declare_queues()
     # uvicorn re-raises the SIGTERM it caught after shutting down; with the default action
     # that would end this process before `finally` stops the worker, leaving it orphaned.
     signal.signal(signal.SIGTERM, _raise_terminated)
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "workers.celery_app:celery_app", "worker",
-         "-Q", "unlearn,preview", "-c", "1", "--pool", "solo", "-l", "WARNING",
-         "--without-gossip", "--without-mingle", "--without-heartbeat"],
-        cwd=REPO_ROOT, env=os.environ.copy())
+    worker = SupervisedWorker()
+    worker.start()
     terminated = False
     try:
         import uvicorn
@@ -60,7 +58,7 @@ def serve(
         terminated = True
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the grace
-        _stop(worker)
+        worker.stop()
     if terminated:  # end as SIGTERM would have, now that the worker is down
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGTERM)
@@ -72,17 +70,6 @@ class Terminated(Exception):
 
 def _raise_terminated(_signum: int, _frame: object) -> None:
     raise Terminated
-
-
-def _stop(worker: subprocess.Popen[bytes], grace_seconds: float = 10) -> None:
-    """Stop the worker; a warm shutdown waits for the running job, so kill it after a grace
-    period — the job's lease expires and the next start runs it again, nothing is lost."""
-    worker.terminate()
-    try:
-        worker.wait(timeout=grace_seconds)
-    except subprocess.TimeoutExpired:
-        worker.kill()
-        worker.wait()
 
 
 def _announce_admin_key(configured: str) -> None:

@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import httpx
 
@@ -44,16 +44,17 @@ def embedded_service(data_dir: Path, admin_key: str, env: dict[str, str] | None 
                      start_timeout: float = 120) -> Iterator[httpx.Client]:
     """`lethe serve` on a free port, as a client authorised with `admin_key`; stopped after.
     `env` adds `LETHE_*` settings; it must announce its URL on its first line of output.
-    The service's and its worker's logs go to `<data_dir>.serve.log`; if the body raises,
-    their last lines are printed, so a failure says what the service was doing."""
+    The service's and its worker's output goes to `<data_dir>.serve.log`; if the body raises,
+    its last lines are printed, so a failure says what the service was doing."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log_path = data_dir.with_name(f"{data_dir.name}.serve.log")
     log_path.parent.mkdir(parents=True, exist_ok=True)
     child_env = {k: v for k, v in os.environ.items() if not k.startswith("LETHE_")}
-    child_env.update({"LETHE_CONCEPTWORLD_DIR": str(CONCEPTWORLD_DIR),
+    child_env.update({"PYTHONUNBUFFERED": "1", "LETHE_CONCEPTWORLD_DIR": str(CONCEPTWORLD_DIR),
                       "LETHE_LOG_LEVEL": "INFO", "LETHE_ADMIN_KEY": admin_key, **(env or {})})
-    with log_path.open("w") as log:
+    log_path.write_text("")
+    with log_path.open("a") as log:  # appending, as the copy of its output below does
         proc = subprocess.Popen(
             [sys.executable, "-c", "from lethe.cli import app; app()", "serve", "--port",
              str(port), "--data-dir", str(data_dir)], cwd=REPO_ROOT, env=child_env,
@@ -63,7 +64,8 @@ def embedded_service(data_dir: Path, admin_key: str, env: dict[str, str] | None 
         if url not in announced:
             raise RuntimeError(f"lethe serve did not print its URL {url}: {announced!r}")
         assert proc.stdout is not None
-        threading.Thread(target=proc.stdout.read, daemon=True).start()  # never let it block
+        # Never let its output block it; the API's own log lines go to stdout.
+        threading.Thread(target=_copy_lines, args=(proc.stdout, log_path), daemon=True).start()
         with httpx.Client(base_url=url, timeout=30,
                           headers={"Authorization": f"Bearer {admin_key}"}) as client:
             wait_ready(client, proc)
@@ -79,6 +81,13 @@ def embedded_service(data_dir: Path, admin_key: str, env: dict[str, str] | None 
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def _copy_lines(stream: IO[str], path: Path) -> None:
+    with path.open("a") as out:
+        for line in stream:
+            out.write(line)
+            out.flush()
 
 
 def _first_line(proc: subprocess.Popen[str], timeout: float) -> str:

@@ -117,9 +117,45 @@ def _alive(pid: int) -> bool:
     return bool(fields) and fields[0] != "Z"
 
 
+def test_serve_starts_its_worker_again_when_it_dies(tmp_path: Path) -> None:
+    """A worker that died (it lost the broker's queue race at start, was killed, ran out of
+    memory) was never replaced: every takedown waited forever, its event stream open."""
+    stand_in = {"LETHE_CONCEPTWORLD_DIR": str(make_conceptworld(tmp_path)),
+                "LETHE_ENGINE_MODULE": "tests.stand_in_engine"}
+    data_dir = tmp_path / "data"
+    with embedded_service(data_dir, EMBEDDED_ADMIN_KEY, env=stand_in) as client:
+        serve = next(pid for pid in _pids() if str(data_dir) in _cmdline(pid))
+        first = next(pid for pid in _pids() if _parent(pid) == serve)
+        os.kill(first, signal.SIGKILL)
+        td = client.post("/v1/takedowns", json=TAKEDOWN).json()
+        deadline = time.monotonic() + 60
+        while client.get(f"/v1/takedowns/{td['id']}").json()["state"] != "completed":
+            assert time.monotonic() < deadline, "the takedown waited for a dead worker"
+            time.sleep(0.5)
+        second = [pid for pid in _pids() if _parent(pid) == serve and _alive(pid)]
+        assert second and first not in second
+
+
+def test_the_embedded_broker_has_its_queues_before_any_worker_starts(tmp_path: Path) -> None:
+    """On the SQLite broker a worker that loses the race to create a queue's row dies."""
+    import sqlite3
+
+    from celery import Celery
+
+    from app.embedded_worker import declare_queues
+    from workers.celery_app import celery_app
+
+    app = Celery("lethe-test", broker=f"sqla+sqlite:///{tmp_path / 'broker.db'}")
+    app.conf.task_queues = celery_app.conf.task_queues
+    declare_queues(app)
+    with sqlite3.connect(tmp_path / "broker.db") as db:
+        names = {name for (name,) in db.execute("SELECT name FROM kombu_queue")}
+    assert names == {"unlearn", "preview"}
+
+
 def test_stopping_serve_kills_a_worker_that_is_still_busy() -> None:
     """A warm shutdown waits for the running job; `lethe serve` must not leave it orphaned."""
-    from app.cli import _stop
+    from app.embedded_worker import stop_process
 
     busy = subprocess.Popen([sys.executable, "-c", "import signal, time; "
                              "signal.signal(signal.SIGTERM, signal.SIG_IGN); print(flush=True); "
@@ -127,7 +163,7 @@ def test_stopping_serve_kills_a_worker_that_is_still_busy() -> None:
     assert busy.stdout is not None
     busy.stdout.readline()  # SIGTERM is ignored from here on
     clock = time.monotonic()
-    _stop(busy, grace_seconds=1)
+    stop_process(busy, grace_seconds=1)
     assert busy.poll() is not None
     assert time.monotonic() - clock < 10
 
