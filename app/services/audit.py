@@ -50,9 +50,10 @@ def actor_of(session: Session) -> str:
 
 
 def lock_chain(session: Session) -> None:
-    """Hold the chain's lock to the end of the transaction (again is fine). A transaction that
-    will append and also lock rows takes this first, the order every state change uses, so
-    two of them cannot deadlock."""
+    """Hold the chain's lock to the end of the transaction (again is fine). Take it before
+    locking a webhook subscription or a model version that the transaction will audit: the
+    takedown transitions that queue deliveries and quarantine versions already hold it when
+    they reach those rows, so taking the row first could deadlock with them."""
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": LOCK_ID})
 

@@ -65,7 +65,7 @@ def purge(session: Session, settings: Settings, version: ModelVersion, *, reason
     if version.purged_at is not None:
         return
     # Lock the row (an export finishing concurrently takes the same lock, workers/tasks.py),
-    # after the audit chain's lock, the order every transition takes.
+    # after the audit chain's lock (audit.lock_chain says why).
     audit.lock_chain(session)
     session.refresh(version, with_for_update=True)
     if version.purged_at is not None:
