@@ -43,10 +43,11 @@ def serve(
     # uvicorn re-raises the SIGTERM it caught after shutting down; with the default action
     # that would end this process before `finally` stops the worker, leaving it orphaned.
     signal.signal(signal.SIGTERM, _raise_terminated)
+    signal.signal(signal.SIGHUP, _as_sigterm)  # the terminal closed
     worker = SupervisedWorker()
-    worker.start()
     terminated = False
     try:
+        worker.start()
         import uvicorn
 
         from app.main import create_app
@@ -57,11 +58,15 @@ def serve(
     except Terminated:
         terminated = True
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the grace
+        for stop_signal in STOP_SIGNALS:  # a second one must not cut the worker's grace
+            signal.signal(stop_signal, signal.SIG_IGN)
         worker.stop()
     if terminated:  # end as SIGTERM would have, now that the worker is down
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGTERM)
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 class Terminated(Exception):
@@ -70,6 +75,12 @@ class Terminated(Exception):
 
 def _raise_terminated(_signum: int, _frame: object) -> None:
     raise Terminated
+
+
+def _as_sigterm(_signum: int, _frame: object) -> None:
+    """SIGHUP is handled as SIGTERM is: uvicorn shuts down on SIGTERM, while an exception
+    raised in a handler would only be logged by its event loop."""
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _announce_admin_key(configured: str) -> None:

@@ -20,19 +20,19 @@ WORKER_COMMAND = [sys.executable, "-m", "celery", "-A", "workers.celery_app:cele
                   "-l", "WARNING", "--without-gossip", "--without-mingle",
                   "--without-heartbeat"]
 MAX_RESTART_DELAY = 30.0
-STEADY_SECONDS = 60.0  # a worker that ran this long died of something new: restart at once
+STEADY_SECONDS = 60.0  # a worker that ran this long died of something new: restart after 1 s
 
 
-def declare_queues(app: Celery | None = None) -> None:
+def declare_queues(celery: Celery | None = None) -> None:
     """Create the broker's queues from this one process. On the SQLite broker the API's first
     publish and a starting worker each insert a missing queue's row, and a worker that loses
     that race dies ("Unrecoverable error: UNIQUE constraint failed: kombu_queue.name")."""
     from workers.celery_app import celery_app  # no torch behind this import
 
-    broker = app or celery_app
-    with broker.connection_for_write() as connection:
+    target = celery or celery_app
+    with target.connection_for_write() as connection:
         channel = connection.default_channel
-        for queue in broker.conf.task_queues:
+        for queue in target.conf.task_queues:
             queue(channel).declare()
 
 
@@ -42,16 +42,11 @@ class SupervisedWorker:
 
     def __init__(self, poll_seconds: float = 0.5) -> None:
         self.poll_seconds = poll_seconds
-        self.restarts = 0
         self._process: subprocess.Popen[bytes] | None = None
         self._started_at = 0.0
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._watchdog = threading.Thread(target=self._watch, daemon=True, name="worker-watch")
-
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process else None
 
     def start(self) -> None:
         self._spawn()
@@ -66,7 +61,10 @@ class SupervisedWorker:
             self._watchdog.join(timeout=5)
 
     def _spawn(self) -> None:
-        self._process = subprocess.Popen(WORKER_COMMAND, cwd=REPO_ROOT, env=os.environ.copy())
+        # Its own session: a terminal's Ctrl-C or hang-up reaches `lethe serve` alone, which
+        # stops the worker; a worker that also caught it would exit and be started again.
+        self._process = subprocess.Popen(WORKER_COMMAND, cwd=REPO_ROOT, env=os.environ.copy(),
+                                         start_new_session=True)
         self._started_at = time.monotonic()
 
     def _watch(self) -> None:
@@ -84,8 +82,10 @@ class SupervisedWorker:
             with self._lock:
                 if self._stopping.is_set():
                     return
-                self._spawn()
-                self.restarts += 1
+                try:
+                    self._spawn()
+                except OSError as exc:  # e.g. out of memory: keep trying, never give up
+                    log.warning("worker.start_failed", error=str(exc))
 
 
 def stop_process(process: subprocess.Popen[bytes], grace_seconds: float = 10) -> None:

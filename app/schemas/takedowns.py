@@ -115,9 +115,12 @@ class TakedownResult(BaseModel):
                     "of their words), those erasures: nothing was trained or mapped for it")
 
 
+Outcome = Literal["accepted", "rejected", "partial"]
+
+
 class Decision(BaseModel):
     """The decision and its statement of reasons (EU DSA Art. 17(3))."""
-    outcome: Literal["accepted", "rejected", "partial"]
+    outcome: Outcome
     statement_of_reasons: str
     automated: bool = Field(description="decided by automated means, with no person reviewing")
     decided_by: str = Field(description="`system`, or `key:<id>` of the reviewer")
@@ -129,7 +132,7 @@ class Decision(BaseModel):
 class DecisionIn(BaseModel):
     """A reviewer's decision on an ended takedown; it replaces the current one."""
     model_config = ConfigDict(extra="forbid")
-    outcome: Literal["accepted", "rejected", "partial"]
+    outcome: Outcome
     statement_of_reasons: str = Field(min_length=1, max_length=8000)
 
 

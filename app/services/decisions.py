@@ -18,8 +18,6 @@ from app.services import audit
 from app.settings import get_settings
 from app.states import State, is_terminal
 
-OUTCOMES = ("accepted", "rejected", "partial")
-
 
 def decide_automatically(session: Session, takedown: Takedown, state: State) -> bool:
     """The decision a takedown's end implies: erased (accepted) or refused at intake. Returns

@@ -64,10 +64,8 @@ def purge(session: Session, settings: Settings, version: ModelVersion, *, reason
     marks it."""
     if version.purged_at is not None:
         return
-    # Lock the row (an export finishing concurrently takes the same lock, workers/tasks.py),
-    # after the audit chain's lock (audit.lock_chain says why).
-    audit.lock_chain(session)
-    session.refresh(version, with_for_update=True)
+    # Locked: an export finishing concurrently takes the same lock (workers/tasks.py).
+    _lock(session, version)
     if version.purged_at is not None:
         return
     if version.held_at is not None:
@@ -122,8 +120,7 @@ def purge_expired(session: Session, settings: Settings) -> list[str]:
 
 def place_hold(session: Session, version: ModelVersion, reason: str) -> ModelVersion:
     """Keep `version` from every purge until `release_hold`; audited."""
-    audit.lock_chain(session)
-    session.refresh(version, with_for_update=True)
+    _lock(session, version)
     if version.purged_at is not None:
         raise Gone(f"version {version.number} was purged at {version.purged_at.isoformat()}; "
                    "there is nothing left to hold")
@@ -139,8 +136,7 @@ def place_hold(session: Session, version: ModelVersion, reason: str) -> ModelVer
 
 def release_hold(session: Session, version: ModelVersion) -> ModelVersion:
     """End the hold: a quarantined version is purged again once its grace has passed."""
-    audit.lock_chain(session)
-    session.refresh(version, with_for_update=True)
+    _lock(session, version)
     if version.held_at is None:
         raise Conflict(f"version {version.number} is not under legal hold")
     audit.record(session, "version.hold_released", "model_version", version.id,
@@ -148,3 +144,10 @@ def release_hold(session: Session, version: ModelVersion) -> ModelVersion:
                   "reason": version.hold_reason, "held_since": version.held_at.isoformat()})
     version.held_at = version.hold_reason = version.held_by = None
     return version
+
+
+def _lock(session: Session, version: ModelVersion) -> None:
+    """The version's row, reloaded under its lock, after the audit chain's (lock_chain says
+    why)."""
+    audit.lock_chain(session)
+    session.refresh(version, with_for_update=True)

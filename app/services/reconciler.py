@@ -107,16 +107,17 @@ def _prune_idempotency_keys(session: Session, settings: Settings) -> int:
 def reconcile_once(settings: Settings) -> Sweep:
     with session_scope() as session:
         result = sweep(session, settings)
-    # Its own transaction: a purge takes the audit chain's lock, then versions and their
-    # previews and exports; holding the sweep's row locks meanwhile could deadlock with one.
-    with session_scope() as session:
-        result.purged = purge_expired(session, settings)
     for job_id in result.requeued + result.resent:
         dispatch.send_unlearn(job_id)
     for preview_id in result.previews:
         dispatch.send_preview(preview_id)
     for export_id in result.exports:
         dispatch.send_export(export_id)
+    # Its own transaction: a purge takes the audit chain's lock, then versions and their
+    # previews and exports; holding the sweep's row locks meanwhile could deadlock with one.
+    # After the sends: a purge that fails must not hold back what the sweep queued.
+    with session_scope() as session:
+        result.purged = purge_expired(session, settings)
     if result.requeued or result.crashed or result.resent or result.purged \
             or result.stale_failed:
         log.info("reconciler.sweep", requeued=result.requeued, crashed=result.crashed,

@@ -152,7 +152,7 @@ def get_subscription(session: Session, subscription_id: str, *,
                      for_change: bool = False) -> WebhookSubscription:
     """The subscription, 404 if deleted. `for_change` locks its row (after the audit chain's
     lock, the order the takedown transitions that queue its deliveries take), so changes,
-    deletes, rotations and redeliveries of it happen one after another."""
+    deletes and rotations of it happen one after another."""
     if for_change:
         audit.lock_chain(session)
     sub = session.get(WebhookSubscription, subscription_id, with_for_update=for_change)
@@ -222,9 +222,8 @@ def enqueue_for_takedown(session: Session, td: Takedown, event: str) -> None:
                                     payload=payload, state="pending", attempts=[],
                                     next_attempt_at=now))
     # FOR SHARE: a subscription deleted meanwhile waits for this commit, then fails these rows.
-    for sub in session.scalars(select(WebhookSubscription).where(
-            WebhookSubscription.active.is_(True), WebhookSubscription.deleted_at.is_(None))
-            .with_for_update(read=True)):
+    for sub in session.scalars(select(WebhookSubscription).where(_live())
+                               .with_for_update(read=True)):
         if not sub.events or event in sub.events:
             session.add(WebhookDelivery(subscription_id=sub.id, takedown_id=td.id, url=sub.url,
                                         event=event, payload=payload, state="pending",
@@ -321,9 +320,13 @@ def deliver_due(settings: Settings, *, limit: int = 50) -> int:
 def _subscription_active() -> ColumnElement[bool]:
     """A callback_url delivery, or one whose subscription is active (an inactive one's wait)."""
     return or_(WebhookDelivery.subscription_id.is_(None),
-               WebhookDelivery.subscription_id.in_(select(WebhookSubscription.id).where(
-                   WebhookSubscription.active.is_(True),
-                   WebhookSubscription.deleted_at.is_(None))))
+               WebhookDelivery.subscription_id.in_(select(WebhookSubscription.id)
+                                                   .where(_live())))
+
+
+def _live() -> ColumnElement[bool]:
+    """A subscription that gets events: active, and not deleted."""
+    return and_(WebhookSubscription.active.is_(True), WebhookSubscription.deleted_at.is_(None))
 
 
 def redeliver(session: Session, delivery_id: str) -> WebhookDelivery:

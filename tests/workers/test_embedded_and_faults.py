@@ -69,16 +69,19 @@ def test_embedded_serve_completes_a_takedown(tmp_path: Path) -> None:
         assert [v["erased"] for v in versions] == [[], ["red tulip"]]
 
 
-def test_serve_stopped_by_sigterm_stops_its_worker(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP])
+def test_serve_stopped_by_a_signal_stops_its_worker(stop: signal.Signals, tmp_path: Path
+                                                    ) -> None:
     """uvicorn re-raises the SIGTERM it caught once it has shut down; with the default action
-    that killed `lethe serve` before it stopped its worker, which ran on, orphaned."""
+    that killed `lethe serve` before it stopped its worker, which ran on, orphaned. A hang-up
+    (the terminal closed) killed it outright."""
     stand_in = {"LETHE_CONCEPTWORLD_DIR": str(make_conceptworld(tmp_path)),
                 "LETHE_ENGINE_MODULE": "tests.stand_in_engine"}
     data_dir = tmp_path / "data"
     with embedded_service(data_dir, EMBEDDED_ADMIN_KEY, env=stand_in):
         serve = next(pid for pid in _pids() if str(data_dir) in _cmdline(pid))
         worker = next(pid for pid in _pids() if _parent(pid) == serve)
-        os.kill(serve, signal.SIGTERM)  # the process only, as `docker stop` or `kill` would
+        os.kill(serve, stop)  # the process only, as `docker stop` or `kill` would
         deadline = time.monotonic() + 30
         while _alive(worker) and time.monotonic() < deadline:
             time.sleep(0.2)
