@@ -208,6 +208,13 @@ class PreviewOut(BaseModel):
     error: str | None
 
 
+class RescindIn(BaseModel):
+    """The claimant withdrew the notice."""
+
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field(min_length=1, max_length=2000)
+
+
 class ExtensionIn(BaseModel):
     """GDPR Art. 12(3): a further two months at most, with the reason told to the claimant."""
 

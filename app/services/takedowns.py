@@ -211,6 +211,34 @@ def cancel(session: Session, takedown_id: str) -> Takedown:
     return takedown
 
 
+def rescind(session: Session, takedown_id: str, reason: str) -> Takedown:
+    """The claimant withdrew the notice, recorded in `legal.rescinded` and audited. Not
+    started: cancelled now; running: stopped at the worker's next check; ended: recorded
+    only. An erasure made stays until an operator moves `production`: undoing it would undo
+    every later erasure too, so it is an explicit, audited decision."""
+    audit.lock_chain(session)  # then the row: the order transitions take
+    takedown = session.get(Takedown, takedown_id, with_for_update=True)
+    if takedown is None:
+        raise NotFound(f"no takedown {takedown_id!r}")
+    if done := takedown.legal.get("rescinded"):
+        raise Conflict(f"the notice was rescinded already at {done['at']} ({done['reason']})")
+    state = State(takedown.state)
+    record = {"at": utcnow().isoformat(), "reason": reason, "by": audit.actor_of(session),
+              "state_then": state.value}
+    takedown.legal = {**takedown.legal, "rescinded": record}
+    audit.record(session, "takedown.rescinded", "takedown", takedown.id, record)
+    if state in (State.RECEIVED, State.QUEUED):
+        events.move_takedown(session, takedown, State.CANCELLED,
+                             reason=f"rescinded by the claimant: {reason}")
+        _close_empty_job(session, takedown.job_id)
+    elif state in CANCELLABLE:
+        takedown.cancel_requested = True
+        events.record(session, takedown.id, "state", {"state": state.value,
+                                                      "cancel_requested": True})
+    session.commit()
+    return takedown
+
+
 def _close_empty_job(session: Session, job_id: str | None) -> None:
     job = session.get(Job, job_id) if job_id else None
     if job is None or job.state != State.QUEUED.value:

@@ -298,6 +298,37 @@ def test_an_ended_takedown_states_its_reasons_and_a_reviewer_can_decide_again(
                            (unknown["id"], "rejected"), (unknown["id"], "rejected")])
 
 
+def test_a_claimant_can_rescind_a_notice_and_the_record_says_what_it_changed(
+        client: TestClient) -> None:
+    """A withdrawn notice was indistinguishable from a cancelled one, and one withdrawn after
+    its erasure could not be recorded at all."""
+    queued = client.post("/v1/takedowns", json=TD).json()
+    url = f"/v1/takedowns/{queued['id']}/rescind"
+    assert client.post(url, json={"reason": ""}).status_code == 422
+    assert client.post(url, json={}).status_code == 422
+    assert client.post("/v1/takedowns/nope/rescind", json={"reason": "x"}).status_code == 404
+    withdrawn = client.post(url, json={"reason": "settled with the artist"})
+    assert withdrawn.status_code == 200, withdrawn.text
+    assert withdrawn.json()["state"] == "cancelled"
+    record = withdrawn.json()["legal"]["rescinded"]
+    assert record["reason"] == "settled with the artist" and record["by"].startswith("key:")
+    assert record["state_then"] == "queued"
+    again = client.post(url, json={"reason": "twice"})
+    assert again.status_code == 409 and "settled" in again.json()["detail"]
+
+    done = client.post("/v1/takedowns", json={**TD, "concept": "van gogh",
+                                              "kind": "style"}).json()
+    assert run_unlearn_job(done["job_id"], get_settings()) == "completed"
+    late = client.post(f"/v1/takedowns/{done['id']}/rescind", json={"reason": "withdrawn"})
+    assert late.status_code == 200, late.text
+    assert late.json()["state"] == "completed"  # the erasure stands until production moves
+    assert late.json()["legal"]["rescinded"]["state_then"] == "completed"
+    production = client.get("/v1/models/conceptworld").json()["production_version_id"]
+    assert "van gogh" in client.get(f"/v1/versions/{production}").json()["erased"]
+    audit = client.get(f"/v1/audit?target_id={done['id']}&action=takedown.rescinded").json()
+    assert [e["data"]["reason"] for e in audit["items"]] == ["withdrawn"]
+
+
 # --- webhooks -----------------------------------------------------------------------------
 
 def verify_standard_webhook(secret: str, headers: dict[str, str], body: bytes) -> bool:

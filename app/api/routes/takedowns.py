@@ -18,6 +18,7 @@ from app.schemas.takedowns import (
     DecisionIn,
     ExtensionIn,
     Progress,
+    RescindIn,
     TakedownCreate,
     TakedownOut,
     TakedownPage,
@@ -77,6 +78,15 @@ def extend_deadline(takedown_id: str, body: ExtensionIn, session: SessionDep,
                     _: TakedownsWrite) -> TakedownOut:
     """Extend a GDPR deadline once by one or two months, recording the reason."""
     return takedown_out(takedowns.extend(session, takedown_id, body.months, body.reason))
+
+
+@router.post("/{takedown_id}/rescind", response_model=TakedownOut)
+def rescind_takedown(takedown_id: str, body: RescindIn, session: SessionDep,
+                     _: TakedownsWrite) -> TakedownOut:
+    """The claimant withdrew the notice (409 if recorded already). Not started: cancelled;
+    running: stopped; ended: recorded in `legal.rescinded` only. An erasure made stays until
+    an operator moves `production`."""
+    return takedown_out(takedowns.rescind(session, takedown_id, body.reason))
 
 
 @router.post("/{takedown_id}/decision", response_model=TakedownOut)
