@@ -75,6 +75,7 @@ def claim(session: Session, settings: Settings, job_id: str, owner: str) -> Clai
     takedowns = _takedowns(session, job.id, [State.QUEUED, *ACTIVE])
     if state in ACTIVE:  # its worker died before the reconciler noticed: start over
         requeue(session, job, takedowns, reason="lease expired")
+        takedowns = [td for td in takedowns if td.state == State.QUEUED.value]
     if job.attempt >= settings.max_attempts:
         crash(session, job, takedowns)
         return None
@@ -298,6 +299,9 @@ def _back_in_line(session: Session, settings: Settings, claimed: ClaimedJob,
     assert model is not None
     new_jobs: list[str] = []
     for td in takedowns:
+        if td.cancel_requested:  # asked to stop while the step ran: it ends here
+            events.move_takedown(session, td, State.CANCELLED, reason="cancelled by request")
+            continue
         events.move_takedown(session, td, State.QUEUED, reason=reason)
         new_job, is_new = enqueue(session, settings, model, td)
         if is_new:
@@ -306,11 +310,15 @@ def _back_in_line(session: Session, settings: Settings, claimed: ClaimedJob,
 
 
 def requeue(session: Session, job: Job, takedowns: list[Takedown], *, reason: str) -> None:
+    """The job back in line with its takedowns; those whose cancel was asked for end now."""
     events.move_job(job, State.QUEUED)
     job.lease_owner, job.lease_expires_at, job.enqueued_at = None, None, utcnow()
     for td in takedowns:
         if State(td.state) in ACTIVE:
-            events.move_takedown(session, td, State.QUEUED, reason=reason)
+            if td.cancel_requested:
+                events.move_takedown(session, td, State.CANCELLED, reason="cancelled by request")
+            else:
+                events.move_takedown(session, td, State.QUEUED, reason=reason)
 
 
 def crash(session: Session, job: Job, takedowns: list[Takedown]) -> None:

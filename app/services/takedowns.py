@@ -111,6 +111,13 @@ def submit(session: Session, settings: Settings, body: TakedownCreate) -> Takedo
                   "integration": takedown.integration, "due_at": takedown.due_at.isoformat()})
     session.commit()  # intake is durable before anything else can go wrong
 
+    # Under the model's lock, as a cancel or rescind takes it: one that came in between is
+    # seen here, and never overwritten by a stale copy.
+    session.execute(select(Model.id).where(Model.id == model.id).with_for_update())
+    session.refresh(takedown)
+    if takedown.state != State.RECEIVED.value:  # rescinded in between: nothing to queue
+        session.commit()
+        return takedown
     if known is not None and normalise_concept(takedown.concept) not in known:
         error = {"code": "unknown_concept", "detail": f"model {model.name!r} has a closed "
                  f"vocabulary and does not know {takedown.concept!r}"}
@@ -136,7 +143,7 @@ def is_existing(takedown: Takedown) -> bool:
 
 def extend(session: Session, takedown_id: str, months: int, reason: str) -> Takedown:
     """GDPR Art. 12(3): once, by at most two months, with a recorded reason."""
-    takedown = get(session, takedown_id)
+    takedown = _lock_for_change(session, get(session, takedown_id))
     if LegalBasis(takedown.legal_basis) not in EXTENDABLE:
         raise Conflict(f"{takedown.legal_basis} deadlines cannot be extended")
     if takedown.legal.get("extension"):
@@ -196,7 +203,7 @@ def get(session: Session, takedown_id: str) -> Takedown:
 
 def cancel(session: Session, takedown_id: str) -> Takedown:
     """Queued: cancelled now. Running: flagged; the worker stops at its next check."""
-    takedown = get(session, takedown_id)
+    takedown = _lock_for_change(session, get(session, takedown_id))
     state = State(takedown.state)
     if state not in CANCELLABLE:
         raise Conflict(f"takedown is {state.value}; only queued or running ones can be cancelled")
@@ -216,10 +223,7 @@ def rescind(session: Session, takedown_id: str, reason: str) -> Takedown:
     started: cancelled now; running: stopped at the worker's next check; ended: recorded
     only. An erasure made stays until an operator moves `production`: undoing it would undo
     every later erasure too, so it is an explicit, audited decision."""
-    audit.lock_chain(session)  # then the row: the order transitions take
-    takedown = session.get(Takedown, takedown_id, with_for_update=True)
-    if takedown is None:
-        raise NotFound(f"no takedown {takedown_id!r}")
+    takedown = _lock_for_change(session, get(session, takedown_id))
     if done := takedown.legal.get("rescinded"):
         raise Conflict(f"the notice was rescinded already at {done['at']} ({done['reason']})")
     state = State(takedown.state)
@@ -236,6 +240,20 @@ def rescind(session: Session, takedown_id: str, reason: str) -> Takedown:
         events.record(session, takedown.id, "state", {"state": state.value,
                                                       "cancel_requested": True})
     session.commit()
+    return takedown
+
+
+def _lock_for_change(session: Session, takedown: Takedown) -> Takedown:
+    """`takedown` reloaded under the locks a change to it takes, in the one order every path
+    takes (model, its job, the takedown, the audit chain): a claim, a commit or an enqueue of
+    the same model waits, or is waited for, and never overwrites the change with a stale
+    copy."""
+    session.execute(select(Model.id).where(Model.id == takedown.model_id).with_for_update())
+    session.refresh(takedown)  # its job may have changed before the model's lock was ours
+    if takedown.job_id:
+        session.execute(select(Job.id).where(Job.id == takedown.job_id).with_for_update())
+    session.refresh(takedown, with_for_update=True)
+    audit.lock_chain(session)
     return takedown
 
 

@@ -259,3 +259,25 @@ def test_busy_lineage_defers_second_job(client: TestClient) -> None:
     b = submit(client, "van gogh")  # a is running, so b opens a new job
     assert b["job_id"] != a["job_id"]
     assert run_unlearn_job(b["job_id"], settings) == "busy"
+
+
+def test_a_takedown_asked_to_stop_ends_when_its_step_goes_back_in_line(
+        client: TestClient) -> None:
+    """A rescinded (or cancelled) running takedown whose worker died went back in line with
+    the others, was claimed again, and stopped the next merged step for everyone."""
+    settings = get_settings()
+    stopped, kept = submit(client), submit(client, "van gogh")
+    assert stopped["job_id"] == kept["job_id"]
+    with session_scope() as s:
+        assert jobs.claim(s, settings, stopped["job_id"], "w1") is not None
+    assert client.post(f"/v1/takedowns/{stopped['id']}/rescind",
+                       json={"reason": "withdrawn"}).status_code == 200
+    with session_scope() as s:
+        job = s.get(Job, stopped["job_id"])
+        assert job is not None
+        job.lease_expires_at = utcnow() - timedelta(seconds=1)
+    assert reconcile_once(settings).requeued == [stopped["job_id"]]
+    assert client.get(f"/v1/takedowns/{stopped['id']}").json()["state"] == "cancelled"
+    assert client.get(f"/v1/takedowns/{kept['id']}").json()["state"] == "queued"
+    assert run_unlearn_job(kept["job_id"], settings) == "completed"
+    assert versions(client)[-1]["erased"] == ["van gogh"]

@@ -84,8 +84,8 @@ def extend_deadline(takedown_id: str, body: ExtensionIn, session: SessionDep,
 def rescind_takedown(takedown_id: str, body: RescindIn, session: SessionDep,
                      _: TakedownsWrite) -> TakedownOut:
     """The claimant withdrew the notice (409 if recorded already). Not started: cancelled;
-    running: stopped; ended: recorded in `legal.rescinded` only. An erasure made stays until
-    an operator moves `production`."""
+    running: flagged as a cancel flags it; ended: recorded in `legal.rescinded` only. An
+    erasure made stays until an operator moves `production`."""
     return takedown_out(takedowns.rescind(session, takedown_id, body.reason))
 
 
