@@ -37,6 +37,9 @@ def decide_automatically(session: Session, takedown: Takedown, state: State) -> 
 def review(session: Session, takedown: Takedown, outcome: str, statement: str) -> Takedown:
     """A person's decision on an ended takedown; it replaces the current one. `accepted` and
     `partial` say something was erased, so they need a completed takedown."""
+    from app.services.takedowns import lock_for_change  # late: takedowns imports events
+
+    lock_for_change(session, takedown)
     if not is_terminal(takedown.state):
         raise Conflict(f"takedown {takedown.id} is {takedown.state}: decide once it has ended, "
                        "when what was done is known")

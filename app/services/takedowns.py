@@ -143,7 +143,7 @@ def is_existing(takedown: Takedown) -> bool:
 
 def extend(session: Session, takedown_id: str, months: int, reason: str) -> Takedown:
     """GDPR Art. 12(3): once, by at most two months, with a recorded reason."""
-    takedown = _lock_for_change(session, get(session, takedown_id))
+    takedown = lock_for_change(session, get(session, takedown_id))
     if LegalBasis(takedown.legal_basis) not in EXTENDABLE:
         raise Conflict(f"{takedown.legal_basis} deadlines cannot be extended")
     if takedown.legal.get("extension"):
@@ -203,7 +203,7 @@ def get(session: Session, takedown_id: str) -> Takedown:
 
 def cancel(session: Session, takedown_id: str) -> Takedown:
     """Queued: cancelled now. Running: flagged; the worker stops at its next check."""
-    takedown = _lock_for_change(session, get(session, takedown_id))
+    takedown = lock_for_change(session, get(session, takedown_id))
     state = State(takedown.state)
     if state not in CANCELLABLE:
         raise Conflict(f"takedown is {state.value}; only queued or running ones can be cancelled")
@@ -223,7 +223,7 @@ def rescind(session: Session, takedown_id: str, reason: str) -> Takedown:
     started: cancelled now; running: stopped at the worker's next check; ended: recorded
     only. An erasure made stays until an operator moves `production`: undoing it would undo
     every later erasure too, so it is an explicit, audited decision."""
-    takedown = _lock_for_change(session, get(session, takedown_id))
+    takedown = lock_for_change(session, get(session, takedown_id))
     if done := takedown.legal.get("rescinded"):
         raise Conflict(f"the notice was rescinded already at {done['at']} ({done['reason']})")
     state = State(takedown.state)
@@ -243,7 +243,7 @@ def rescind(session: Session, takedown_id: str, reason: str) -> Takedown:
     return takedown
 
 
-def _lock_for_change(session: Session, takedown: Takedown) -> Takedown:
+def lock_for_change(session: Session, takedown: Takedown) -> Takedown:
     """`takedown` reloaded under the locks a change to it takes, in the one order every path
     takes (model, its job, the takedown, the audit chain): a claim, a commit or an enqueue of
     the same model waits, or is waited for, and never overwrites the change with a stale
