@@ -299,10 +299,8 @@ def _back_in_line(session: Session, settings: Settings, claimed: ClaimedJob,
     assert model is not None
     new_jobs: list[str] = []
     for td in takedowns:
-        if td.cancel_requested:  # asked to stop while the step ran: it ends here
-            events.move_takedown(session, td, State.CANCELLED, reason="cancelled by request")
+        if not _back_or_cancelled(session, td, reason):
             continue
-        events.move_takedown(session, td, State.QUEUED, reason=reason)
         new_job, is_new = enqueue(session, settings, model, td)
         if is_new:
             new_jobs.append(new_job.id)
@@ -315,10 +313,17 @@ def requeue(session: Session, job: Job, takedowns: list[Takedown], *, reason: st
     job.lease_owner, job.lease_expires_at, job.enqueued_at = None, None, utcnow()
     for td in takedowns:
         if State(td.state) in ACTIVE:
-            if td.cancel_requested:
-                events.move_takedown(session, td, State.CANCELLED, reason="cancelled by request")
-            else:
-                events.move_takedown(session, td, State.QUEUED, reason=reason)
+            _back_or_cancelled(session, td, reason)
+
+
+def _back_or_cancelled(session: Session, td: Takedown, reason: str) -> bool:
+    """A takedown whose step ended early back in line (True), or cancelled if its cancel was
+    asked for while the step ran."""
+    if td.cancel_requested:
+        events.move_takedown(session, td, State.CANCELLED, reason="cancelled by request")
+        return False
+    events.move_takedown(session, td, State.QUEUED, reason=reason)
+    return True
 
 
 def crash(session: Session, job: Job, takedowns: list[Takedown]) -> None:

@@ -103,11 +103,13 @@ def purge_expired(session: Session, settings: Settings) -> list[str]:
     if not settings.auto_purge:
         return []
     cutoff = utcnow() - timedelta(seconds=settings.purge_grace_seconds)
-    audit.lock_chain(session)
-    due = list(session.scalars(select(ModelVersion).where(
+    expired = select(ModelVersion).where(
         ModelVersion.quarantined_at < cutoff, ModelVersion.purged_at.is_(None),
         ModelVersion.held_at.is_(None), ModelVersion.number > 0)
-        .with_for_update(skip_locked=True)))
+    if session.scalar(expired.with_only_columns(ModelVersion.id).limit(1)) is None:
+        return []  # most sweeps: the audit chain's lock is not taken for nothing
+    audit.lock_chain(session)
+    due = list(session.scalars(expired.with_for_update(skip_locked=True)))
     purged = []
     for version in due:
         try:

@@ -207,13 +207,7 @@ def cancel(session: Session, takedown_id: str) -> Takedown:
     state = State(takedown.state)
     if state not in CANCELLABLE:
         raise Conflict(f"takedown is {state.value}; only queued or running ones can be cancelled")
-    if state in (State.RECEIVED, State.QUEUED):
-        events.move_takedown(session, takedown, State.CANCELLED, reason="cancelled by request")
-        _close_empty_job(session, takedown.job_id)
-    else:
-        takedown.cancel_requested = True
-        events.record(session, takedown.id, "state", {"state": state.value,
-                                                      "cancel_requested": True})
+    _stop(session, takedown, "cancelled by request")
     session.commit()
     return takedown
 
@@ -231,16 +225,22 @@ def rescind(session: Session, takedown_id: str, reason: str) -> Takedown:
               "state_then": state.value}
     takedown.legal = {**takedown.legal, "rescinded": record}
     audit.record(session, "takedown.rescinded", "takedown", takedown.id, record)
+    if state in CANCELLABLE:
+        _stop(session, takedown, f"rescinded by the claimant: {reason}")
+    session.commit()
+    return takedown
+
+
+def _stop(session: Session, takedown: Takedown, reason: str) -> None:
+    """Not started: cancelled now. Running: flagged; the worker stops at its next check."""
+    state = State(takedown.state)
     if state in (State.RECEIVED, State.QUEUED):
-        events.move_takedown(session, takedown, State.CANCELLED,
-                             reason=f"rescinded by the claimant: {reason}")
+        events.move_takedown(session, takedown, State.CANCELLED, reason=reason)
         _close_empty_job(session, takedown.job_id)
-    elif state in CANCELLABLE:
+    else:
         takedown.cancel_requested = True
         events.record(session, takedown.id, "state", {"state": state.value,
                                                       "cancel_requested": True})
-    session.commit()
-    return takedown
 
 
 def lock_for_change(session: Session, takedown: Takedown) -> Takedown:
