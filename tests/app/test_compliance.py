@@ -363,6 +363,13 @@ class Receiver:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
+def subscribe_to_cancels(client: TestClient, receiver: Receiver) -> dict[str, Any]:
+    """A subscription of `receiver` to `takedown.cancelled`, with its secret."""
+    r = client.post("/v1/webhooks", json={"url": receiver.url, "events": ["takedown.cancelled"]})
+    assert r.status_code == 201, r.text
+    return dict(r.json())
+
+
 def test_signed_webhook_with_retries_and_redeliver(client: TestClient,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     settings = get_settings()
@@ -370,16 +377,14 @@ def test_signed_webhook_with_retries_and_redeliver(client: TestClient,
     monkeypatch.setattr(settings, "webhook_backoff_seconds", 0.0)
     monkeypatch.setattr(settings, "webhook_max_attempts", 3)
     receiver = Receiver(fail_first=2)
-    sub = client.post("/v1/webhooks", json={"url": receiver.url,
-                                            "events": ["takedown.cancelled"]})
-    assert sub.status_code == 201, sub.text
+    sub = subscribe_to_cancels(client, receiver)
     td = client.post("/v1/takedowns", json=TD).json()
     client.post(f"/v1/takedowns/{td['id']}/cancel")
     for _ in range(3):
         webhooks.deliver_due(settings)
     assert len(receiver.got) == 3
     for headers, body in receiver.got:
-        assert verify_standard_webhook(sub.json()["secret"], headers, body)
+        assert verify_standard_webhook(sub["secret"], headers, body)
         assert not verify_standard_webhook("whsec_" + base64.b64encode(b"x" * 32).decode(),
                                            headers, body)
     assert len({h["webhook-id"] for h, _ in receiver.got}) == 1  # stable across retries
@@ -400,7 +405,7 @@ def test_a_slow_receiver_locks_no_other_delivery(client: TestClient,
     settings = get_settings()
     monkeypatch.setattr(settings, "webhook_allowlist", ["127.0.0.1"])
     receiver = Receiver(delay=3.0)
-    client.post("/v1/webhooks", json={"url": receiver.url, "events": ["takedown.cancelled"]})
+    subscribe_to_cancels(client, receiver)
     for concept in ("red tulip", "van gogh"):
         td = client.post("/v1/takedowns", json={**TD, "concept": concept}).json()
         client.post(f"/v1/takedowns/{td['id']}/cancel")
@@ -500,8 +505,7 @@ def test_an_inactive_subscription_holds_its_queue_and_a_moved_one_sends_to_its_n
     settings = get_settings()
     monkeypatch.setattr(settings, "webhook_allowlist", ["127.0.0.1"])
     old, new = Receiver(), Receiver()
-    sub = client.post("/v1/webhooks", json={"url": old.url,
-                                            "events": ["takedown.cancelled"]}).json()
+    sub = subscribe_to_cancels(client, old)
     td = client.post("/v1/takedowns", json=TD).json()
     client.post(f"/v1/takedowns/{td['id']}/cancel")  # queued while active
     client.patch(f"/v1/webhooks/{sub['id']}", json={"active": False, "url": new.url})
@@ -522,8 +526,7 @@ def test_a_deleted_subscription_sends_nothing_more_and_cannot_be_redelivered(
     settings = get_settings()
     monkeypatch.setattr(settings, "webhook_allowlist", ["127.0.0.1"])
     receiver = Receiver()
-    sub = client.post("/v1/webhooks", json={"url": receiver.url,
-                                            "events": ["takedown.cancelled"]}).json()
+    sub = subscribe_to_cancels(client, receiver)
     td = client.post("/v1/takedowns", json=TD).json()
     client.post(f"/v1/takedowns/{td['id']}/cancel")
     assert client.delete(f"/v1/webhooks/{sub['id']}").status_code == 204
@@ -591,8 +594,7 @@ def test_a_rotated_secret_signs_beside_the_old_one_until_its_grace_ends(
     settings = get_settings()
     monkeypatch.setattr(settings, "webhook_allowlist", ["127.0.0.1"])
     receiver = Receiver()
-    sub = client.post("/v1/webhooks", json={"url": receiver.url,
-                                            "events": ["takedown.cancelled"]}).json()
+    sub = subscribe_to_cancels(client, receiver)
     rotate = f"/v1/webhooks/{sub['id']}/rotate-secret"
     assert client.post(rotate, json={"keep_previous_seconds": -1}).status_code == 422
     assert client.post(rotate, json={"keep_previous_seconds": 8 * 86400}).status_code == 422

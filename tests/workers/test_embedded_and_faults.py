@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -75,12 +76,7 @@ def test_serve_stopped_by_a_signal_stops_its_worker(stop: signal.Signals, tmp_pa
     """uvicorn re-raises the SIGTERM it caught once it has shut down; with the default action
     that killed `lethe serve` before it stopped its worker, which ran on, orphaned. A hang-up
     (the terminal closed) killed it outright."""
-    stand_in = {"LETHE_CONCEPTWORLD_DIR": str(make_conceptworld(tmp_path)),
-                "LETHE_ENGINE_MODULE": "tests.stand_in_engine"}
-    data_dir = tmp_path / "data"
-    with embedded_service(data_dir, EMBEDDED_ADMIN_KEY, env=stand_in):
-        serve = next(pid for pid in _pids() if str(data_dir) in _cmdline(pid))
-        worker = next(pid for pid in _pids() if _parent(pid) == serve)
+    with stand_in_service(tmp_path) as (_, serve, worker):
         os.kill(serve, stop)  # the process only, as `docker stop` or `kill` would
         deadline = time.monotonic() + 30
         while _alive(worker) and time.monotonic() < deadline:
@@ -89,6 +85,17 @@ def test_serve_stopped_by_a_signal_stops_its_worker(stop: signal.Signals, tmp_pa
         if alive:
             os.kill(worker, signal.SIGKILL)
         assert not alive, "the worker outlived `lethe serve`"
+
+
+@contextmanager
+def stand_in_service(tmp_path: Path) -> Iterator[tuple[httpx.Client, int, int]]:
+    """`lethe serve` with the stand-in engine: its client, its pid and its worker's."""
+    stand_in = {"LETHE_CONCEPTWORLD_DIR": str(make_conceptworld(tmp_path)),
+                "LETHE_ENGINE_MODULE": "tests.stand_in_engine"}
+    data_dir = tmp_path / "data"
+    with embedded_service(data_dir, EMBEDDED_ADMIN_KEY, env=stand_in) as client:
+        serve = next(pid for pid in _pids() if str(data_dir) in _cmdline(pid))
+        yield client, serve, next(pid for pid in _pids() if _parent(pid) == serve)
 
 
 def _pids() -> list[int]:
@@ -123,12 +130,7 @@ def _alive(pid: int) -> bool:
 def test_serve_starts_its_worker_again_when_it_dies(tmp_path: Path) -> None:
     """A worker that died (it lost the broker's queue race at start, was killed, ran out of
     memory) was never replaced: every takedown waited forever, its event stream open."""
-    stand_in = {"LETHE_CONCEPTWORLD_DIR": str(make_conceptworld(tmp_path)),
-                "LETHE_ENGINE_MODULE": "tests.stand_in_engine"}
-    data_dir = tmp_path / "data"
-    with embedded_service(data_dir, EMBEDDED_ADMIN_KEY, env=stand_in) as client:
-        serve = next(pid for pid in _pids() if str(data_dir) in _cmdline(pid))
-        first = next(pid for pid in _pids() if _parent(pid) == serve)
+    with stand_in_service(tmp_path) as (client, serve, first):
         os.kill(first, signal.SIGKILL)
         td = client.post("/v1/takedowns", json=TAKEDOWN).json()
         deadline = time.monotonic() + 60
