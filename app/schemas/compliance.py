@@ -19,8 +19,11 @@ from pydantic import (
 from app.services.keys import Scope
 from app.states import State
 
-# What a subscription can hear: a takedown entering each state, and each decision on it.
-TAKEDOWN_EVENTS = sorted([*(f"takedown.{s.value}" for s in State), "takedown.decided"])
+# What a subscription can hear: a takedown entering each state, each decision on it, and
+# each step of a DMCA counter-notice (app/services/counter_notices.py).
+TAKEDOWN_EVENTS = sorted([*(f"takedown.{s.value}" for s in State), "takedown.decided",
+                          "takedown.counter_noticed", "takedown.suit_filed",
+                          "takedown.restore_window_opened"])
 
 
 class KeyCreate(BaseModel):

@@ -6,7 +6,16 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import AnyHttpUrl, AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import (
+    AnyHttpUrl,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationInfo,
+    field_validator,
+)
 
 from app.states import State
 
@@ -213,6 +222,46 @@ class RescindIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     reason: str = Field(min_length=1, max_length=2000)
+
+
+class CounterNoticeIn(BaseModel):
+    """A DMCA 17 USC 512(g)(3) counter-notice from the person whose material was removed: (A)
+    signature, (B) the material and where it appeared, (C) under penalty of perjury, a good
+    faith belief that it was removed by mistake or misidentification, (D) name, address,
+    phone and consent to the jurisdiction of a federal district court."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=200)
+    email: str | None = Field(default=None, max_length=320,
+                              pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    address: str = Field(min_length=1, max_length=500)
+    phone: str = Field(min_length=1, max_length=50)
+    material_identification: str = Field(min_length=1, max_length=4000, description=(
+        "what was removed and where it appeared before (prompts, outputs)"))
+    mistake_statement: StrictBool = Field(description=(
+        "under penalty of perjury: removed by mistake or misidentification"))
+    consent_to_jurisdiction: StrictBool = Field(description=(
+        "consents to the federal district court's jurisdiction and accepts service of "
+        "process from the claimant"))
+    signature: Signature
+
+    @field_validator("mistake_statement", "consent_to_jurisdiction")
+    @classmethod
+    def _made(cls, value: bool, info: ValidationInfo) -> bool:
+        if not value:
+            raise ValueError(f"{info.field_name} must be true: a counter-notice without it "
+                             "does not meet 17 USC 512(g)(3)")
+        return value
+
+
+class SuitIn(BaseModel):
+    """The claimant's notice that it filed an action seeking a court order against the
+    counter-notifier (512(g)(2)(C)): the material stays down."""
+
+    model_config = ConfigDict(extra="forbid")
+    court: str = Field(min_length=1, max_length=200)
+    case_number: str = Field(min_length=1, max_length=200)
+    filed_at: AwareDatetime
 
 
 class ExtensionIn(BaseModel):

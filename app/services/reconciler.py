@@ -18,6 +18,7 @@ from app.db.models import Export, IdempotencyRecord, Job, Preview, Takedown
 from app.db.session import session_scope
 from app.db.types import utcnow
 from app.services import dispatch
+from app.services.counter_notices import open_due_windows
 from app.services.jobs import ACTIVE_VALUES, crash, requeue
 from app.services.quarantine import purge_expired
 from app.settings import Settings
@@ -35,6 +36,7 @@ class Sweep:
     exports: list[str] = field(default_factory=list)
     stale_failed: list[str] = field(default_factory=list)  # previews/exports given up on
     purged: list[str] = field(default_factory=list)
+    restore_windows_opened: list[str] = field(default_factory=list)  # counter-notices
     idempotency_keys_pruned: int = 0
 
 
@@ -118,10 +120,13 @@ def reconcile_once(settings: Settings) -> Sweep:
     # After the sends: a purge that fails must not hold back what the sweep queued.
     with session_scope() as session:
         result.purged = purge_expired(session, settings)
+    with session_scope() as session:
+        result.restore_windows_opened = open_due_windows(session)
     if result.requeued or result.crashed or result.resent or result.purged \
-            or result.stale_failed:
+            or result.stale_failed or result.restore_windows_opened:
         log.info("reconciler.sweep", requeued=result.requeued, crashed=result.crashed,
-                 resent=result.resent, purged=result.purged, stale_failed=result.stale_failed)
+                 resent=result.resent, purged=result.purged, stale_failed=result.stale_failed,
+                 restore_windows_opened=result.restore_windows_opened)
     return result
 
 

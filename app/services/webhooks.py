@@ -210,7 +210,8 @@ def takedown_payload(td: Takedown) -> dict[str, Any]:
     return {"id": td.id, "state": td.state, "model_id": td.model_id, "concept": td.concept,
             "external_ref": td.external_ref, "integration": td.integration,
             "version_id": td.version_id, "due_at": td.due_at.isoformat(),
-            "error": td.error, "decision": td.decision}
+            "error": td.error, "decision": td.decision,
+            "counter_notice": (td.legal or {}).get("counter_notice")}
 
 
 def enqueue_for_takedown(session: Session, td: Takedown, event: str) -> None:

@@ -14,17 +14,19 @@ from app.db.models import Takedown
 from app.db.session import get_sessionmaker
 from app.db.types import utcnow
 from app.schemas.takedowns import (
+    CounterNoticeIn,
     Decision,
     DecisionIn,
     ExtensionIn,
     Progress,
     RescindIn,
+    SuitIn,
     TakedownCreate,
     TakedownOut,
     TakedownPage,
     TakedownResult,
 )
-from app.services import decisions, evidence, takedowns
+from app.services import counter_notices, decisions, evidence, takedowns
 from app.services.events import events_after
 from app.states import TERMINAL, State
 
@@ -87,6 +89,26 @@ def rescind_takedown(takedown_id: str, body: RescindIn, session: SessionDep,
     running: flagged as a cancel flags it; ended: recorded in `legal.rescinded` only. An
     erasure made stays until an operator moves `production`."""
     return takedown_out(takedowns.rescind(session, takedown_id, body.reason))
+
+
+@router.post("/{takedown_id}/counter-notice", response_model=TakedownOut)
+def counter_notice(takedown_id: str, body: CounterNoticeIn, session: SessionDep,
+                   _: TakedownsWrite) -> TakedownOut:
+    """A DMCA counter-notice (17 USC 512(g)(3)) against a completed dmca takedown (409 for
+    another basis, one not completed, or a second one). Recorded in `legal.counter_notice`
+    with its restore window (10 to 14 business days on) and sent as
+    `takedown.counter_noticed`, the claimant's copy; `takedown.restore_window_opened` follows
+    when the window opens with no suit filed. The erasure stands until an operator moves
+    `production`."""
+    return takedown_out(counter_notices.receive(session, takedown_id, body))
+
+
+@router.post("/{takedown_id}/counter-notice/suit", response_model=TakedownOut)
+def suit_filed(takedown_id: str, body: SuitIn, session: SessionDep,
+               _: TakedownsWrite) -> TakedownOut:
+    """The claimant filed an action seeking a court order (512(g)(2)(C)): the restore window
+    never opens. 409 with no counter-notice, or a suit recorded already."""
+    return takedown_out(counter_notices.record_suit(session, takedown_id, body))
 
 
 @router.post("/{takedown_id}/decision", response_model=TakedownOut)

@@ -1,0 +1,155 @@
+"""DMCA 512(g) counter-notices: the record, the restore window, and a claimant's suit."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.services import counter_notices, webhooks
+from app.services.counter_notices import business_days_after
+from app.services.reconciler import reconcile_once
+from app.settings import get_settings
+from tests.app.test_compliance import TD, Receiver
+from workers.tasks import run_unlearn_job
+
+DMCA = {**TD, "legal_basis": "dmca", "prompts": ["a red tulip"], "legal": {
+    "work_identification": "Tulip photo series", "good_faith_statement": True,
+    "accuracy_statement": True, "authority_under_perjury": True,
+    "signature": {"name": "A. Rights", "signed_at": "2026-01-01T00:00:00Z"}}}
+COUNTER = {
+    "name": "B. Painter", "email": "painter@example.org", "address": "1 Canvas Road, Arles",
+    "phone": "+33 4 90 00 00 00",
+    "material_identification": "the model's drawings of red tulips, from 'a red tulip'",
+    "mistake_statement": True, "consent_to_jurisdiction": True,
+    "signature": {"name": "B. Painter", "signed_at": "2026-12-04T09:00:00Z"}}
+SUIT = {"court": "N.D. Cal.", "case_number": "5:26-cv-01234", "filed_at": "2026-12-08T00:00:00Z"}
+
+
+def test_ten_and_fourteen_business_days_skip_weekends() -> None:
+    friday = datetime(2026, 12, 4, 15, 30, tzinfo=UTC)
+    assert business_days_after(friday, 10) == datetime(2026, 12, 18, 15, 30, tzinfo=UTC)
+    assert business_days_after(friday, 14) == datetime(2026, 12, 24, 15, 30, tzinfo=UTC)
+    saturday = friday + timedelta(days=1)  # received on a weekend: counted from Monday
+    assert business_days_after(saturday, 10) == datetime(2026, 12, 18, 15, 30, tzinfo=UTC)
+    assert business_days_after(saturday, 1).weekday() == 0
+
+
+def completed_dmca(client: TestClient, concept: str = "red tulip",
+                   kind: str = "object", **extra: Any) -> dict[str, Any]:
+    td = client.post("/v1/takedowns", json={**DMCA, "concept": concept, "kind": kind,
+                                            **extra})
+    assert td.status_code == 202, td.text
+    assert run_unlearn_job(td.json()["job_id"], get_settings()) == "completed"
+    return dict(td.json())
+
+
+def fifteen_business_days_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    later = datetime.now(UTC) + timedelta(days=21)
+    monkeypatch.setattr(counter_notices, "utcnow", lambda: later)
+
+
+def test_a_counter_notice_is_checked_recorded_sent_and_opens_the_restore_window(
+        client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = get_settings()
+    monkeypatch.setattr(settings, "webhook_allowlist", ["127.0.0.1"])
+    claimant_desk = Receiver()
+    td = completed_dmca(client, callback_url=claimant_desk.url)
+    url = f"/v1/takedowns/{td['id']}/counter-notice"
+    # 512(g)(3)(A)-(D): every element, and the two statements made, not just present
+    for missing in ("signature", "material_identification", "address", "phone", "name"):
+        r = client.post(url, json={k: v for k, v in COUNTER.items() if k != missing})
+        assert r.status_code == 422, missing
+    for statement in ("mistake_statement", "consent_to_jurisdiction"):
+        r = client.post(url, json={**COUNTER, statement: False})
+        assert r.status_code == 422 and statement in r.text, statement
+    assert client.post(url, json={**COUNTER, "signature": {
+        "name": "B", "signed_at": "2026-12-04T09:00:00"}}).status_code == 422  # no zone
+    assert client.post("/v1/takedowns/nope/counter-notice", json=COUNTER).status_code == 404
+
+    queued = client.post("/v1/takedowns", json={**DMCA, "concept": "van gogh",
+                                                "kind": "style"}).json()
+    early = client.post(f"/v1/takedowns/{queued['id']}/counter-notice", json=COUNTER)
+    assert early.status_code == 409 and "queued" in early.json()["detail"]
+    client.post(f"/v1/takedowns/{queued['id']}/cancel")
+    copyright_td = client.post("/v1/takedowns", json={**TD, "concept": "van gogh",
+                                                      "kind": "style"}).json()
+    assert run_unlearn_job(copyright_td["job_id"], settings) == "completed"
+    other = client.post(f"/v1/takedowns/{copyright_td['id']}/counter-notice", json=COUNTER)
+    assert other.status_code == 409 and "dmca" in other.json()["detail"]
+
+    before = datetime.now(UTC)
+    r = client.post(url, json=COUNTER)
+    assert r.status_code == 200, r.text
+    record = r.json()["legal"]["counter_notice"]
+    assert record["counter_notifier"] == {k: COUNTER[k] for k in
+                                          ("name", "email", "address", "phone")}
+    assert record["by"].startswith("key:") and record["suit"] is None
+    received = datetime.fromisoformat(record["received_at"])
+    assert before - timedelta(seconds=5) <= received <= datetime.now(UTC)
+    window = record["restore_window"]
+    assert window == {"opens": business_days_after(received, 10).isoformat(),
+                      "closes": business_days_after(received, 14).isoformat()}
+    assert record["window_opened_at"] is None
+    assert r.json()["state"] == "completed"  # the erasure stands: restoring is a person's act
+    again = client.post(url, json=COUNTER)
+    assert again.status_code == 409 and "already" in again.json()["detail"]
+
+    assert reconcile_once(settings).restore_windows_opened == []  # ten business days to go
+    fifteen_business_days_pass(monkeypatch)
+    assert reconcile_once(settings).restore_windows_opened == [td["id"]]
+    assert reconcile_once(settings).restore_windows_opened == []  # told once
+    opened = client.get(f"/v1/takedowns/{td['id']}").json()["legal"]["counter_notice"]
+    assert opened["window_opened_at"]
+
+    audit = client.get(f"/v1/audit?target_id={td['id']}").json()["items"]
+    actions = [e["action"] for e in audit]
+    assert actions[-2:] == ["takedown.counter_noticed", "takedown.restore_window_opened"]
+    assert audit[-2]["data"]["counter_notifier"]["name"] == "B. Painter"
+    assert client.get("/v1/audit/verify").json()["ok"] is True
+    report = client.get(f"/v1/takedowns/{td['id']}/report").json()
+    assert report["takedown"]["legal"]["counter_notice"]["restore_window"] == window
+
+    # 512(g)(2)(B): the claimant gets a copy of the counter-notice
+    webhooks.deliver_due(settings)
+    sent = [json.loads(body) for _, body in claimant_desk.got]
+    told = [(m["type"], m["data"]["counter_notice"]["counter_notifier"]["name"])
+            for m in sent if m["data"]["counter_notice"]]
+    assert told == [("takedown.counter_noticed", "B. Painter"),
+                    ("takedown.restore_window_opened", "B. Painter")]
+
+
+def test_a_claimants_suit_keeps_the_restore_window_shut(
+        client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = get_settings()
+    monkeypatch.setattr(settings, "webhook_allowlist", ["127.0.0.1"])
+    desk = Receiver()
+    assert client.post("/v1/webhooks", json={
+        "url": desk.url, "events": ["takedown.suit_filed"]}).status_code == 201
+    td = completed_dmca(client)
+    suit_url = f"/v1/takedowns/{td['id']}/counter-notice/suit"
+    no_counter = client.post(suit_url, json=SUIT)
+    assert no_counter.status_code == 409 and "counter-notice" in no_counter.json()["detail"]
+    assert client.post(f"/v1/takedowns/{td['id']}/counter-notice", json=COUNTER).status_code \
+        == 200
+    for bad in ({**SUIT, "court": ""}, {k: v for k, v in SUIT.items() if k != "case_number"},
+                {**SUIT, "filed_at": "2026-12-08T00:00:00"}, {**SUIT, "extra": 1}):
+        assert client.post(suit_url, json=bad).status_code == 422, bad
+    r = client.post(suit_url, json=SUIT)
+    assert r.status_code == 200, r.text
+    suit = r.json()["legal"]["counter_notice"]["suit"]
+    assert suit | {"recorded_at": "", "by": ""} == {
+        "court": "N.D. Cal.", "case_number": "5:26-cv-01234",
+        "filed_at": "2026-12-08T00:00:00Z", "recorded_at": "", "by": ""}
+    assert client.post(suit_url, json=SUIT).status_code == 409
+    fifteen_business_days_pass(monkeypatch)  # the suit came first
+    assert reconcile_once(settings).restore_windows_opened == []
+    assert client.get(f"/v1/takedowns/{td['id']}").json()["legal"]["counter_notice"][
+        "window_opened_at"] is None
+    webhooks.deliver_due(settings)
+    assert [json.loads(body)["type"] for _, body in desk.got] == ["takedown.suit_filed"]
+    audit = client.get(f"/v1/audit?target_id={td['id']}&action=takedown.suit_filed").json()
+    assert [e["data"]["case_number"] for e in audit["items"]] == ["5:26-cv-01234"]
