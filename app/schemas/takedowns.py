@@ -244,6 +244,9 @@ class CounterNoticeIn(BaseModel):
         "consents to the federal district court's jurisdiction and accepts service of "
         "process from the claimant"))
     signature: Signature
+    received_at: AwareDatetime | None = Field(default=None, description=(
+        "when it reached the provider's designated agent, if before it is recorded here (by "
+        "post or email): the restore window counts from it"))
 
     @field_validator("mistake_statement", "consent_to_jurisdiction")
     @classmethod
@@ -262,6 +265,14 @@ class SuitIn(BaseModel):
     court: str = Field(min_length=1, max_length=200)
     case_number: str = Field(min_length=1, max_length=200)
     filed_at: AwareDatetime
+
+
+class CopySentIn(BaseModel):
+    """The claimant was sent its copy of the counter-notice outside Lethe (512(g)(2)(B))."""
+
+    model_config = ConfigDict(extra="forbid")
+    via: str = Field(min_length=1, max_length=200, description="e.g. `email to legal@…`")
+    sent_at: AwareDatetime
 
 
 class ExtensionIn(BaseModel):

@@ -2,11 +2,13 @@
 was removed by mistake. The provider sends the claimant a copy, and may restore the material
 10 to 14 business days after receiving it, unless the claimant first says it filed suit.
 
-Lethe records the counter-notice in `legal.counter_notice`, sends it as
-`takedown.counter_noticed`, and has the reconciler send `takedown.restore_window_opened` once
-ten business days pass with no suit (`takedown.suit_filed` shuts the window). It does not
-restore by itself: undoing an erasure undoes every later version built on it, so it stays an
-operator's audited move of `production`, as for a rescinded notice."""
+Lethe records the counter-notice in `legal.counter_notice` and sends it as
+`takedown.counter_noticed`; the takedown's `callback_url` is the claimant's copy, or an
+operator records one sent another way. Once ten business days have passed, the claimant's copy
+is known to have gone and no suit is filed, the reconciler sends
+`takedown.restore_window_opened` (a suit, `takedown.suit_filed`, keeps it shut). Lethe does
+not restore by itself: undoing an erasure undoes every later version built on it, so it stays
+an operator's audited move of `production`, as for a rescinded notice."""
 
 from __future__ import annotations
 
@@ -16,10 +18,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.db.models import Takedown
+from app.db.models import Takedown, WebhookDelivery
 from app.db.types import utcnow
-from app.errors import Conflict
-from app.schemas.takedowns import CounterNoticeIn, LegalBasis, SuitIn
+from app.errors import Conflict, InvalidInput
+from app.schemas.takedowns import CopySentIn, CounterNoticeIn, LegalBasis, SuitIn
 from app.services import audit
 from app.services.takedowns import get, lock_for_change
 from app.states import State
@@ -47,9 +49,15 @@ def receive(session: Session, takedown_id: str, body: CounterNoticeIn) -> Takedo
     if takedown.state != State.COMPLETED.value:
         raise Conflict(f"takedown {takedown.id} is {takedown.state}: a counter-notice answers "
                        "an erasure made, and none was")
+    if rescinded := takedown.legal.get("rescinded"):
+        raise Conflict(f"the notice was rescinded at {rescinded['at']}: there is no claim "
+                       "left to counter")
     if done := takedown.legal.get("counter_notice"):
         raise Conflict(f"a counter-notice was received already at {done['received_at']}")
-    received = utcnow()
+    received = _not_future(body.received_at, "received_at") or utcnow()
+    if received < takedown.created_at:
+        raise InvalidInput("received_at is before the notice it answers was filed",
+                           field="received_at")
     opens = business_days_after(received, RESTORE_NOT_BEFORE)
     record: dict[str, Any] = {
         "received_at": received.isoformat(), "by": audit.actor_of(session),
@@ -61,9 +69,34 @@ def receive(session: Session, takedown_id: str, body: CounterNoticeIn) -> Takedo
         "signature": body.signature.model_dump(mode="json"),
         "restore_window": {"opens": opens.isoformat(), "closes": business_days_after(
             received, RESTORE_NOT_AFTER).isoformat()},
-        "suit": None, "window_opened_at": None}
-    _tell(session, takedown, record, "takedown.counter_noticed", record)
+        "claimant_copy": None, "suit": None, "window_opened_at": None}
+    takedown.legal = {**takedown.legal, "counter_notice": record}
+    # Not the counter-notifier's personal data: the audit chain can never be erased.
+    audit.record(session, "takedown.counter_noticed", "takedown", takedown.id,
+                 {"received_at": record["received_at"],
+                  "restore_window": record["restore_window"]})
+    callback = _send(session, takedown, "takedown.counter_noticed")
+    if callback is not None:
+        _set(takedown, claimant_copy={"via": "callback_url", "delivery_id": callback.id,
+                                      "sent_at": None})
     takedown.restore_window_at = opens
+    session.commit()
+    return takedown
+
+
+def record_copy_sent(session: Session, takedown_id: str, body: CopySentIn) -> Takedown:
+    """An operator sent the claimant its copy another way (no callback_url, or it failed)."""
+    takedown = lock_for_change(session, get(session, takedown_id))
+    counter = _counter_notice(takedown)
+    copy = counter["claimant_copy"]
+    if copy and copy["sent_at"]:
+        raise Conflict(f"the claimant's copy was sent already at {copy['sent_at']} "
+                       f"({copy['via']})")
+    sent = _not_future(body.sent_at, "sent_at")
+    copy = {"via": body.via, "sent_at": sent.isoformat() if sent else None,
+            "recorded_by": audit.actor_of(session)}
+    _set(takedown, claimant_copy=copy)
+    audit.record(session, "takedown.counter_notice_copy_sent", "takedown", takedown.id, copy)
     session.commit()
     return takedown
 
@@ -71,45 +104,82 @@ def receive(session: Session, takedown_id: str, body: CounterNoticeIn) -> Takedo
 def record_suit(session: Session, takedown_id: str, body: SuitIn) -> Takedown:
     """The claimant filed an action seeking a court order: the window never opens."""
     takedown = lock_for_change(session, get(session, takedown_id))
-    counter = takedown.legal.get("counter_notice")
-    if counter is None:
-        raise Conflict(f"takedown {takedown.id} has no counter-notice for a suit to answer")
+    counter = _counter_notice(takedown)
     if counter["suit"]:
         raise Conflict(f"a suit was recorded already: {counter['suit']['court']}, "
                        f"{counter['suit']['case_number']}")
+    _not_future(body.filed_at, "filed_at")
     suit = {**body.model_dump(mode="json"), "recorded_at": utcnow().isoformat(),
             "by": audit.actor_of(session)}
-    _tell(session, takedown, {**counter, "suit": suit}, "takedown.suit_filed", suit)
+    _set(takedown, suit=suit)
+    audit.record(session, "takedown.suit_filed", "takedown", takedown.id, suit)
+    _send(session, takedown, "takedown.suit_filed")
     takedown.restore_window_at = None
     session.commit()
     return takedown
 
 
 def open_due_windows(session: Session) -> list[str]:
-    """Send `takedown.restore_window_opened` for each window due, one transaction each (they
-    take the audit chain's lock). Returns the takedowns told."""
+    """Send `takedown.restore_window_opened` for each window due whose claimant's copy is
+    known to have gone, one transaction each (they take the audit chain's lock). A window
+    whose copy has not gone waits for it. Returns the takedowns told."""
     due = list(session.scalars(select(Takedown.id).where(Takedown.restore_window_at <= utcnow())
                                .order_by(Takedown.restore_window_at)))
     session.rollback()
     opened = []
     for takedown_id in due:
         takedown = lock_for_change(session, get(session, takedown_id))
-        if takedown.restore_window_at is None or takedown.restore_window_at > utcnow():
-            session.rollback()  # a suit shut it, or another sweep told it meanwhile
+        if takedown.restore_window_at is None or takedown.restore_window_at > utcnow() \
+                or not _copy_sent(session, takedown):
+            session.rollback()  # a suit shut it, another sweep told it, or the copy waits
             continue
-        counter = {**takedown.legal["counter_notice"], "window_opened_at": utcnow().isoformat()}
-        _tell(session, takedown, counter, "takedown.restore_window_opened",
-              {"restore_window": counter["restore_window"]})
+        _set(takedown, window_opened_at=utcnow().isoformat())
+        audit.record(session, "takedown.restore_window_opened", "takedown", takedown.id,
+                     {"restore_window": takedown.legal["counter_notice"]["restore_window"]})
+        _send(session, takedown, "takedown.restore_window_opened")
         takedown.restore_window_at = None
         session.commit()
         opened.append(takedown_id)
     return opened
 
 
-def _tell(session: Session, takedown: Takedown, counter: dict[str, Any], event: str,
-          audited: dict[str, Any]) -> None:
+def _copy_sent(session: Session, takedown: Takedown) -> bool:
+    """Whether the claimant's copy has gone: recorded by an operator, or its callback_url
+    delivery answered 2xx (then recorded here)."""
+    copy = takedown.legal["counter_notice"]["claimant_copy"]
+    if copy is None:
+        return False
+    if copy["sent_at"]:
+        return True
+    delivery = session.get(WebhookDelivery, copy["delivery_id"])
+    if delivery is None or delivery.state != "delivered":
+        return False
+    taken = next(a["at"] for a in reversed(delivery.attempts)
+                 if a.get("status") and 200 <= a["status"] < 300)
+    _set(takedown, claimant_copy={**copy, "sent_at": taken})
+    return True
+
+
+def _counter_notice(takedown: Takedown) -> dict[str, Any]:
+    counter = takedown.legal.get("counter_notice")
+    if counter is None:
+        raise Conflict(f"takedown {takedown.id} has no counter-notice")
+    return dict(counter)
+
+
+def _set(takedown: Takedown, **fields: Any) -> None:
+    """Change fields of `legal.counter_notice` (a new dict, so the JSON column is saved)."""
+    takedown.legal = {**takedown.legal,
+                      "counter_notice": {**takedown.legal["counter_notice"], **fields}}
+
+
+def _not_future(at: datetime | None, field: str) -> datetime | None:
+    if at is not None and at > utcnow() + timedelta(minutes=5):  # clocks drift a little
+        raise InvalidInput(f"{field} is in the future", field=field)
+    return at
+
+
+def _send(session: Session, takedown: Takedown, event: str) -> WebhookDelivery | None:
     from app.services import webhooks  # late: webhooks imports the takedown schemas
 
-    takedown.legal = {**takedown.legal, "counter_notice": counter}
-    audit.record(session, event, "takedown", takedown.id, audited)
-    webhooks.enqueue_for_takedown(session, takedown, event)
+    return webhooks.enqueue_for_takedown(session, takedown, event)

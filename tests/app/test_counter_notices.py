@@ -26,7 +26,7 @@ COUNTER = {
     "material_identification": "the model's drawings of red tulips, from 'a red tulip'",
     "mistake_statement": True, "consent_to_jurisdiction": True,
     "signature": {"name": "B. Painter", "signed_at": "2026-12-04T09:00:00Z"}}
-SUIT = {"court": "N.D. Cal.", "case_number": "5:26-cv-01234", "filed_at": "2026-12-08T00:00:00Z"}
+SUIT = {"court": "N.D. Cal.", "case_number": "5:26-cv-01234", "filed_at": "2026-12-01T00:00:00Z"}
 
 
 def test_ten_and_fourteen_business_days_skip_weekends() -> None:
@@ -56,7 +56,8 @@ def test_a_counter_notice_is_checked_recorded_sent_and_opens_the_restore_window(
         client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
     settings = get_settings()
     monkeypatch.setattr(settings, "webhook_allowlist", ["127.0.0.1"])
-    claimant_desk = Receiver()
+    claimant_desk, operator_desk = Receiver(), Receiver()
+    assert client.post("/v1/webhooks", json={"url": operator_desk.url}).status_code == 201
     td = completed_dmca(client, callback_url=claimant_desk.url)
     url = f"/v1/takedowns/{td['id']}/counter-notice"
     # 512(g)(3)(A)-(D): every element, and the two statements made, not just present
@@ -100,26 +101,82 @@ def test_a_counter_notice_is_checked_recorded_sent_and_opens_the_restore_window(
 
     assert reconcile_once(settings).restore_windows_opened == []  # ten business days to go
     fifteen_business_days_pass(monkeypatch)
+    assert reconcile_once(settings).restore_windows_opened == []  # the claimant's copy waits
+    webhooks.deliver_due(settings)
     assert reconcile_once(settings).restore_windows_opened == [td["id"]]
     assert reconcile_once(settings).restore_windows_opened == []  # told once
     opened = client.get(f"/v1/takedowns/{td['id']}").json()["legal"]["counter_notice"]
-    assert opened["window_opened_at"]
+    assert opened["window_opened_at"] and opened["claimant_copy"]["via"] == "callback_url"
+    assert datetime.fromisoformat(opened["claimant_copy"]["sent_at"]) >= received
 
     audit = client.get(f"/v1/audit?target_id={td['id']}").json()["items"]
     actions = [e["action"] for e in audit]
     assert actions[-2:] == ["takedown.counter_noticed", "takedown.restore_window_opened"]
-    assert audit[-2]["data"]["counter_notifier"]["name"] == "B. Painter"
+    assert audit[-2]["data"] == {"received_at": record["received_at"],
+                                 "restore_window": window}  # no personal data, ever
     assert client.get("/v1/audit/verify").json()["ok"] is True
     report = client.get(f"/v1/takedowns/{td['id']}/report").json()
     assert report["takedown"]["legal"]["counter_notice"]["restore_window"] == window
 
-    # 512(g)(2)(B): the claimant gets a copy of the counter-notice
+    # 512(g)(2)(B): the claimant gets a copy of the counter-notice; other subscribers its
+    # dates, never the counter-notifier's name, address or phone
     webhooks.deliver_due(settings)
     sent = [json.loads(body) for _, body in claimant_desk.got]
     told = [(m["type"], m["data"]["counter_notice"]["counter_notifier"]["name"])
             for m in sent if m["data"]["counter_notice"]]
     assert told == [("takedown.counter_noticed", "B. Painter"),
                     ("takedown.restore_window_opened", "B. Painter")]
+    seen = [json.loads(body) for _, body in operator_desk.got]
+    summary = [m["data"]["counter_notice"] for m in seen if m["data"]["counter_notice"]]
+    assert [m["type"] for m in seen if m["data"]["counter_notice"]] == [
+        "takedown.counter_noticed", "takedown.restore_window_opened"]
+    assert set(summary[0]) == {"received_at", "restore_window", "claimant_copy", "suit",
+                               "window_opened_at"}
+    assert not any("+33 4 90" in body.decode() or "Canvas" in body.decode()
+                   for _, body in operator_desk.got)
+
+
+def test_the_window_waits_for_the_claimants_copy_and_a_rescinded_notice_has_none(
+        client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With no callback_url Lethe cannot send the claimant its copy: an operator says it
+    went, or the window never opens."""
+    settings = get_settings()
+    td = completed_dmca(client)
+    url = f"/v1/takedowns/{td['id']}/counter-notice"
+    copy_url = f"{url}/copy-sent"
+    copy = {"via": "email to legal@example.com", "sent_at": datetime.now(UTC).isoformat()}
+    assert client.post(copy_url, json=copy).status_code == 409  # nothing to copy yet
+    tomorrow = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    future = client.post(url, json={**COUNTER, "received_at": tomorrow})
+    assert future.status_code == 422 and "received_at" in future.json()["detail"]
+    stale = client.post(url, json={**COUNTER, "received_at": "2020-01-01T00:00:00Z"})
+    assert stale.status_code == 422 and "before the notice" in stale.json()["detail"]
+    received = datetime.fromisoformat(td["created_at"]) + timedelta(seconds=1)
+    r = client.post(url, json={**COUNTER, "received_at": received.isoformat()})
+    assert r.status_code == 200, r.text
+    record = r.json()["legal"]["counter_notice"]
+    assert datetime.fromisoformat(record["received_at"]) == received
+    assert record["restore_window"]["opens"] == business_days_after(received, 10).isoformat()
+    assert record["claimant_copy"] is None
+
+    fifteen_business_days_pass(monkeypatch)
+    assert reconcile_once(settings).restore_windows_opened == []
+    for bad in ({**copy, "via": ""}, {**copy, "sent_at": "2026-12-08T00:00:00"},
+                {"via": "post"}):
+        assert client.post(copy_url, json=bad).status_code == 422, bad
+    sent = client.post(copy_url, json=copy)
+    assert sent.status_code == 200, sent.text
+    recorded = sent.json()["legal"]["counter_notice"]["claimant_copy"]
+    assert recorded["via"] == copy["via"] and recorded["recorded_by"].startswith("key:")
+    assert datetime.fromisoformat(recorded["sent_at"]) == datetime.fromisoformat(copy["sent_at"])
+    again = client.post(copy_url, json=copy)
+    assert again.status_code == 409 and "email to legal@" in again.json()["detail"]
+    assert reconcile_once(settings).restore_windows_opened == [td["id"]]
+
+    withdrawn = completed_dmca(client, "van gogh", "style")
+    client.post(f"/v1/takedowns/{withdrawn['id']}/rescind", json={"reason": "settled"})
+    late = client.post(f"/v1/takedowns/{withdrawn['id']}/counter-notice", json=COUNTER)
+    assert late.status_code == 409 and "rescinded" in late.json()["detail"]
 
 
 def test_a_claimants_suit_keeps_the_restore_window_shut(
@@ -135,15 +192,19 @@ def test_a_claimants_suit_keeps_the_restore_window_shut(
     assert no_counter.status_code == 409 and "counter-notice" in no_counter.json()["detail"]
     assert client.post(f"/v1/takedowns/{td['id']}/counter-notice", json=COUNTER).status_code \
         == 200
+    client.post(f"/v1/takedowns/{td['id']}/counter-notice/copy-sent", json={
+        "via": "post", "sent_at": datetime.now(UTC).isoformat()})
+    next_year = (datetime.now(UTC) + timedelta(days=365)).isoformat()
     for bad in ({**SUIT, "court": ""}, {k: v for k, v in SUIT.items() if k != "case_number"},
-                {**SUIT, "filed_at": "2026-12-08T00:00:00"}, {**SUIT, "extra": 1}):
+                {**SUIT, "filed_at": "2026-12-08T00:00:00"}, {**SUIT, "extra": 1},
+                {**SUIT, "filed_at": next_year}):
         assert client.post(suit_url, json=bad).status_code == 422, bad
     r = client.post(suit_url, json=SUIT)
     assert r.status_code == 200, r.text
     suit = r.json()["legal"]["counter_notice"]["suit"]
     assert suit | {"recorded_at": "", "by": ""} == {
         "court": "N.D. Cal.", "case_number": "5:26-cv-01234",
-        "filed_at": "2026-12-08T00:00:00Z", "recorded_at": "", "by": ""}
+        "filed_at": "2026-12-01T00:00:00Z", "recorded_at": "", "by": ""}
     assert client.post(suit_url, json=SUIT).status_code == 409
     fifteen_business_days_pass(monkeypatch)  # the suit came first
     assert reconcile_once(settings).restore_windows_opened == []

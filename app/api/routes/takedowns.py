@@ -14,6 +14,7 @@ from app.db.models import Takedown
 from app.db.session import get_sessionmaker
 from app.db.types import utcnow
 from app.schemas.takedowns import (
+    CopySentIn,
     CounterNoticeIn,
     Decision,
     DecisionIn,
@@ -95,12 +96,21 @@ def rescind_takedown(takedown_id: str, body: RescindIn, session: SessionDep,
 def counter_notice(takedown_id: str, body: CounterNoticeIn, session: SessionDep,
                    _: TakedownsWrite) -> TakedownOut:
     """A DMCA counter-notice (17 USC 512(g)(3)) against a completed dmca takedown (409 for
-    another basis, one not completed, or a second one). Recorded in `legal.counter_notice`
-    with its restore window (10 to 14 business days on) and sent as
-    `takedown.counter_noticed`, the claimant's copy; `takedown.restore_window_opened` follows
-    when the window opens with no suit filed. The erasure stands until an operator moves
-    `production`."""
+    another basis, one not completed, a rescinded notice, or a second one). Recorded in
+    `legal.counter_notice` with its restore window (10 to 14 business days from
+    `received_at`) and sent as `takedown.counter_noticed`: whole to the `callback_url`, the
+    claimant's copy; subscriptions get its dates. `takedown.restore_window_opened` follows
+    once the window opens, the copy has gone and no suit is filed. The erasure stands until
+    an operator moves `production`."""
     return takedown_out(counter_notices.receive(session, takedown_id, body))
+
+
+@router.post("/{takedown_id}/counter-notice/copy-sent", response_model=TakedownOut)
+def counter_notice_copy_sent(takedown_id: str, body: CopySentIn, session: SessionDep,
+                             _: TakedownsWrite) -> TakedownOut:
+    """The claimant was sent its copy another way (no `callback_url`, or it failed): the
+    restore window can open. 409 with no counter-notice, or a copy already sent."""
+    return takedown_out(counter_notices.record_copy_sent(session, takedown_id, body))
 
 
 @router.post("/{takedown_id}/counter-notice/suit", response_model=TakedownOut)
