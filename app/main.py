@@ -13,7 +13,17 @@ from prometheus_client import REGISTRY
 
 from app.api import problems
 from app.api.idempotency import Idempotency
-from app.api.routes import audit, integrations, jobs, keys, models, ops, takedowns, versions
+from app.api.routes import (
+    audit,
+    integrations,
+    jobs,
+    keys,
+    models,
+    ops,
+    reports,
+    takedowns,
+    versions,
+)
 from app.db.session import session_scope
 from app.observability import QueueCollector, RequestContext, configure_logging
 from app.services import keys as api_keys
@@ -50,7 +60,7 @@ def create_app(settings: Settings | None = None, *, reconcile: bool = True) -> F
     app = FastAPI(title="Lethe", version="0.1.0", lifespan=lifespan,
                   description="Remove concepts from text-to-image models on demand.")
     v1 = APIRouter(prefix="/v1")
-    for module in (models, versions, takedowns, jobs, audit, keys, integrations):
+    for module in (models, versions, takedowns, jobs, audit, keys, integrations, reports):
         v1.include_router(module.router)
     app.include_router(v1)
     app.include_router(ops.router)

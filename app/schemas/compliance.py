@@ -153,3 +153,35 @@ class DeliveryOut(BaseModel):
 class PurgeIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     reason: str = Field(default="purged by request", max_length=500)
+
+
+class NoticeCounts(BaseModel):
+    notices: int
+    accepted: int
+    partial: int
+    rejected: int
+    undecided: int
+    median_hours_to_end: float | None
+
+
+class Period(BaseModel):
+    since: datetime | None
+    until: datetime | None
+
+
+class TransparencyReport(BaseModel):
+    """Notices received in a period (EU DSA Art. 15(1)(b)), as they stand now."""
+    period: Period
+    notices: int
+    by_legal_basis: dict[str, NoticeCounts]
+    by_kind: dict[str, int]
+    by_state: dict[str, int]
+    decisions: dict[str, int] = Field(description="current decisions by outcome")
+    decided_by_automated_means: int
+    decided_by_a_person: int
+    median_hours_to_end: float | None = Field(description=(
+        "median time from receipt to the end: erased, refused, failed or withdrawn"))
+    rescinded: int
+    counter_notices: int
+    open_overdue: int = Field(description="not ended, and past due now")
+    ended_after_due: int

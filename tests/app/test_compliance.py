@@ -44,10 +44,19 @@ def scope_of(route: APIRoute) -> str | None:
 
 
 def v1_routes() -> list[tuple[str, APIRoute]]:
-    from app.api.routes import audit, integrations, jobs, keys, models, takedowns, versions
+    from app.api.routes import (
+        audit,
+        integrations,
+        jobs,
+        keys,
+        models,
+        reports,
+        takedowns,
+        versions,
+    )
 
     return [("/v1" + r.path, r)
-            for m in (models, versions, takedowns, jobs, audit, keys, integrations)
+            for m in (models, versions, takedowns, jobs, audit, keys, integrations, reports)
             for r in m.router.routes if isinstance(r, APIRoute)]
 
 

@@ -1,0 +1,82 @@
+"""The transparency report: what DSA Art. 15(1)(b) asks a provider to publish about notices."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from fastapi.testclient import TestClient
+
+from app.settings import get_settings
+from tests.app.test_compliance import TD
+from tests.conftest import create_key
+from workers.tasks import run_unlearn_job
+
+REPORT = "/v1/reports/transparency"
+
+
+def test_the_report_counts_notices_by_basis_and_kind_their_outcomes_and_time_to_action(
+        client: TestClient) -> None:
+    settings = get_settings()
+    start = datetime.now(UTC) - timedelta(seconds=1)
+    done = client.post("/v1/takedowns", json=TD).json()
+    assert run_unlearn_job(done["job_id"], settings) == "completed"
+    style = client.post("/v1/takedowns", json={**TD, "concept": "van gogh",
+                                               "kind": "style"}).json()
+    assert run_unlearn_job(style["job_id"], settings) == "completed"
+    refused = client.post("/v1/takedowns", json={**TD, "concept": "purple unicorn"}).json()
+    assert refused["state"] == "rejected"
+    gdpr = {**TD, "concept": "van gogh tulip", "legal_basis": "gdpr_art17"}
+    cancelled = client.post("/v1/takedowns", json=gdpr).json()
+    client.post(f"/v1/takedowns/{cancelled['id']}/rescind", json={"reason": "settled"})
+    waiting = client.post("/v1/takedowns", json={**gdpr, "due_at": "2020-01-01T00:00:00Z"})
+    assert waiting.json()["state"] == "queued"
+    client.post(f"/v1/takedowns/{style['id']}/decision", json={
+        "outcome": "partial", "statement_of_reasons": "Only the named paintings' style."})
+
+    r = client.get(REPORT)
+    assert r.status_code == 200, r.text
+    report = r.json()
+    assert report["notices"] == 5
+    assert report["by_kind"] == {"object": 4, "style": 1}
+    assert report["by_state"] == {"completed": 2, "rejected": 1, "cancelled": 1, "queued": 1}
+    assert report["decisions"] == {"accepted": 1, "partial": 1, "rejected": 1, "undecided": 2}
+    assert report["decided_by_automated_means"] == 2 and report["decided_by_a_person"] == 1
+    assert report["rescinded"] == 1 and report["counter_notices"] == 0
+    assert report["open_overdue"] == 1 and report["ended_after_due"] == 0
+    copyright_ = report["by_legal_basis"]["copyright"]
+    assert copyright_ | {"median_hours_to_end": 0} == {
+        "notices": 3, "accepted": 1, "partial": 1, "rejected": 1, "undecided": 0,
+        "median_hours_to_end": 0}
+    assert report["by_legal_basis"]["gdpr_art17"]["undecided"] == 2
+    assert report["by_legal_basis"]["gdpr_art17"]["median_hours_to_end"] is not None
+    assert set(report["by_legal_basis"]) == {"copyright", "gdpr_art17"}
+    # received → ended, for the four that ended; all within this test
+    hours = report["median_hours_to_end"]
+    assert 0 <= hours < (datetime.now(UTC) - start).total_seconds() / 3600
+    assert 0 <= copyright_["median_hours_to_end"] <= hours * 3
+
+    until = datetime.now(UTC)
+    later = client.post("/v1/takedowns", json={**TD, "concept": "van gogh tulip"}).json()
+    assert later["state"] == "queued"
+    window = client.get(REPORT, params={"since": start.isoformat(),
+                                        "until": until.isoformat()}).json()
+    assert window["notices"] == 5
+    assert {k: datetime.fromisoformat(v) for k, v in window["period"].items()} == {
+        "since": start, "until": until}
+    assert client.get(REPORT).json()["notices"] == 6
+    empty = client.get(REPORT, params={"since": (until + timedelta(days=1)).isoformat()}).json()
+    assert empty["notices"] == 0 and empty["median_hours_to_end"] is None
+    assert empty["by_legal_basis"] == {} and empty["decisions"]["undecided"] == 0
+
+
+def test_a_report_asked_for_badly_is_refused_and_needs_a_reading_key(
+        client: TestClient) -> None:
+    now = datetime.now(UTC)
+    backwards = client.get(REPORT, params={"since": now.isoformat(),
+                                           "until": (now - timedelta(days=1)).isoformat()})
+    assert backwards.status_code == 422 and "since" in backwards.json()["detail"]
+    naive = client.get(REPORT, params={"since": "2026-01-01T00:00:00"})
+    assert naive.status_code == 422
+    assert client.get(REPORT, params={"since": "yesterday"}).status_code == 422
+    writer = create_key(["takedowns:write"])
+    assert client.get(REPORT, headers={"Authorization": f"Bearer {writer}"}).status_code == 403
