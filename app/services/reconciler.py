@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from app.db.models import Export, IdempotencyRecord, Job, Preview, Takedown
 from app.db.session import session_scope
 from app.db.types import utcnow
-from app.services import dispatch
+from app.services import dispatch, webhooks
 from app.services.counter_notices import open_due_windows
 from app.services.jobs import ACTIVE_VALUES, crash, requeue
 from app.services.quarantine import purge_expired
@@ -37,6 +37,7 @@ class Sweep:
     stale_failed: list[str] = field(default_factory=list)  # previews/exports given up on
     purged: list[str] = field(default_factory=list)
     restore_windows_opened: list[str] = field(default_factory=list)  # counter-notices
+    previous_secrets_forgotten: int = 0
     idempotency_keys_pruned: int = 0
 
 
@@ -122,6 +123,8 @@ def reconcile_once(settings: Settings) -> Sweep:
         result.purged = purge_expired(session, settings)
     with session_scope() as session:
         result.restore_windows_opened = open_due_windows(session)
+    with session_scope() as session:  # rows only: a rotation holds the chain, then the row
+        result.previous_secrets_forgotten = webhooks.forget_expired_secrets(session)
     if result.requeued or result.crashed or result.resent or result.purged \
             or result.stale_failed or result.restore_windows_opened:
         log.info("reconciler.sweep", requeued=result.requeued, crashed=result.crashed,

@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import structlog
-from sqlalchemy import ColumnElement, and_, or_, select
+from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.db.models import Takedown, WebhookDelivery, WebhookSubscription, new_id
@@ -204,6 +204,16 @@ def rotate_secret(session: Session, subscription_id: str,
     audit.record(session, "webhook.secret_rotated", "webhook_subscription", sub.id,
                  {"keep_previous_seconds": keep_previous_seconds})
     return sub
+
+
+def forget_expired_secrets(session: Session) -> int:
+    """Drop the previous secrets whose grace has ended: one that signs nothing more is not
+    kept where a database leak could forge with it. Returns how many."""
+    result = session.execute(
+        update(WebhookSubscription)
+        .where(WebhookSubscription.previous_secret_expires_at <= utcnow())
+        .values(previous_secret=None, previous_secret_expires_at=None))
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def takedown_payload(td: Takedown, *, for_claimant: bool = False) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import tarfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
@@ -19,9 +20,9 @@ from typing import Any
 import pytest
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
-from sqlalchemy import select, text
+from sqlalchemy import select, text, update
 
-from app.db.models import Takedown, WebhookDelivery
+from app.db.models import Takedown, WebhookDelivery, WebhookSubscription
 from app.db.session import get_engine, session_scope
 from app.services import decisions, webhooks
 from app.settings import get_settings
@@ -634,6 +635,35 @@ def test_a_rotated_secret_signs_beside_the_old_one_until_its_grace_ends(
     audit = client.get(f"/v1/audit?target_id={sub['id']}").json()["items"]
     assert [e["action"] for e in audit].count("webhook.secret_rotated") == 2
     assert all("whsec_" not in json.dumps(e["data"]) for e in audit)
+
+
+def test_a_previous_secret_is_forgotten_once_its_grace_ends(client: TestClient) -> None:
+    """A secret that no longer signs is no longer kept: a database leak cannot forge with it."""
+    from app.services.reconciler import reconcile_once
+
+    def stored(sub_id: str) -> tuple[str | None, Any]:
+        with session_scope() as session:
+            row = session.get(WebhookSubscription, sub_id)
+            assert row is not None
+            return row.previous_secret, row.previous_secret_expires_at
+
+    ending, lasting = (client.post("/v1/webhooks", json={"url": "https://hooks.example.com/"
+                                                         + name}).json()
+                       for name in ("a", "b"))
+    for sub, keep in ((ending, 60), (lasting, 3600)):
+        client.post(f"/v1/webhooks/{sub['id']}/rotate-secret",
+                    json={"keep_previous_seconds": keep})
+    assert reconcile_once(get_settings()).previous_secrets_forgotten == 0
+    assert stored(ending["id"])[0] == ending["secret"]
+    with session_scope() as session:
+        session.execute(update(WebhookSubscription).where(
+            WebhookSubscription.id == ending["id"]).values(
+            previous_secret_expires_at=datetime.now(UTC) - timedelta(seconds=1)))
+    assert reconcile_once(get_settings()).previous_secrets_forgotten == 1
+    assert stored(ending["id"]) == (None, None)
+    assert stored(lasting["id"])[0] == lasting["secret"]
+    assert client.get(f"/v1/webhooks/{ending['id']}").json()[
+        "previous_secret_expires_at"] is None
 
 
 def test_failing_receiver_gives_up_after_max_attempts(client: TestClient,
