@@ -13,7 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.db.models import Job, Model, ModelVersion, Takedown
@@ -342,13 +342,17 @@ def get_job(session: Session, job_id: str) -> Job:
 
 
 def list_jobs(session: Session, *, model_id: str | None, state: State | None,
-              limit: int) -> list[Job]:
-    """Newest first."""
+              before: str | None = None, limit: int) -> list[Job]:
+    """Newest first; `before` (a job id, the last of the previous page) pages on."""
     stmt = select(Job)
     if model_id:
         stmt = stmt.where(Job.model_id == model_id)
     if state:
         stmt = stmt.where(Job.state == state.value)
+    if before:
+        last = get_job(session, before)
+        stmt = stmt.where(or_(Job.created_at < last.created_at,
+                              and_(Job.created_at == last.created_at, Job.id < last.id)))
     return list(session.scalars(stmt.order_by(Job.created_at.desc(), Job.id.desc())
                                 .limit(limit)))
 

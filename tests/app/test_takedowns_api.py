@@ -187,3 +187,27 @@ def test_a_takedowns_job_is_a_resource_showing_its_step(client: TestClient) -> N
     assert [j["id"] for j in client.get("/v1/jobs?state=completed").json()] == [a["job_id"]]
     assert client.get("/v1/jobs?model=nope").status_code == 404
     assert client.get("/v1/jobs?state=lost").status_code == 422
+
+
+def test_the_job_list_pages_past_its_limit(client: TestClient) -> None:
+    """Past `limit` the older steps could not be reached at all."""
+    made = []
+    for i in range(5):  # each cancelled, so the next takedown starts a step of its own
+        td = client.post("/v1/takedowns", json=body(external_ref=f"P-{i}")).json()
+        client.post(f"/v1/takedowns/{td['id']}/cancel")
+        made.append(td["job_id"])
+    newest_first = made[::-1]
+    seen, before = [], None
+    for _ in range(4):  # 5 jobs, 2 a page: the fourth page is empty
+        page = client.get("/v1/jobs", params={"limit": 2, **({"before": before} if before
+                                                              else {})}).json()
+        if not page:
+            break
+        assert len(page) <= 2
+        seen += [j["id"] for j in page]
+        before = page[-1]["id"]
+    assert seen == newest_first
+    cancelled = client.get("/v1/jobs", params={"state": "cancelled", "before": made[2]}).json()
+    assert [j["id"] for j in cancelled] == made[1::-1]
+    missing = client.get("/v1/jobs", params={"before": "nope"})
+    assert missing.status_code == 404 and "nope" in missing.json()["detail"]

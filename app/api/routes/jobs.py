@@ -19,10 +19,13 @@ def list_jobs(session: SessionDep, _: TakedownsRead,
               model: Annotated[str | None, Query(max_length=200,
                                                  description="model id or name")] = None,
               state: State | None = None,
+              before: Annotated[str | None, Query(max_length=36, description=(
+                  "the last job id of the previous page: the next page starts after it"))] = None,
               limit: Annotated[int, Query(ge=1, le=500)] = 100) -> list[JobOut]:
-    """Newest first: e.g. `?model=conceptworld&state=running` is the model's step under way."""
+    """Newest first: e.g. `?model=conceptworld&state=running` is the model's step under way.
+    An empty page is the end."""
     model_id = registry.get_model(session, model).id if model else None
-    found = jobs.list_jobs(session, model_id=model_id, state=state, limit=limit)
+    found = jobs.list_jobs(session, model_id=model_id, state=state, before=before, limit=limit)
     return [JobOut.model_validate(view) for view in jobs.job_views(session, found)]
 
 
