@@ -24,6 +24,10 @@ from app.states import State
 TAKEDOWN_EVENTS = sorted([*(f"takedown.{s.value}" for s in State), "takedown.decided",
                           "takedown.counter_noticed", "takedown.suit_filed",
                           "takedown.restore_window_opened"])
+# The registry's: a deployer learns of a new version, an alias moved, a version it may hold a
+# copy of quarantined (it still draws an erased concept) or purged (services/registry_events).
+REGISTRY_EVENTS = ["alias.moved", "version.created", "version.purged", "version.quarantined"]
+EVENTS = sorted(TAKEDOWN_EVENTS + REGISTRY_EVENTS)
 
 
 class KeyCreate(BaseModel):
@@ -73,9 +77,9 @@ class AuditVerification(BaseModel):
 
 
 def _known_events(events: list[str]) -> list[str]:
-    unknown = sorted(set(events) - set(TAKEDOWN_EVENTS))
+    unknown = sorted(set(events) - set(EVENTS))
     if unknown:  # it would be accepted and never fire
-        raise ValueError(f"unknown event types {unknown}; known: {TAKEDOWN_EVENTS}")
+        raise ValueError(f"unknown event types {unknown}; known: {EVENTS}")
     return events
 
 
@@ -83,7 +87,8 @@ class SubscriptionCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     url: AnyHttpUrl
     events: list[str] = Field(default_factory=list, max_length=32,
-                              description="event types, e.g. takedown.completed; empty = all")
+                              description="event types, e.g. takedown.completed or "
+                              "version.quarantined; empty = all")
 
     @field_validator("events")
     @classmethod
@@ -161,6 +166,7 @@ class NoticeCounts(BaseModel):
     partial: int
     rejected: int
     undecided: int
+    median_hours_to_erasure: float | None
     median_hours_to_end: float | None
 
 
@@ -179,6 +185,9 @@ class TransparencyReport(BaseModel):
     decisions: dict[str, int] = Field(description="current decisions by outcome")
     decided_by_automated_means: int
     decided_by_a_person: int
+    median_hours_to_erasure: float | None = Field(description=(
+        "median time from receipt to the erasure, over the completed takedowns: the time to "
+        "take the action"))
     median_hours_to_end: float | None = Field(description=(
         "median time from receipt to the end: erased, refused, failed or withdrawn"))
     rescinded: int

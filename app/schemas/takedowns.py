@@ -268,10 +268,10 @@ class SuitIn(BaseModel):
 
 
 class CopySentIn(BaseModel):
-    """The claimant was sent its copy of the counter-notice outside Lethe (512(g)(2)(B))."""
+    """The claimant was sent its copy of the counter-notice (512(g)(2)(B))."""
 
     model_config = ConfigDict(extra="forbid")
-    via: str = Field(min_length=1, max_length=200, description="e.g. `email to legal@…`")
+    via: str = Field(min_length=1, max_length=200, description="how: `email`, `post`, …")
     sent_at: AwareDatetime
 
 

@@ -1,24 +1,25 @@
 """DMCA counter-notices (17 USC 512(g)): the person whose material an erasure removed says it
 was removed by mistake. The provider sends the claimant a copy, and may restore the material
-10 to 14 business days after receiving it, unless the claimant first says it filed suit.
+10 to 14 business days after receiving the counter-notice, unless the claimant first says it
+filed suit.
 
-Lethe records the counter-notice in `legal.counter_notice` and sends it as
-`takedown.counter_noticed`; the takedown's `callback_url` is the claimant's copy, or an
-operator records one sent another way. Once ten business days have passed, the claimant's copy
-is known to have gone and no suit is filed, the reconciler sends
+Lethe records the counter-notice in `legal.counter_notice` and sends it whole to the
+takedown's `callback_url` (`takedown.counter_noticed`): the filer's system, which sends the
+claimant its copy and says so (`record_copy_sent`). Once ten business days have passed, the
+copy has been sent and no suit is filed, the reconciler sends
 `takedown.restore_window_opened` (a suit, `takedown.suit_filed`, keeps it shut). Lethe does
 not restore by itself: undoing an erasure undoes every later version built on it, so it stays
 an operator's audited move of `production`, as for a rescinded notice."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.db.models import Takedown, WebhookDelivery
+from app.db.models import Takedown
 from app.db.types import utcnow
 from app.errors import Conflict, InvalidInput
 from app.schemas.takedowns import CopySentIn, CounterNoticeIn, LegalBasis, SuitIn
@@ -32,7 +33,7 @@ RESTORE_NOT_BEFORE, RESTORE_NOT_AFTER = 10, 14  # business days, 512(g)(2)(C)
 def business_days_after(start: datetime, days: int) -> datetime:
     """`start` moved on `days` weekdays (Saturdays and Sundays skipped; public holidays are
     not known here, so the window can open a holiday early: the restore stays a person's)."""
-    moved, left = start, days
+    moved, left = start.astimezone(UTC), days
     while left:
         moved += timedelta(days=1)
         if moved.weekday() < 5:
@@ -69,34 +70,33 @@ def receive(session: Session, takedown_id: str, body: CounterNoticeIn) -> Takedo
         "signature": body.signature.model_dump(mode="json"),
         "restore_window": {"opens": opens.isoformat(), "closes": business_days_after(
             received, RESTORE_NOT_AFTER).isoformat()},
-        "claimant_copy": None, "suit": None, "window_opened_at": None}
+        "claimant_copy": None, "suit": None, "window_opened_at": None, "late": None}
     takedown.legal = {**takedown.legal, "counter_notice": record}
     # Not the counter-notifier's personal data: the audit chain can never be erased.
     audit.record(session, "takedown.counter_noticed", "takedown", takedown.id,
                  {"received_at": record["received_at"],
                   "restore_window": record["restore_window"]})
-    callback = _send(session, takedown, "takedown.counter_noticed")
-    if callback is not None:
-        _set(takedown, claimant_copy={"via": "callback_url", "delivery_id": callback.id,
-                                      "sent_at": None})
-    takedown.restore_window_at = opens
-    session.commit()
+    _send(session, takedown, "takedown.counter_noticed")
+    session.commit()  # the window waits for the claimant's copy (`record_copy_sent`)
     return takedown
 
 
 def record_copy_sent(session: Session, takedown_id: str, body: CopySentIn) -> Takedown:
-    """An operator sent the claimant its copy another way (no callback_url, or it failed)."""
+    """The claimant was sent its copy (512(g)(2)(B)): the restore window may open."""
     takedown = lock_for_change(session, get(session, takedown_id))
     counter = _counter_notice(takedown)
-    copy = counter["claimant_copy"]
-    if copy and copy["sent_at"]:
-        raise Conflict(f"the claimant's copy was sent already at {copy['sent_at']} "
-                       f"({copy['via']})")
-    sent = _not_future(body.sent_at, "sent_at")
-    copy = {"via": body.via, "sent_at": sent.isoformat() if sent else None,
-            "recorded_by": audit.actor_of(session)}
+    if copy := counter.get("claimant_copy"):
+        raise Conflict(f"the claimant's copy was sent already at {copy['sent_at']}")
+    sent = _not_future(body.sent_at, "sent_at") or body.sent_at
+    if sent < datetime.fromisoformat(counter["received_at"]):
+        raise InvalidInput("sent_at is before the counter-notice was received",
+                           field="sent_at")
+    copy = {"via": body.via, "sent_at": sent.isoformat(), "recorded_by": audit.actor_of(session)}
     _set(takedown, claimant_copy=copy)
-    audit.record(session, "takedown.counter_notice_copy_sent", "takedown", takedown.id, copy)
+    audit.record(session, "takedown.counter_notice_copy_sent", "takedown", takedown.id,
+                 {"sent_at": copy["sent_at"]})  # `via` may name a person: not in the chain
+    if counter["suit"] is None:
+        takedown.restore_window_at = datetime.fromisoformat(counter["restore_window"]["opens"])
     session.commit()
     return takedown
 
@@ -120,44 +120,28 @@ def record_suit(session: Session, takedown_id: str, body: SuitIn) -> Takedown:
 
 
 def open_due_windows(session: Session) -> list[str]:
-    """Send `takedown.restore_window_opened` for each window due whose claimant's copy is
-    known to have gone, one transaction each (they take the audit chain's lock). A window
-    whose copy has not gone waits for it. Returns the takedowns told."""
+    """Send `takedown.restore_window_opened` for each window due (its claimant's copy sent,
+    no suit), one transaction each (they take the audit chain's lock). One opened after it
+    closed (the copy went out late) says so: `late`. Returns the takedowns told."""
     due = list(session.scalars(select(Takedown.id).where(Takedown.restore_window_at <= utcnow())
                                .order_by(Takedown.restore_window_at)))
     session.rollback()
     opened = []
     for takedown_id in due:
         takedown = lock_for_change(session, get(session, takedown_id))
-        if takedown.restore_window_at is None or takedown.restore_window_at > utcnow() \
-                or not _copy_sent(session, takedown):
-            session.rollback()  # a suit shut it, another sweep told it, or the copy waits
+        if takedown.restore_window_at is None or takedown.restore_window_at > utcnow():
+            session.rollback()  # a suit shut it, or another sweep told it meanwhile
             continue
-        _set(takedown, window_opened_at=utcnow().isoformat())
+        window = takedown.legal["counter_notice"]["restore_window"]
+        late = utcnow() > datetime.fromisoformat(window["closes"])
+        _set(takedown, window_opened_at=utcnow().isoformat(), late=late)
         audit.record(session, "takedown.restore_window_opened", "takedown", takedown.id,
-                     {"restore_window": takedown.legal["counter_notice"]["restore_window"]})
+                     {"restore_window": window, "late": late})
         _send(session, takedown, "takedown.restore_window_opened")
         takedown.restore_window_at = None
         session.commit()
         opened.append(takedown_id)
     return opened
-
-
-def _copy_sent(session: Session, takedown: Takedown) -> bool:
-    """Whether the claimant's copy has gone: recorded by an operator, or its callback_url
-    delivery answered 2xx (then recorded here)."""
-    copy = takedown.legal["counter_notice"]["claimant_copy"]
-    if copy is None:
-        return False
-    if copy["sent_at"]:
-        return True
-    delivery = session.get(WebhookDelivery, copy["delivery_id"])
-    if delivery is None or delivery.state != "delivered":
-        return False
-    taken = next(a["at"] for a in reversed(delivery.attempts)
-                 if a.get("status") and 200 <= a["status"] < 300)
-    _set(takedown, claimant_copy={**copy, "sent_at": taken})
-    return True
 
 
 def _counter_notice(takedown: Takedown) -> dict[str, Any]:
@@ -179,7 +163,7 @@ def _not_future(at: datetime | None, field: str) -> datetime | None:
     return at
 
 
-def _send(session: Session, takedown: Takedown, event: str) -> WebhookDelivery | None:
+def _send(session: Session, takedown: Takedown, event: str) -> None:
     from app.services import webhooks  # late: webhooks imports the takedown schemas
 
-    return webhooks.enqueue_for_takedown(session, takedown, event)
+    webhooks.enqueue_for_takedown(session, takedown, event)

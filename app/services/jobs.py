@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from app.db.models import Job, Model, ModelVersion, Takedown
 from app.db.types import utcnow
 from app.errors import NotFound
-from app.services import events
+from app.services import audit, events
 from app.services.gate import GateResult
 from app.services.registry import PRODUCTION, alias_target, move_alias
 from app.settings import Settings
@@ -213,6 +213,7 @@ def commit_version(
     )
     session.add(version)
     session.flush()
+    _announce(session, version)
     if gate.passed:
         move_alias(session, claimed.model_id, PRODUCTION, version.id,
                    reason=f"job {job.id} passed the evaluation gate")
@@ -234,6 +235,18 @@ def commit_version(
                              version_number=version.number, production=gate.passed)
     job.lease_expires_at = None
     return version
+
+
+def _announce(session: Session, version: ModelVersion) -> None:
+    """Audit the new version and tell the registry's subscribers (`version.created`)."""
+    data = {"version_id": version.id, "model_id": version.model_id, "number": version.number,
+            "status": version.status, "parent_id": version.parent_id, "job_id": version.job_id,
+            "digest": version.digest, "erased": version.erased,
+            "created_at": version.created_at.isoformat()}
+    audit.record(session, "version.created", "model_version", version.id, data)
+    from app.services import webhooks  # late: webhooks imports the takedown schemas
+
+    webhooks.enqueue_registry_event(session, "version.created", data)
 
 
 def fail(session: Session, claimed: ClaimedJob, error: str) -> bool:

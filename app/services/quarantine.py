@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from app.db.models import ModelVersion, Preview
 from app.db.types import utcnow
 from app.errors import Conflict, Gone, Quarantined
-from app.services import audit
+from app.services import audit, webhooks
 from app.services.artifacts import get_store
 from app.settings import Settings
 
@@ -42,6 +42,10 @@ def quarantine_superseded(session: Session, production: ModelVersion) -> list[st
             audit.record(session, "version.quarantined", "model_version", version.id,
                          {"model": version.model_id, "number": version.number,
                           "contains": still_there, "production": production.id})
+            webhooks.enqueue_registry_event(session, "version.quarantined", {
+                "version_id": version.id, "model_id": version.model_id,
+                "number": version.number, "contains": still_there,
+                "production": production.id, "reason": version.quarantine_reason})
             done.append(version.id)
     return done
 
@@ -96,6 +100,9 @@ def purge(session: Session, settings: Settings, version: ModelVersion, *, reason
                   "artifact_uri": deleted_uri, "digest": version.digest,
                   "previews_removed": [p.id for p in previews],
                   "exports_removed": exports_removed})
+    webhooks.enqueue_registry_event(session, "version.purged", {
+        "version_id": version.id, "model_id": version.model_id, "number": version.number,
+        "digest": version.digest, "reason": reason})
 
 
 def purge_expired(session: Session, settings: Settings) -> list[str]:

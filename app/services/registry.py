@@ -153,6 +153,11 @@ def move_alias(
     session.flush()
     audit.record(session, "alias.moved", "model", model_id,
                  {"alias": alias, "from": previous, "to": version_id, "reason": reason})
+    from app.services import webhooks  # late: webhooks imports the takedown schemas
+
+    webhooks.enqueue_registry_event(session, "alias.moved", {
+        "model_id": model_id, "alias": alias, "from": previous, "to": version_id,
+        "reason": reason})
     if alias == PRODUCTION:
         quarantine.quarantine_superseded(session, version)
     return row

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from app.db.models import Takedown, TakedownEvent
 from app.db.types import utcnow
-from app.states import TERMINAL
+from app.states import TERMINAL, State
 
 OUTCOMES = ("accepted", "partial", "rejected", "undecided")
 ENDED = {state.value for state in TERMINAL}
@@ -40,6 +40,8 @@ def report(session: Session, since: datetime | None, until: datetime | None) -> 
                    "until": until.isoformat() if until else None},
         "notices": len(rows),
         "by_legal_basis": {basis: {"notices": len(group), **_outcomes(group),
+                                   "median_hours_to_erasure": _median_hours(
+                                       _erased(group), ended_at),
                                    "median_hours_to_end": _median_hours(group, ended_at)}
                            for basis, group in sorted(by_basis.items())},
         "by_kind": dict(sorted(Counter(r.kind for r in rows).items())),
@@ -49,6 +51,7 @@ def report(session: Session, since: datetime | None, until: datetime | None) -> 
                                           r.decision["automated"]),
         "decided_by_a_person": sum(1 for r in rows if r.decision and
                                    not r.decision["automated"]),
+        "median_hours_to_erasure": _median_hours(_erased(rows), ended_at),
         "median_hours_to_end": _median_hours(rows, ended_at),
         "rescinded": sum(1 for r in rows if (r.legal or {}).get("rescinded")),
         "counter_notices": sum(1 for r in rows if (r.legal or {}).get("counter_notice")),
@@ -72,13 +75,17 @@ def _ended_at(session: Session, ids: list[str]) -> dict[str, datetime]:
     return ended
 
 
+def _erased(rows: Sequence[Any]) -> list[Any]:
+    return [r for r in rows if r.state == State.COMPLETED.value]
+
+
 def _outcomes(rows: Sequence[Any]) -> dict[str, int]:
     counts = Counter((r.decision or {}).get("outcome", "undecided") for r in rows)
     return {outcome: counts[outcome] for outcome in OUTCOMES}
 
 
 def _median_hours(rows: Sequence[Any], ended_at: dict[str, datetime]) -> float | None:
-    """Median time from receipt to the end (erased, refused, failed or withdrawn)."""
+    """Median time from receipt to the end of `rows` (those that ended)."""
     hours = [(ended_at[r.id] - r.created_at).total_seconds() / 3600
              for r in rows if r.id in ended_at]
     return round(statistics.median(hours), 4) if hours else None

@@ -33,7 +33,7 @@ import structlog
 from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.orm import Session
 
-from app.db.models import Takedown, WebhookDelivery, WebhookSubscription, new_id
+from app.db.models import Takedown, WebhookDelivery, WebhookSubscription
 from app.db.session import session_scope
 from app.db.types import utcnow
 from app.errors import Conflict, InvalidInput, NotFound
@@ -218,34 +218,32 @@ def forget_expired_secrets(session: Session) -> int:
 
 def takedown_payload(td: Takedown, *, for_claimant: bool = False) -> dict[str, Any]:
     """What a takedown event says. A counter-notice's personal data (the counter-notifier's
-    name, contact, statements) goes to the claimant's `callback_url` alone, its copy under
-    17 USC 512(g)(2)(B); subscriptions get its dates and status."""
+    name, contact, statements) goes to the takedown's `callback_url` alone, the filer's system
+    that sends the claimant its copy (17 USC 512(g)(2)(B)); subscriptions get its dates and
+    status."""
     counter = (td.legal or {}).get("counter_notice")
     if counter and not for_claimant:
-        counter = {k: counter[k] for k in COUNTER_NOTICE_SUMMARY}
+        counter = {k: counter.get(k) for k in COUNTER_NOTICE_SUMMARY}
     return {"id": td.id, "state": td.state, "model_id": td.model_id, "concept": td.concept,
             "external_ref": td.external_ref, "integration": td.integration,
             "version_id": td.version_id, "due_at": td.due_at.isoformat(),
             "error": td.error, "decision": td.decision, "counter_notice": counter}
 
 
-COUNTER_NOTICE_SUMMARY = ("received_at", "restore_window", "claimant_copy", "suit",
-                          "window_opened_at")
+COUNTER_NOTICE_SUMMARY = ("received_at", "restore_window", "suit", "window_opened_at", "late")
 
 
-def enqueue_for_takedown(session: Session, td: Takedown, event: str) -> WebhookDelivery | None:
-    """Outbox rows for the takedown's callback_url and every matching subscription; returns
-    the callback_url's, if any."""
+def enqueue_for_takedown(session: Session, td: Takedown, event: str) -> None:
+    """Outbox rows for the takedown's callback_url and every matching subscription."""
     def message(for_claimant: bool) -> dict[str, Any]:
         return {"type": event, "timestamp": utcnow().isoformat(),
                 "data": takedown_payload(td, for_claimant=for_claimant)}
 
-    now, callback = utcnow(), None
+    now = utcnow()
     if td.callback_url:
-        callback = WebhookDelivery(id=new_id(), takedown_id=td.id, url=td.callback_url,
-                                   event=event, payload=message(True), state="pending",
-                                   attempts=[], next_attempt_at=now)
-        session.add(callback)
+        session.add(WebhookDelivery(takedown_id=td.id, url=td.callback_url, event=event,
+                                    payload=message(True), state="pending", attempts=[],
+                                    next_attempt_at=now))
     payload = message(False)
     # FOR SHARE: a subscription deleted meanwhile waits for this commit, then fails these rows.
     for sub in session.scalars(select(WebhookSubscription).where(_live())
@@ -254,7 +252,19 @@ def enqueue_for_takedown(session: Session, td: Takedown, event: str) -> WebhookD
             session.add(WebhookDelivery(subscription_id=sub.id, takedown_id=td.id, url=sub.url,
                                         event=event, payload=payload, state="pending",
                                         attempts=[], next_attempt_at=now))
-    return callback
+
+
+def enqueue_registry_event(session: Session, event: str, data: dict[str, Any]) -> None:
+    """Outbox rows of a registry event (`REGISTRY_EVENTS`) for every matching subscription.
+    The caller holds the audit chain's lock (it audited the change)."""
+    payload = {"type": event, "timestamp": utcnow().isoformat(), "data": data}
+    now = utcnow()
+    for sub in session.scalars(select(WebhookSubscription).where(_live())
+                               .with_for_update(read=True)):
+        if not sub.events or event in sub.events:
+            session.add(WebhookDelivery(subscription_id=sub.id, url=sub.url, event=event,
+                                        payload=payload, state="pending", attempts=[],
+                                        next_attempt_at=now))
 
 
 def backoff(attempt: int, base: float, rng: random.Random | None = None) -> float:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -47,9 +47,16 @@ def completed_dmca(client: TestClient, concept: str = "red tulip",
     return dict(td.json())
 
 
-def fifteen_business_days_pass(monkeypatch: pytest.MonkeyPatch) -> None:
-    later = datetime.now(UTC) + timedelta(days=21)
+def days_pass(monkeypatch: pytest.MonkeyPatch, days: int) -> None:
+    """16 calendar days: past the window's opening (ten business days), before its close."""
+    later = datetime.now(UTC) + timedelta(days=days)
     monkeypatch.setattr(counter_notices, "utcnow", lambda: later)
+
+
+def send_copy(client: TestClient, takedown_id: str) -> None:
+    r = client.post(f"/v1/takedowns/{takedown_id}/counter-notice/copy-sent", json={
+        "via": "email", "sent_at": datetime.now(UTC).isoformat()})
+    assert r.status_code == 200, r.text
 
 
 def test_a_counter_notice_is_checked_recorded_sent_and_opens_the_restore_window(
@@ -100,19 +107,20 @@ def test_a_counter_notice_is_checked_recorded_sent_and_opens_the_restore_window(
     assert again.status_code == 409 and "already" in again.json()["detail"]
 
     assert reconcile_once(settings).restore_windows_opened == []  # ten business days to go
-    fifteen_business_days_pass(monkeypatch)
+    days_pass(monkeypatch, 16)
     assert reconcile_once(settings).restore_windows_opened == []  # the claimant's copy waits
-    webhooks.deliver_due(settings)
+    send_copy(client, td["id"])
     assert reconcile_once(settings).restore_windows_opened == [td["id"]]
     assert reconcile_once(settings).restore_windows_opened == []  # told once
     opened = client.get(f"/v1/takedowns/{td['id']}").json()["legal"]["counter_notice"]
-    assert opened["window_opened_at"] and opened["claimant_copy"]["via"] == "callback_url"
-    assert datetime.fromisoformat(opened["claimant_copy"]["sent_at"]) >= received
+    assert opened["window_opened_at"] and opened["late"] is False
+    assert opened["claimant_copy"]["via"] == "email"
 
     audit = client.get(f"/v1/audit?target_id={td['id']}").json()["items"]
     actions = [e["action"] for e in audit]
-    assert actions[-2:] == ["takedown.counter_noticed", "takedown.restore_window_opened"]
-    assert audit[-2]["data"] == {"received_at": record["received_at"],
+    assert actions[-3:] == ["takedown.counter_noticed", "takedown.counter_notice_copy_sent",
+                            "takedown.restore_window_opened"]
+    assert audit[-3]["data"] == {"received_at": record["received_at"],
                                  "restore_window": window}  # no personal data, ever
     assert client.get("/v1/audit/verify").json()["ok"] is True
     report = client.get(f"/v1/takedowns/{td['id']}/report").json()
@@ -127,24 +135,23 @@ def test_a_counter_notice_is_checked_recorded_sent_and_opens_the_restore_window(
     assert told == [("takedown.counter_noticed", "B. Painter"),
                     ("takedown.restore_window_opened", "B. Painter")]
     seen = [json.loads(body) for _, body in operator_desk.got]
-    summary = [m["data"]["counter_notice"] for m in seen if m["data"]["counter_notice"]]
-    assert [m["type"] for m in seen if m["data"]["counter_notice"]] == [
+    summary = [m["data"]["counter_notice"] for m in seen if m["data"].get("counter_notice")]
+    assert [m["type"] for m in seen if m["data"].get("counter_notice")] == [
         "takedown.counter_noticed", "takedown.restore_window_opened"]
-    assert set(summary[0]) == {"received_at", "restore_window", "claimant_copy", "suit",
-                               "window_opened_at"}
+    assert set(summary[0]) == {"received_at", "restore_window", "suit", "window_opened_at",
+                               "late"}
     assert not any("+33 4 90" in body.decode() or "Canvas" in body.decode()
                    for _, body in operator_desk.got)
 
 
 def test_the_window_waits_for_the_claimants_copy_and_a_rescinded_notice_has_none(
         client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
-    """With no callback_url Lethe cannot send the claimant its copy: an operator says it
-    went, or the window never opens."""
+    """The window opens only once the claimant was sent its copy; sent late, it says so."""
     settings = get_settings()
     td = completed_dmca(client)
     url = f"/v1/takedowns/{td['id']}/counter-notice"
     copy_url = f"{url}/copy-sent"
-    copy = {"via": "email to legal@example.com", "sent_at": datetime.now(UTC).isoformat()}
+    copy = {"via": "email", "sent_at": datetime.now(UTC).isoformat()}
     assert client.post(copy_url, json=copy).status_code == 409  # nothing to copy yet
     tomorrow = (datetime.now(UTC) + timedelta(days=1)).isoformat()
     future = client.post(url, json={**COUNTER, "received_at": tomorrow})
@@ -152,17 +159,19 @@ def test_the_window_waits_for_the_claimants_copy_and_a_rescinded_notice_has_none
     stale = client.post(url, json={**COUNTER, "received_at": "2020-01-01T00:00:00Z"})
     assert stale.status_code == 422 and "before the notice" in stale.json()["detail"]
     received = datetime.fromisoformat(td["created_at"]) + timedelta(seconds=1)
-    r = client.post(url, json={**COUNTER, "received_at": received.isoformat()})
+    tokyo = received.astimezone(timezone(timedelta(hours=9)))  # counted in UTC all the same
+    r = client.post(url, json={**COUNTER, "received_at": tokyo.isoformat()})
     assert r.status_code == 200, r.text
     record = r.json()["legal"]["counter_notice"]
     assert datetime.fromisoformat(record["received_at"]) == received
     assert record["restore_window"]["opens"] == business_days_after(received, 10).isoformat()
     assert record["claimant_copy"] is None
 
-    fifteen_business_days_pass(monkeypatch)
+    days_pass(monkeypatch, 30)  # the copy goes out after the window closed
     assert reconcile_once(settings).restore_windows_opened == []
+    before_receipt = (received - timedelta(minutes=1)).isoformat()
     for bad in ({**copy, "via": ""}, {**copy, "sent_at": "2026-12-08T00:00:00"},
-                {"via": "post"}):
+                {"via": "post"}, {**copy, "sent_at": before_receipt}):
         assert client.post(copy_url, json=bad).status_code == 422, bad
     sent = client.post(copy_url, json=copy)
     assert sent.status_code == 200, sent.text
@@ -170,8 +179,10 @@ def test_the_window_waits_for_the_claimants_copy_and_a_rescinded_notice_has_none
     assert recorded["via"] == copy["via"] and recorded["recorded_by"].startswith("key:")
     assert datetime.fromisoformat(recorded["sent_at"]) == datetime.fromisoformat(copy["sent_at"])
     again = client.post(copy_url, json=copy)
-    assert again.status_code == 409 and "email to legal@" in again.json()["detail"]
+    assert again.status_code == 409 and "already" in again.json()["detail"]
     assert reconcile_once(settings).restore_windows_opened == [td["id"]]
+    opened = client.get(f"/v1/takedowns/{td['id']}").json()["legal"]["counter_notice"]
+    assert opened["late"] is True
 
     withdrawn = completed_dmca(client, "van gogh", "style")
     client.post(f"/v1/takedowns/{withdrawn['id']}/rescind", json={"reason": "settled"})
@@ -192,8 +203,11 @@ def test_a_claimants_suit_keeps_the_restore_window_shut(
     assert no_counter.status_code == 409 and "counter-notice" in no_counter.json()["detail"]
     assert client.post(f"/v1/takedowns/{td['id']}/counter-notice", json=COUNTER).status_code \
         == 200
-    client.post(f"/v1/takedowns/{td['id']}/counter-notice/copy-sent", json={
-        "via": "post", "sent_at": datetime.now(UTC).isoformat()})
+    send_copy(client, td["id"])
+    no_suit = completed_dmca(client, "van gogh", "style")  # the same, with no suit
+    assert client.post(f"/v1/takedowns/{no_suit['id']}/counter-notice", json=COUNTER
+                       ).status_code == 200
+    send_copy(client, no_suit["id"])
     next_year = (datetime.now(UTC) + timedelta(days=365)).isoformat()
     for bad in ({**SUIT, "court": ""}, {k: v for k, v in SUIT.items() if k != "case_number"},
                 {**SUIT, "filed_at": "2026-12-08T00:00:00"}, {**SUIT, "extra": 1},
@@ -206,8 +220,8 @@ def test_a_claimants_suit_keeps_the_restore_window_shut(
         "court": "N.D. Cal.", "case_number": "5:26-cv-01234",
         "filed_at": "2026-12-01T00:00:00Z", "recorded_at": "", "by": ""}
     assert client.post(suit_url, json=SUIT).status_code == 409
-    fifteen_business_days_pass(monkeypatch)  # the suit came first
-    assert reconcile_once(settings).restore_windows_opened == []
+    days_pass(monkeypatch, 16)  # the suit came first
+    assert reconcile_once(settings).restore_windows_opened == [no_suit["id"]]
     assert client.get(f"/v1/takedowns/{td['id']}").json()["legal"]["counter_notice"][
         "window_opened_at"] is None
     webhooks.deliver_due(settings)

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import json
+
+import pytest
 from fastapi.testclient import TestClient
 
 
@@ -49,3 +52,52 @@ def test_alias_move_and_history(client: TestClient) -> None:
     assert [h["alias"] for h in aliases["history"]] == ["production", "staging"]
     r = client.put(f"/v1/models/{model['id']}/aliases/production", json={"version_id": "nope"})
     assert r.status_code == 404
+
+
+def test_deployers_hear_of_new_versions_alias_moves_quarantine_and_purge(
+        client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A deployer serving a copy of a version that still draws an erased concept had no way
+    to learn it must stop (GDPR Art. 19: tell the recipients), nor of an operator's rollback."""
+    from app.services import webhooks
+    from app.settings import get_settings
+    from tests.app.test_compliance import TD, Receiver
+    from workers.tasks import run_unlearn_job
+
+    settings = get_settings()
+    monkeypatch.setattr(settings, "webhook_allowlist", ["127.0.0.1"])
+    deployer, ticketing = Receiver(), Receiver()
+    registry_events = ["version.created", "alias.moved", "version.quarantined", "version.purged"]
+    assert client.post("/v1/webhooks", json={"url": deployer.url,
+                                             "events": registry_events}).status_code == 201
+    assert client.post("/v1/webhooks", json={"url": ticketing.url,
+                                             "events": ["takedown.completed"]}).status_code == 201
+    bad = client.post("/v1/webhooks", json={"url": deployer.url, "events": ["version.lost"]})
+    assert bad.status_code == 422 and "version.created" in bad.text  # the known ones listed
+    base = client.get("/v1/models/conceptworld").json()["production_version_id"]
+    for concept, kind in (("red tulip", "object"), ("van gogh", "style")):
+        td = client.post("/v1/takedowns", json={**TD, "concept": concept, "kind": kind}).json()
+        assert run_unlearn_job(td["job_id"], settings) == "completed"
+    v0, v1, v2 = client.get("/v1/models/conceptworld/versions").json()
+    assert client.post(f"/v1/versions/{v1['id']}/purge", json={}).status_code == 200
+    webhooks.deliver_due(settings)
+
+    got = [json.loads(body) for _, body in deployer.got]
+    assert [(m["type"], m["data"].get("version_id") or m["data"].get("to")) for m in got] == [
+        ("version.created", v1["id"]), ("alias.moved", v1["id"]),
+        ("version.quarantined", v0["id"]),
+        ("version.created", v2["id"]), ("alias.moved", v2["id"]),
+        ("version.quarantined", v1["id"]),
+        ("version.purged", v1["id"])]
+    created = got[3]["data"]
+    assert created | {"created_at": ""} == {
+        "version_id": v2["id"], "model_id": v2["model_id"], "number": 2, "status": "ready",
+        "parent_id": v1["id"], "job_id": v2["job_id"], "digest": v2["digest"],
+        "erased": v2["erased"], "created_at": ""}
+    assert got[4]["data"] | {"reason": ""} == {
+        "model_id": v2["model_id"], "alias": "production", "from": v1["id"], "to": v2["id"],
+        "reason": ""}
+    assert got[2]["data"] | {"reason": ""} == {
+        "version_id": v0["id"], "model_id": v0["model_id"], "number": 0,
+        "contains": ["red tulip"], "production": v1["id"], "reason": ""}
+    assert got[6]["data"]["digest"] == v1["digest"] and base == v0["id"]
+    assert [json.loads(body)["type"] for _, body in ticketing.got] == ["takedown.completed"] * 2

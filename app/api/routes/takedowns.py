@@ -99,17 +99,19 @@ def counter_notice(takedown_id: str, body: CounterNoticeIn, session: SessionDep,
     another basis, one not completed, a rescinded notice, or a second one). Recorded in
     `legal.counter_notice` with its restore window (10 to 14 business days from
     `received_at`) and sent as `takedown.counter_noticed`: whole to the `callback_url`, the
-    claimant's copy; subscriptions get its dates. `takedown.restore_window_opened` follows
-    once the window opens, the copy has gone and no suit is filed. The erasure stands until
-    an operator moves `production`."""
+    filer's system that sends the claimant its copy; subscriptions get its dates. Once the
+    copy is recorded as sent (`…/copy-sent`), the window opens and no suit is filed,
+    `takedown.restore_window_opened` follows. The erasure stands until an operator moves
+    `production`."""
     return takedown_out(counter_notices.receive(session, takedown_id, body))
 
 
 @router.post("/{takedown_id}/counter-notice/copy-sent", response_model=TakedownOut)
 def counter_notice_copy_sent(takedown_id: str, body: CopySentIn, session: SessionDep,
                              _: TakedownsWrite) -> TakedownOut:
-    """The claimant was sent its copy another way (no `callback_url`, or it failed): the
-    restore window can open. 409 with no counter-notice, or a copy already sent."""
+    """The claimant was sent its copy of the counter-notice (512(g)(2)(B)): the restore
+    window can open. 409 with no counter-notice, or a copy already recorded; 422 for a
+    `sent_at` in the future or before the counter-notice was received."""
     return takedown_out(counter_notices.record_copy_sent(session, takedown_id, body))
 
 
