@@ -88,7 +88,7 @@ class SubscriptionCreate(BaseModel):
     url: AnyHttpUrl
     events: list[str] = Field(default_factory=list, max_length=32,
                               description="event types, e.g. takedown.completed or "
-                              "version.quarantined; empty = all")
+                              "version.quarantined; empty = every takedown event")
 
     @field_validator("events")
     @classmethod
@@ -102,7 +102,8 @@ class SubscriptionChange(BaseModel):
     model_config = ConfigDict(extra="forbid")
     url: AnyHttpUrl | None = None
     events: list[str] | None = Field(default=None, max_length=32,
-                                     description="event types; empty = all")
+                                     description="event types; empty = every takedown "
+                                     "event")
     active: StrictBool | None = None
 
     @field_validator("events")

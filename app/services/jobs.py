@@ -19,9 +19,9 @@ from sqlalchemy.orm import Session
 from app.db.models import Job, Model, ModelVersion, Takedown
 from app.db.types import utcnow
 from app.errors import NotFound
-from app.services import audit, events
+from app.services import events
 from app.services.gate import GateResult
-from app.services.registry import PRODUCTION, alias_target, move_alias
+from app.services.registry import PRODUCTION, alias_target, announce_version, move_alias
 from app.settings import Settings
 from app.states import ACTIVE, State
 
@@ -82,6 +82,8 @@ def claim(session: Session, settings: Settings, job_id: str, owner: str) -> Clai
     if not takedowns:
         events.move_job(job, State.CANCELLED)
         return None
+    if state == State.QUEUED and (ahead := _runs_before(session, job)):
+        raise Busy(f"job {ahead} of the same model runs first (more urgent, or older)")
     parent = alias_target(session, model.id, PRODUCTION)
     assert parent is not None
     model.fence += 1
@@ -120,6 +122,20 @@ def _held(session: Session, claimed: ClaimedJob) -> Job | None:
             or job.lease_owner != claimed.owner:
         return None
     return job if State(job.state) in ACTIVE else None
+
+
+def _runs_before(session: Session, job: Job) -> str | None:
+    """The queued job of `job`'s model that should run first, if not `job`: the one whose
+    most urgent takedown has the highest `priority`, then the oldest. A lineage runs one step
+    at a time, so this is where a takedown's priority acts."""
+    urgency = (select(Takedown.job_id, func.max(Takedown.priority).label("priority"))
+               .where(Takedown.state == State.QUEUED.value).group_by(Takedown.job_id)
+               .subquery())
+    first = session.execute(
+        select(Job.id).join(urgency, urgency.c.job_id == Job.id)
+        .where(Job.model_id == job.model_id, Job.state == State.QUEUED.value)
+        .order_by(urgency.c.priority.desc(), Job.created_at, Job.id).limit(1)).scalar()
+    return first if first is not None and first != job.id else None
 
 
 def heartbeat(session: Session, settings: Settings, claimed: ClaimedJob) -> tuple[bool, bool]:
@@ -213,7 +229,7 @@ def commit_version(
     )
     session.add(version)
     session.flush()
-    _announce(session, version)
+    announce_version(session, version)
     if gate.passed:
         move_alias(session, claimed.model_id, PRODUCTION, version.id,
                    reason=f"job {job.id} passed the evaluation gate")
@@ -235,18 +251,6 @@ def commit_version(
                              version_number=version.number, production=gate.passed)
     job.lease_expires_at = None
     return version
-
-
-def _announce(session: Session, version: ModelVersion) -> None:
-    """Audit the new version and tell the registry's subscribers (`version.created`)."""
-    data = {"version_id": version.id, "model_id": version.model_id, "number": version.number,
-            "status": version.status, "parent_id": version.parent_id, "job_id": version.job_id,
-            "digest": version.digest, "erased": version.erased,
-            "created_at": version.created_at.isoformat()}
-    audit.record(session, "version.created", "model_version", version.id, data)
-    from app.services import webhooks  # late: webhooks imports the takedown schemas
-
-    webhooks.enqueue_registry_event(session, "version.created", data)
 
 
 def fail(session: Session, claimed: ClaimedJob, error: str) -> bool:

@@ -34,7 +34,7 @@ def quarantine_superseded(session: Session, production: ModelVersion) -> list[st
     done = []
     for version in session.scalars(select(ModelVersion).where(
             ModelVersion.model_id == production.model_id, ModelVersion.id != production.id,
-            ModelVersion.quarantined_at.is_(None))):
+            ModelVersion.quarantined_at.is_(None), ModelVersion.purged_at.is_(None))):
         still_there = sorted(erased - set(version.erased))
         if still_there:
             version.quarantined_at = utcnow()

@@ -76,6 +76,7 @@ def _create_model(
                         artifact_uri=None, digest=None, size_bytes=0, metrics={}, status="ready")
     session.add(base)
     session.flush()
+    announce_version(session, base)
     move_alias(session, model.id, PRODUCTION, base.id, reason="base weights registered")
     return model
 
@@ -161,6 +162,18 @@ def move_alias(
     if alias == PRODUCTION:
         quarantine.quarantine_superseded(session, version)
     return row
+
+
+def announce_version(session: Session, version: ModelVersion) -> None:
+    """Audit a new version and tell the registry's subscribers (`version.created`)."""
+    data = {"version_id": version.id, "model_id": version.model_id, "number": version.number,
+            "status": version.status, "parent_id": version.parent_id, "job_id": version.job_id,
+            "digest": version.digest, "erased": version.erased,
+            "created_at": version.created_at.isoformat()}
+    audit.record(session, "version.created", "model_version", version.id, data)
+    from app.services import webhooks  # late: webhooks imports the takedown schemas
+
+    webhooks.enqueue_registry_event(session, "version.created", data)
 
 
 def list_aliases(session: Session, model_id: str) -> tuple[list[Alias], list[AliasMove]]:

@@ -255,13 +255,14 @@ def enqueue_for_takedown(session: Session, td: Takedown, event: str) -> None:
 
 
 def enqueue_registry_event(session: Session, event: str, data: dict[str, Any]) -> None:
-    """Outbox rows of a registry event (`REGISTRY_EVENTS`) for every matching subscription.
-    The caller holds the audit chain's lock (it audited the change)."""
+    """Outbox rows of a registry event (`REGISTRY_EVENTS`) for the subscriptions that name it
+    (one with no `events` hears every takedown event, as before registry events existed). The
+    caller holds the audit chain's lock (it audited the change)."""
     payload = {"type": event, "timestamp": utcnow().isoformat(), "data": data}
     now = utcnow()
     for sub in session.scalars(select(WebhookSubscription).where(_live())
                                .with_for_update(read=True)):
-        if not sub.events or event in sub.events:
+        if event in sub.events:
             session.add(WebhookDelivery(subscription_id=sub.id, url=sub.url, event=event,
                                         payload=payload, state="pending", attempts=[],
                                         next_attempt_at=now))

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 
 import pytest
 from fastapi.testclient import TestClient
@@ -65,20 +66,22 @@ def test_deployers_hear_of_new_versions_alias_moves_quarantine_and_purge(
 
     settings = get_settings()
     monkeypatch.setattr(settings, "webhook_allowlist", ["127.0.0.1"])
-    deployer, ticketing = Receiver(), Receiver()
+    deployer, everything = Receiver(), Receiver()
     registry_events = ["version.created", "alias.moved", "version.quarantined", "version.purged"]
     assert client.post("/v1/webhooks", json={"url": deployer.url,
                                              "events": registry_events}).status_code == 201
-    assert client.post("/v1/webhooks", json={"url": ticketing.url,
-                                             "events": ["takedown.completed"]}).status_code == 201
+    assert client.post("/v1/webhooks", json={"url": everything.url}).status_code == 201
     bad = client.post("/v1/webhooks", json={"url": deployer.url, "events": ["version.lost"]})
     assert bad.status_code == 422 and "version.created" in bad.text  # the known ones listed
-    base = client.get("/v1/models/conceptworld").json()["production_version_id"]
     for concept, kind in (("red tulip", "object"), ("van gogh", "style")):
         td = client.post("/v1/takedowns", json={**TD, "concept": concept, "kind": kind}).json()
         assert run_unlearn_job(td["job_id"], settings) == "completed"
     v0, v1, v2 = client.get("/v1/models/conceptworld/versions").json()
     assert client.post(f"/v1/versions/{v1['id']}/purge", json={}).status_code == 200
+    rollback = {"version_id": v0["id"], "reason": "rollback: v2 draws landscapes badly",
+                "override_quarantine": True}
+    assert client.put(f"/v1/models/{v0['model_id']}/aliases/production",
+                      json=rollback).status_code == 200
     webhooks.deliver_due(settings)
 
     got = [json.loads(body) for _, body in deployer.got]
@@ -87,17 +90,30 @@ def test_deployers_hear_of_new_versions_alias_moves_quarantine_and_purge(
         ("version.quarantined", v0["id"]),
         ("version.created", v2["id"]), ("alias.moved", v2["id"]),
         ("version.quarantined", v1["id"]),
-        ("version.purged", v1["id"])]
-    created = got[3]["data"]
-    assert created | {"created_at": ""} == {
+        ("version.purged", v1["id"]),
+        ("alias.moved", v0["id"])]  # v0 erased nothing: it quarantines no other
+    assert got[3]["data"] == {
         "version_id": v2["id"], "model_id": v2["model_id"], "number": 2, "status": "ready",
         "parent_id": v1["id"], "job_id": v2["job_id"], "digest": v2["digest"],
-        "erased": v2["erased"], "created_at": ""}
-    assert got[4]["data"] | {"reason": ""} == {
-        "model_id": v2["model_id"], "alias": "production", "from": v1["id"], "to": v2["id"],
-        "reason": ""}
-    assert got[2]["data"] | {"reason": ""} == {
+        "erased": v2["erased"], "created_at": got[3]["data"]["created_at"]}
+    assert datetime.fromisoformat(got[3]["data"]["created_at"]) == datetime.fromisoformat(
+        v2["created_at"].replace("Z", "+00:00"))
+    assert got[4]["data"] == {"model_id": v2["model_id"], "alias": "production",
+                              "from": v1["id"], "to": v2["id"],
+                              "reason": f"job {v2['job_id']} passed the evaluation gate"}
+    assert got[7]["data"] == {"model_id": v0["model_id"], "alias": "production",
+                              "from": v2["id"], "to": v0["id"], "reason": rollback["reason"]}
+    assert got[2]["data"] == {
         "version_id": v0["id"], "model_id": v0["model_id"], "number": 0,
-        "contains": ["red tulip"], "production": v1["id"], "reason": ""}
-    assert got[6]["data"]["digest"] == v1["digest"] and base == v0["id"]
-    assert [json.loads(body)["type"] for _, body in ticketing.got] == ["takedown.completed"] * 2
+        "contains": ["red tulip"], "production": v1["id"],
+        "reason": "still contains erased concepts: ['red tulip']"}
+    assert got[6]["data"] | {"reason": ""} == {"version_id": v1["id"], "model_id":
+                                               v1["model_id"], "number": 1,
+                                               "digest": v1["digest"], "reason": ""}
+    # a subscription to every event hears the takedowns', as before registry events existed
+    assert {json.loads(body)["type"] for _, body in everything.got} <= {
+        f"takedown.{s}" for s in ("queued", "running", "evaluating", "completed", "decided")}
+    audit = client.get("/v1/audit?action=version.created").json()["items"]
+    assert [e["target_id"] for e in audit] == [v0["id"], v1["id"], v2["id"]]  # v0: at start
+    assert audit[2]["data"] == got[3]["data"]
+    assert client.get("/v1/audit/verify").json()["ok"] is True

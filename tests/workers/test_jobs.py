@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
@@ -259,6 +260,32 @@ def test_busy_lineage_defers_second_job(client: TestClient) -> None:
     b = submit(client, "van gogh")  # a is running, so b opens a new job
     assert b["job_id"] != a["job_id"]
     assert run_unlearn_job(b["job_id"], settings) == "busy"
+
+
+def test_a_models_most_urgent_step_runs_first(client: TestClient,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """`priority` was stored and shown, and changed nothing: a 9 waited behind every 0."""
+    settings = get_settings()
+    monkeypatch.setattr(settings, "max_merge", 1)  # one takedown a step: three steps wait
+
+    def filed(concept: str, priority: int) -> dict:
+        r = client.post("/v1/takedowns", json={
+            "model": "conceptworld", "concept": concept, "kind": "object",
+            "legal_basis": "copyright", "claimant": CLAIMANT, "priority": priority})
+        assert r.status_code == 202, r.text
+        return r.json()
+
+    first, urgent, last = (filed("red tulip", 0), filed("van gogh tulip", 9),
+                           filed("yellow tulip", 0))
+    assert len({first["job_id"], urgent["job_id"], last["job_id"]}) == 3
+    assert run_unlearn_job(first["job_id"], settings) == "busy"  # the 9 goes first
+    assert run_unlearn_job(last["job_id"], settings) == "busy"
+    assert run_unlearn_job(urgent["job_id"], settings) == "completed"
+    assert run_unlearn_job(last["job_id"], settings) == "busy"  # equal: the older first
+    assert run_unlearn_job(first["job_id"], settings) == "completed"
+    assert run_unlearn_job(last["job_id"], settings) == "completed"
+    order = [v["erased"][-1] for v in versions(client)[1:]]
+    assert order == ["van gogh tulip", "red tulip", "yellow tulip"]
 
 
 def test_a_takedown_asked_to_stop_ends_when_its_step_goes_back_in_line(
