@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import and_, func, or_, select
@@ -280,14 +281,42 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raise InvalidInput("cursor is not one this API issued", field="cursor") from exc
 
 
+@dataclass(frozen=True)
+class TakedownFilter:
+    """What a listing asks by; None = any. `concept` matches the whole name in any case;
+    `since` and `until` bound the receipt time, [since, until)."""
+
+    state: State | None = None
+    model: str | None = None
+    overdue: bool | None = None
+    legal_basis: LegalBasis | None = None
+    concept: str | None = None
+    external_ref: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
 def list_page(
-    session: Session, *, state: State | None, model: str | None, overdue: bool | None,
-    cursor: str | None, limit: int,
+    session: Session, where: TakedownFilter, *, cursor: str | None, limit: int,
 ) -> tuple[list[Takedown], str | None]:
     """Newest first; the cursor is the (created_at, id) of the last row returned."""
+    if where.since and where.until and where.since >= where.until:
+        raise InvalidInput("since must be before until", field="since")
     stmt = select(Takedown)
+    state, model, overdue = where.state, where.model, where.overdue
     if state is not None:
         stmt = stmt.where(Takedown.state == state.value)
+    if where.legal_basis is not None:
+        stmt = stmt.where(Takedown.legal_basis == where.legal_basis.value)
+    if where.concept is not None:
+        stmt = stmt.where(func.lower(func.trim(Takedown.concept))
+                          == normalise_concept(where.concept))
+    if where.external_ref is not None:
+        stmt = stmt.where(Takedown.external_ref == where.external_ref)
+    if where.since is not None:
+        stmt = stmt.where(Takedown.created_at >= where.since)
+    if where.until is not None:
+        stmt = stmt.where(Takedown.created_at < where.until)
     if model is not None:
         stmt = stmt.where(Takedown.model_id == get_model(session, model).id)
     if overdue is not None:

@@ -126,6 +126,40 @@ def test_list_filters_and_cursor_pagination(client: TestClient) -> None:
     assert len(client.get("/v1/takedowns?model=conceptworld").json()["items"]) == 7
 
 
+def test_a_dashboard_finds_takedowns_by_basis_concept_ticket_and_receipt(
+        client: TestClient) -> None:
+    """Which notices named this concept, which DMCA ones came in this month, which one is
+    ticket T-7: a dashboard had only state, model and overdue to ask by."""
+    from datetime import UTC, datetime, timedelta
+
+    start = datetime.now(UTC) - timedelta(seconds=1)
+    tulip = client.post("/v1/takedowns", json=body(external_ref="T-7")).json()
+    gogh = client.post("/v1/takedowns", json=body(
+        concept="Van Gogh", kind="style", legal_basis="copyright", external_ref="T-8")).json()
+    between = datetime.now(UTC)
+    later = client.post("/v1/takedowns", json=body(
+        concept="van gogh tulip", legal_basis="copyright", external_ref="T-9")).json()
+
+    def ids(**params: str) -> list[str]:
+        r = client.get("/v1/takedowns", params=params)
+        assert r.status_code == 200, r.text
+        return [t["id"] for t in r.json()["items"]]
+
+    assert ids(legal_basis="copyright") == [later["id"], gogh["id"]]
+    assert ids(concept="van gogh") == [gogh["id"]]  # any case, the whole name
+    assert ids(concept="VAN GOGH ") == [gogh["id"]]
+    assert ids(external_ref="T-7") == [tulip["id"]]
+    assert ids(since=start.isoformat(), until=between.isoformat()) == [gogh["id"], tulip["id"]]
+    assert ids(since=between.isoformat(), legal_basis="copyright") == [later["id"]]
+    assert ids(concept="red tulip", legal_basis="copyright") == []
+    assert client.get("/v1/takedowns", params={"legal_basis": "lawless"}).status_code == 422
+    naive = client.get("/v1/takedowns", params={"since": "2026-01-01T00:00:00"})
+    assert naive.status_code == 422
+    backwards = client.get("/v1/takedowns", params={"since": between.isoformat(),
+                                                    "until": start.isoformat()})
+    assert backwards.status_code == 422 and "since" in backwards.json()["detail"]
+
+
 def test_cancel_queued_then_conflict(client: TestClient) -> None:
     td = client.post("/v1/takedowns", json=body()).json()
     r = client.post(f"/v1/takedowns/{td['id']}/cancel")

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.responses import HTMLResponse
+from pydantic import AwareDatetime
 from sse_starlette.sse import EventSourceResponse
 
 from app.api.deps import ModelsAdmin, SessionDep, SettingsDep, TakedownsRead, TakedownsWrite
@@ -19,6 +20,7 @@ from app.schemas.takedowns import (
     Decision,
     DecisionIn,
     ExtensionIn,
+    LegalBasis,
     Progress,
     RescindIn,
     SuitIn,
@@ -143,11 +145,19 @@ def list_takedowns(
     state: State | None = None,
     model: str | None = None,
     overdue: bool | None = None,
+    legal_basis: LegalBasis | None = None,
+    concept: Annotated[str | None, Query(max_length=200)] = None,
+    external_ref: Annotated[str | None, Query(max_length=200)] = None,
+    since: AwareDatetime | None = None,
+    until: AwareDatetime | None = None,
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> TakedownPage:
-    rows, next_cursor = takedowns.list_page(session, state=state, model=model, overdue=overdue,
-                                            cursor=cursor, limit=limit)
+    """Newest first, by any of: state, model, overdue, legal basis, concept (the whole name,
+    any case), ticket (`external_ref`), received in [since, until)."""
+    where = takedowns.TakedownFilter(state, model, overdue, legal_basis, concept, external_ref,
+                                     since, until)
+    rows, next_cursor = takedowns.list_page(session, where, cursor=cursor, limit=limit)
     return TakedownPage(items=[takedown_out(td) for td in rows], next_cursor=next_cursor)
 
 
