@@ -130,16 +130,27 @@ def run_unlearn_job(job_id: str, settings: Settings) -> str:
         with session_scope() as session:
             claimed = jobs.claim(session, settings, job_id, owner)
     except jobs.Busy:
-        dispatch.send_unlearn(job_id, countdown=BUSY_RETRY_SECONDS)
+        _wait_turn(job_id, settings)
         return "busy"
     if claimed is None:
         log.info("job.skipped", reason="nothing to do or held elsewhere")
         return "skipped"
+    if jobs.ran_instead(claimed, job_id):
+        log.info("job.ran_instead", more_urgent=claimed.job_id)
+        _wait_turn(job_id, settings)
+        structlog.contextvars.bind_contextvars(job_id=claimed.job_id)
     log.info("job.claimed", fence=claimed.fence, concepts=[r.concept for r in claimed.requests])
     try:
         return _erase_and_commit(claimed, settings)
     finally:
         structlog.contextvars.unbind_contextvars("job_id")
+
+
+def _wait_turn(job_id: str, settings: Settings) -> None:
+    """Send the job's message again shortly: its model is busy, or ran a more urgent step."""
+    with session_scope() as session:
+        jobs.mark_waiting(session, settings, job_id)
+    dispatch.send_unlearn(job_id, countdown=BUSY_RETRY_SECONDS)
 
 
 def _erase_and_commit(claimed: jobs.ClaimedJob, settings: Settings) -> str:

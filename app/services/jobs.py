@@ -54,6 +54,11 @@ class Busy(Exception):
     """Another job holds a live lease on this model's lineage; try again shortly."""
 
 
+def ran_instead(claimed: ClaimedJob | None, job_id: str) -> bool:
+    """Whether `claim(job_id)` took another, more urgent step of the model in its place."""
+    return claimed is not None and claimed.job_id != job_id
+
+
 def claim(session: Session, settings: Settings, job_id: str, owner: str) -> ClaimedJob | None:
     """Take the lease on a job, or return None when there is nothing (left) to do."""
     job = session.get(Job, job_id)
@@ -83,7 +88,14 @@ def claim(session: Session, settings: Settings, job_id: str, owner: str) -> Clai
         events.move_job(job, State.CANCELLED)
         return None
     if state == State.QUEUED and (ahead := _runs_before(session, job)):
-        raise Busy(f"job {ahead} of the same model runs first (more urgent, or older)")
+        # The message only woke the model: its most urgent step runs, and the caller sends
+        # this job's message again (a lost message of the other would stall them all).
+        job = session.get(Job, ahead, with_for_update=True)
+        assert job is not None
+        takedowns = _takedowns(session, job.id, [State.QUEUED])
+        if job.attempt >= settings.max_attempts:
+            crash(session, job, takedowns)
+            return None
     parent = alias_target(session, model.id, PRODUCTION)
     assert parent is not None
     model.fence += 1
@@ -129,13 +141,25 @@ def _runs_before(session: Session, job: Job) -> str | None:
     most urgent takedown has the highest `priority`, then the oldest. A lineage runs one step
     at a time, so this is where a takedown's priority acts."""
     urgency = (select(Takedown.job_id, func.max(Takedown.priority).label("priority"))
-               .where(Takedown.state == State.QUEUED.value).group_by(Takedown.job_id)
-               .subquery())
+               .where(Takedown.model_id == job.model_id,
+                      Takedown.state == State.QUEUED.value)
+               .group_by(Takedown.job_id).subquery())
     first = session.execute(
         select(Job.id).join(urgency, urgency.c.job_id == Job.id)
         .where(Job.model_id == job.model_id, Job.state == State.QUEUED.value)
         .order_by(urgency.c.priority.desc(), Job.created_at, Job.id).limit(1)).scalar()
     return first if first is not None and first != job.id else None
+
+
+def mark_waiting(session: Session, settings: Settings, job_id: str) -> None:
+    """A queued job's message is being sent again (it waits its turn): the reconciler's
+    lost-message check must not send it once more. Written at most every half of
+    LETHE_LOST_MESSAGE_SECONDS."""
+    now = utcnow()
+    session.execute(update(Job).where(
+        Job.id == job_id, Job.state == State.QUEUED.value,
+        Job.enqueued_at < now - timedelta(seconds=settings.lost_message_seconds / 2))
+        .values(enqueued_at=now))
 
 
 def heartbeat(session: Session, settings: Settings, claimed: ClaimedJob) -> tuple[bool, bool]:

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from app.db.models import Job, ModelVersion
 from app.db.session import session_scope
 from app.db.types import utcnow
-from app.services import jobs
+from app.services import dispatch, jobs
 from app.services.gate import GateResult
 from app.services.reconciler import reconcile_once
 from app.settings import get_settings
@@ -262,11 +262,36 @@ def test_busy_lineage_defers_second_job(client: TestClient) -> None:
     assert run_unlearn_job(b["job_id"], settings) == "busy"
 
 
-def test_a_models_most_urgent_step_runs_first(client: TestClient,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    """`priority` was stored and shown, and changed nothing: a 9 waited behind every 0."""
+def test_a_step_waiting_its_turn_is_not_sent_again_by_the_reconciler(
+        client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A step waiting behind a running one re-sends its own message every 2 s; the
+    reconciler took it for lost after 30 s and added a copy, and another every 30 s."""
     settings = get_settings()
-    monkeypatch.setattr(settings, "max_merge", 1)  # one takedown a step: three steps wait
+    sent: list[str] = []
+    monkeypatch.setattr(dispatch, "send_unlearn", lambda job_id, **_: sent.append(job_id))
+    a = submit(client)
+    with session_scope() as s:
+        assert jobs.claim(s, settings, a["job_id"], "w1") is not None
+    b = submit(client, "van gogh")
+    with session_scope() as s:
+        row = s.get(Job, b["job_id"])
+        assert row is not None
+        row.enqueued_at = utcnow() - timedelta(minutes=5)
+    assert run_unlearn_job(b["job_id"], settings) == "busy" and sent[-1] == b["job_id"]
+    assert b["job_id"] not in reconcile_once(settings).resent
+
+
+@pytest.mark.parametrize("urgent_cancelled", [False, True])
+def test_a_models_most_urgent_step_runs_first(client: TestClient,
+                                               monkeypatch: pytest.MonkeyPatch,
+                                               urgent_cancelled: bool) -> None:
+    """`priority` was stored and shown, and changed nothing: a 9 waited behind every 0. A
+    step is as urgent as its most urgent takedown still queued; whichever step's message
+    comes, the model's most urgent step runs, and that message is sent again."""
+    settings = get_settings()
+    monkeypatch.setattr(settings, "max_merge", 2)
+    sent: list[str] = []
+    monkeypatch.setattr(dispatch, "send_unlearn", lambda job_id, **_: sent.append(job_id))
 
     def filed(concept: str, priority: int) -> dict:
         r = client.post("/v1/takedowns", json={
@@ -275,17 +300,24 @@ def test_a_models_most_urgent_step_runs_first(client: TestClient,
         assert r.status_code == 202, r.text
         return r.json()
 
-    first, urgent, last = (filed("red tulip", 0), filed("van gogh tulip", 9),
-                           filed("yellow tulip", 0))
-    assert len({first["job_id"], urgent["job_id"], last["job_id"]}) == 3
-    assert run_unlearn_job(first["job_id"], settings) == "busy"  # the 9 goes first
-    assert run_unlearn_job(last["job_id"], settings) == "busy"
-    assert run_unlearn_job(urgent["job_id"], settings) == "completed"
-    assert run_unlearn_job(last["job_id"], settings) == "busy"  # equal: the older first
-    assert run_unlearn_job(first["job_id"], settings) == "completed"
-    assert run_unlearn_job(last["job_id"], settings) == "completed"
-    order = [v["erased"][-1] for v in versions(client)[1:]]
-    assert order == ["van gogh tulip", "red tulip", "yellow tulip"]
+    older = [filed("red tulip", 5), filed("yellow tulip", 0)]  # as urgent as 5
+    newer = [filed("van gogh tulip", 0), filed("van gogh", 9)]  # as urgent as 9
+    first_job, second_job = older[0]["job_id"], newer[0]["job_id"]
+    assert {t["job_id"] for t in older} == {first_job} != {t["job_id"] for t in newer}
+    if urgent_cancelled:  # no longer counts: the 5 goes first
+        client.post(f"/v1/takedowns/{newer[1]['id']}/cancel")
+    woken, waiting = (second_job, first_job) if urgent_cancelled else (first_job, second_job)
+    sent.clear()
+    assert run_unlearn_job(woken, settings) == "completed"
+    assert sent == [woken]  # its own turn comes after the step that ran instead
+    ran = client.get(f"/v1/jobs/{waiting}").json()
+    assert ran["state"] == "completed"
+    assert client.get(f"/v1/jobs/{woken}").json()["state"] == "queued"
+    assert run_unlearn_job(woken, settings) == "completed"
+    erased_first = set(versions(client)[1]["erased"])
+    expected = {"red tulip", "yellow tulip"} if urgent_cancelled else {
+        "van gogh tulip", "van gogh"}
+    assert erased_first == expected
 
 
 def test_a_takedown_asked_to_stop_ends_when_its_step_goes_back_in_line(
