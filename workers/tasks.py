@@ -135,21 +135,26 @@ def run_unlearn_job(job_id: str, settings: Settings) -> str:
     if claimed is None:
         log.info("job.skipped", reason="nothing to do or held elsewhere")
         return "skipped"
-    if jobs.ran_instead(claimed, job_id):
+    ran_instead = jobs.ran_instead(claimed, job_id)
+    if ran_instead:
         log.info("job.ran_instead", more_urgent=claimed.job_id)
-        _wait_turn(job_id, settings)
         structlog.contextvars.bind_contextvars(job_id=claimed.job_id)
     log.info("job.claimed", fence=claimed.fence, concepts=[r.concept for r in claimed.requests])
     try:
         return _erase_and_commit(claimed, settings)
     finally:
+        if ran_instead:  # its turn comes once the step that ran in its place has ended
+            _wait_turn(job_id, settings)
         structlog.contextvars.unbind_contextvars("job_id")
 
 
 def _wait_turn(job_id: str, settings: Settings) -> None:
     """Send the job's message again shortly: its model is busy, or ran a more urgent step."""
-    with session_scope() as session:
-        jobs.mark_waiting(session, settings, job_id)
+    try:
+        with session_scope() as session:
+            jobs.mark_waiting(session, settings, job_id)
+    except Exception as exc:  # a database blip: the message still goes; at worst a copy more
+        log.warning("job.mark_waiting_failed", error=str(exc))
     dispatch.send_unlearn(job_id, countdown=BUSY_RETRY_SECONDS)
 
 

@@ -145,6 +145,8 @@ class Takedown(Base):
     job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id"), index=True)
     state: Mapped[str] = mapped_column(String(20), index=True)
     concept: Mapped[str] = mapped_column(String(200))
+    # As the catalog compares names (services/catalog.normalise_concept): listing by concept.
+    concept_key: Mapped[str | None] = mapped_column(String(200), index=True)
     kind: Mapped[str] = mapped_column(String(20))
     legal_basis: Mapped[str] = mapped_column(String(20))
     claimant: Mapped[dict[str, Any]] = mapped_column(default=dict)

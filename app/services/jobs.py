@@ -87,15 +87,16 @@ def claim(session: Session, settings: Settings, job_id: str, owner: str) -> Clai
     if not takedowns:
         events.move_job(job, State.CANCELLED)
         return None
-    if state == State.QUEUED and (ahead := _runs_before(session, job)):
+    if ahead := _runs_before(session, job):
         # The message only woke the model: its most urgent step runs, and the caller sends
         # this job's message again (a lost message of the other would stall them all).
-        job = session.get(Job, ahead, with_for_update=True)
-        assert job is not None
-        takedowns = _takedowns(session, job.id, [State.QUEUED])
-        if job.attempt >= settings.max_attempts:
-            crash(session, job, takedowns)
-            return None
+        first = session.get(Job, ahead, with_for_update=True)
+        assert first is not None
+        first_takedowns = _takedowns(session, first.id, [State.QUEUED])
+        if first.attempt >= settings.max_attempts:  # LETHE_MAX_ATTEMPTS lowered meanwhile
+            crash(session, first, first_takedowns)
+        else:
+            job, takedowns = first, first_takedowns
     parent = alias_target(session, model.id, PRODUCTION)
     assert parent is not None
     model.fence += 1

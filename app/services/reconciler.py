@@ -58,8 +58,12 @@ def sweep(session: Session, settings: Settings) -> Sweep:
             requeue(session, job, takedowns, reason="lease expired: worker presumed dead")
             out.requeued.append(job.id)
     stale = now - timedelta(seconds=settings.lost_message_seconds)
+    # A step waiting behind its model's running step is not lost: its worker sends it again
+    # (or a solo worker is busy with that step), and a copy each sweep would pile up.
+    running = select(Job.model_id).where(Job.state.in_(ACTIVE_VALUES), Job.lease_expires_at > now)
     waiting = session.scalars(
-        select(Job).where(Job.state == State.QUEUED.value, Job.enqueued_at < stale)
+        select(Job).where(Job.state == State.QUEUED.value, Job.enqueued_at < stale,
+                          Job.model_id.not_in(running))
         .with_for_update(skip_locked=True))
     for job in waiting:
         job.enqueued_at = now

@@ -88,6 +88,7 @@ def submit(session: Session, settings: Settings, body: TakedownCreate) -> Takedo
     now = utcnow()
     takedown = Takedown(
         model_id=model.id, state=State.RECEIVED.value, concept=body.concept.strip(),
+        concept_key=normalise_concept(body.concept),
         kind=body.kind.value, legal_basis=body.legal_basis.value,
         claimant=body.claimant.model_dump(), external_ref=body.external_ref,
         integration=body.integration, legal=body.legal.model_dump(mode="json"),
@@ -309,8 +310,7 @@ def list_page(
     if where.legal_basis is not None:
         stmt = stmt.where(Takedown.legal_basis == where.legal_basis.value)
     if where.concept is not None:
-        stmt = stmt.where(func.lower(func.trim(Takedown.concept))
-                          == normalise_concept(where.concept))
+        stmt = stmt.where(Takedown.concept_key == normalise_concept(where.concept))
     if where.external_ref is not None:
         stmt = stmt.where(Takedown.external_ref == where.external_ref)
     if where.since is not None:

@@ -273,12 +273,26 @@ def test_a_step_waiting_its_turn_is_not_sent_again_by_the_reconciler(
     with session_scope() as s:
         assert jobs.claim(s, settings, a["job_id"], "w1") is not None
     b = submit(client, "van gogh")
-    with session_scope() as s:
-        row = s.get(Job, b["job_id"])
-        assert row is not None
-        row.enqueued_at = utcnow() - timedelta(minutes=5)
-    assert run_unlearn_job(b["job_id"], settings) == "busy" and sent[-1] == b["job_id"]
+
+    def enqueued_long_ago(job_id: str) -> None:
+        with session_scope() as s:
+            row = s.get(Job, job_id)
+            assert row is not None
+            row.enqueued_at = utcnow() - timedelta(minutes=5)
+
+    enqueued_long_ago(b["job_id"])  # as a solo worker busy with a leaves it
     assert b["job_id"] not in reconcile_once(settings).resent
+    assert run_unlearn_job(b["job_id"], settings) == "busy" and sent[-1] == b["job_id"]
+    with session_scope() as s:  # the re-send is on record
+        row = s.get(Job, b["job_id"])
+        assert row is not None and row.enqueued_at is not None
+        assert row.enqueued_at > utcnow() - timedelta(seconds=30)
+        row.enqueued_at = utcnow() - timedelta(minutes=5)
+        running = s.get(Job, a["job_id"])
+        assert running is not None
+        running.lease_expires_at = utcnow() - timedelta(seconds=1)  # a's worker died
+    swept = reconcile_once(settings)
+    assert a["job_id"] in swept.requeued and b["job_id"] in swept.resent  # now it is lost
 
 
 @pytest.mark.parametrize("urgent_cancelled", [False, True])
