@@ -11,6 +11,7 @@ import html
 import json
 import tarfile
 import tempfile
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,9 @@ from sqlalchemy.orm import Session
 from app.db.models import AuditEvent, ModelVersion, Preview, Takedown
 from app.services import audit
 from app.services.artifacts import get_store
+from app.services.catalog import normalise_concept
 from app.services.quarantine import ensure_usable
+from app.services.registry import PRODUCTION, alias_target
 from app.settings import Settings
 
 UNET_WEIGHTS = (".safetensors", ".bin", ".ckpt", ".pt")
@@ -42,9 +45,22 @@ def report(session: Session, td: Takedown, base_url: str) -> dict[str, Any]:
             for p in session.scalars(select(Preview).where(Preview.version_id == v.id))
             if p.images]
 
+    production = alias_target(session, td.model_id, PRODUCTION)
+
     def digest(v: ModelVersion | None) -> dict[str, Any] | None:
         return None if v is None else {"id": v.id, "number": v.number, "digest": v.digest,
-                                       "erased": v.erased, "purged": v.purged_at is not None}
+                                       "erased": v.erased, "purged": v.purged_at is not None,
+                                       "production": production is not None
+                                       and production.id == v.id}
+
+    concept = normalise_concept(td.concept)
+    still_drawn_by = [
+        {"id": v.id, "number": v.number, "production": production is not None
+         and production.id == v.id, "quarantined_at": _iso(v.quarantined_at),
+         "purged_at": _iso(v.purged_at), "legal_hold": v.held_at is not None}
+        for v in session.scalars(select(ModelVersion).where(ModelVersion.model_id == td.model_id)
+                                 .order_by(ModelVersion.number))
+        if concept not in {normalise_concept(c) for c in v.erased}]
 
     return {
         "takedown": {"id": td.id, "state": td.state, "concept": td.concept, "kind": td.kind,
@@ -55,6 +71,9 @@ def report(session: Session, td: Takedown, base_url: str) -> dict[str, Any]:
         "covered_by": result.get("covered_by", {}),
         "metrics": result.get("metrics", {}),
         "versions": {"before": digest(parent), "after": digest(version)},
+        # Every version of the model the concept is not erased from, and whether any of it
+        # can still be served (quarantined: never; purged: its bytes are gone).
+        "still_drawn_by": still_drawn_by,
         # Images exist only where previews were rendered (POST /v1/versions/{id}/samples).
         "images": {"before": previews_of(parent), "after": previews_of(version)},
         "audit": [audit.as_dict(r) for r in rows],
@@ -89,10 +108,15 @@ def report_html(data: dict[str, Any]) -> str:
 <h2>Targets</h2><pre>{e(json.dumps(data['targets'], indent=2))}</pre>
 {covered}<h2>Metrics</h2><pre>{e(json.dumps(data['metrics'], indent=2))}</pre>
 <h2>Versions</h2><pre>{e(json.dumps(data['versions'], indent=2))}</pre>
+<h2>Versions that still draw it</h2><pre>{e(json.dumps(data['still_drawn_by'], indent=2))}</pre>
 <h2>Before</h2>{grid(data['images']['before'])}
 <h2>After</h2>{grid(data['images']['after'])}
 <h2>Audit</h2><table><tr><th>seq</th><th>at</th><th>actor</th><th>action</th><th>hash</th></tr>
 {audit_rows}</table></body></html>"""
+
+
+def _iso(at: datetime | None) -> str | None:
+    return at.isoformat() if at else None
 
 
 def sign_manifest(settings: Settings, manifest: bytes) -> str:

@@ -774,9 +774,16 @@ def test_quarantine_purge_export(client: TestClient, data_dir: Path,
         "lethe/manifest.json", "lethe/manifest.sig"}
     report = client.get(f"/v1/takedowns/{td2['id']}/report").json()
     assert report["versions"]["after"]["id"] == v2["id"]
+    assert report["versions"]["after"]["production"] is True
+    # where the concept still is, and that none of it can be served: the evidence a
+    # claimant asks for
+    assert [(v["number"], v["production"], bool(v["quarantined_at"]), bool(v["purged_at"]))
+            for v in report["still_drawn_by"]] == [(0, False, True, False),
+                                                   (1, False, True, True)]
     assert any(a["action"] == "takedown.completed" for a in report["audit"])
     page = client.get(f"/v1/takedowns/{td2['id']}/report?format=html")
     assert page.headers["content-type"].startswith("text/html") and "van gogh" in page.text
+    assert "Versions that still draw it" in page.text
     over = client.put(f"/v1/models/{model_id}/aliases/staging",
                       json={"version_id": v0["id"], "override_quarantine": True})
     assert over.status_code == 200
