@@ -87,6 +87,8 @@ def claim(session: Session, settings: Settings, job_id: str, owner: str) -> Clai
     if not takedowns:
         events.move_job(job, State.CANCELLED)
         return None
+    # A more urgent step whose worker died is back in line before the order is taken.
+    release_expired(session, settings, model_id=job.model_id, besides=job.id)
     if ahead := _runs_before(session, job):
         # The message only woke the model: its most urgent step runs, and the caller sends
         # this job's message again (a lost message of the other would stall them all).
@@ -347,6 +349,28 @@ def _back_in_line(session: Session, settings: Settings, claimed: ClaimedJob,
         if is_new:
             new_jobs.append(new_job.id)
     return new_jobs
+
+
+def release_expired(session: Session, settings: Settings, *, model_id: str | None = None,
+                    besides: str | None = None) -> tuple[list[str], list[str]]:
+    """Steps whose lease expired (their worker presumed dead), of one model or all, `besides`
+    one: back in line, or crashed once their attempts are spent. Rows another sweep holds are
+    skipped. Returns (requeued, crashed) job ids; the caller sends the requeued ones."""
+    stmt = select(Job).where(Job.state.in_(ACTIVE_VALUES), Job.lease_expires_at < utcnow())
+    if model_id is not None:
+        stmt = stmt.where(Job.model_id == model_id)
+    if besides is not None:
+        stmt = stmt.where(Job.id != besides)
+    requeued, crashed = [], []
+    for job in session.scalars(stmt.with_for_update(skip_locked=True)):
+        takedowns = _takedowns(session, job.id, list(ACTIVE))
+        if job.attempt >= settings.max_attempts:
+            crash(session, job, takedowns)
+            crashed.append(job.id)
+        else:
+            requeue(session, job, takedowns, reason="lease expired: worker presumed dead")
+            requeued.append(job.id)
+    return requeued, crashed
 
 
 def requeue(session: Session, job: Job, takedowns: list[Takedown], *, reason: str) -> None:

@@ -14,12 +14,12 @@ import structlog
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from app.db.models import Export, IdempotencyRecord, Job, Preview, Takedown
+from app.db.models import Export, IdempotencyRecord, Job, Preview
 from app.db.session import session_scope
 from app.db.types import utcnow
 from app.services import dispatch, webhooks
 from app.services.counter_notices import open_due_windows
-from app.services.jobs import ACTIVE_VALUES, crash, requeue
+from app.services.jobs import ACTIVE_VALUES, release_expired
 from app.services.quarantine import purge_expired
 from app.settings import Settings
 from app.states import ACTIVE, State
@@ -45,18 +45,7 @@ def sweep(session: Session, settings: Settings) -> Sweep:
     """One pass (the expired purge is `purge_expired`, apart); the caller commits, then sends
     `requeued + resent` to the broker."""
     now, out = utcnow(), Sweep()
-    expired = session.scalars(
-        select(Job).where(Job.state.in_(ACTIVE_VALUES), Job.lease_expires_at < now)
-        .with_for_update(skip_locked=True))
-    for job in expired:
-        takedowns = list(session.scalars(select(Takedown).where(
-            Takedown.job_id == job.id, Takedown.state.in_(ACTIVE_VALUES))))
-        if job.attempt >= settings.max_attempts:
-            crash(session, job, takedowns)
-            out.crashed.append(job.id)
-        else:
-            requeue(session, job, takedowns, reason="lease expired: worker presumed dead")
-            out.requeued.append(job.id)
+    out.requeued, out.crashed = release_expired(session, settings)
     stale = now - timedelta(seconds=settings.lost_message_seconds)
     # A step waiting behind its model's running step is not lost: its worker sends it again
     # (or a solo worker is busy with that step), and a copy each sweep would pile up.

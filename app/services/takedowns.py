@@ -310,7 +310,9 @@ def list_page(
     if where.legal_basis is not None:
         stmt = stmt.where(Takedown.legal_basis == where.legal_basis.value)
     if where.concept is not None:
-        stmt = stmt.where(Takedown.concept_key == normalise_concept(where.concept))
+        key = normalise_concept(where.concept)
+        stmt = stmt.where(or_(Takedown.concept_key == key, and_(  # one filed by older code
+            Takedown.concept_key.is_(None), func.lower(func.trim(Takedown.concept)) == key)))
     if where.external_ref is not None:
         stmt = stmt.where(Takedown.external_ref == where.external_ref)
     if where.since is not None:

@@ -6,7 +6,7 @@ Revises: 0007
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-from alembic import op
+from alembic import context, op
 
 revision: str = '0008'
 down_revision: str | None = '0007'
@@ -21,11 +21,18 @@ def upgrade() -> None:
                               unique=False)
     takedowns = sa.table('takedowns', sa.column('id', sa.String), sa.column('concept', sa.String),
                          sa.column('concept_key', sa.String))
+    if context.is_offline_mode():  # SQL script: no rows to read; runs of spaces stay unfolded
+        op.execute(takedowns.update().values(
+            concept_key=sa.func.lower(sa.func.trim(takedowns.c.concept))))
+        return
     bind = op.get_bind()
     # Frozen here: app.services.catalog.normalise_concept as it was when this was written.
-    for ident, concept in bind.execute(sa.select(takedowns.c.id, takedowns.c.concept)).all():
-        bind.execute(takedowns.update().where(takedowns.c.id == ident)
-                     .values(concept_key=" ".join(concept.strip().lower().split())))
+    rows = bind.execute(sa.select(takedowns.c.id, takedowns.c.concept)).all()
+    if rows:
+        bind.execute(takedowns.update().where(takedowns.c.id == sa.bindparam('ident'))
+                     .values(concept_key=sa.bindparam('key')),
+                     [{'ident': ident, 'key': " ".join(concept.strip().lower().split())}
+                      for ident, concept in rows])
 
 
 def downgrade() -> None:

@@ -112,9 +112,10 @@ def test_fenced_worker_cannot_commit(client: TestClient) -> None:
 
 def test_a_job_claimed_past_a_silent_one_fences_it_and_the_lineage_stays_one(
         client: TestClient) -> None:
-    """Job a's worker goes silent past its lease; job b of the same model is claimed. a's
-    worker wakes: its heartbeat and commit are refused, so a and b cannot both build on the
-    same parent; a runs again after b, from b's version."""
+    """Job a's worker goes silent past its lease; job b of the same model, more urgent, is
+    claimed (a goes back in line in the same transaction). a's worker wakes: its heartbeat
+    and commit are refused, so a and b cannot both build on the same parent; a runs again
+    after b, from b's version."""
     settings = get_settings()
     a = submit(client)
     with session_scope() as s:
@@ -123,11 +124,14 @@ def test_a_job_claimed_past_a_silent_one_fences_it_and_the_lineage_stays_one(
         job = s.get(Job, a["job_id"])
         assert job is not None
         job.lease_expires_at = utcnow() - timedelta(seconds=1)
-    b = submit(client, "van gogh")
+    b = client.post("/v1/takedowns", json={
+        "model": "conceptworld", "concept": "van gogh", "kind": "style",
+        "legal_basis": "copyright", "claimant": CLAIMANT, "priority": 1}).json()
     assert b["job_id"] != a["job_id"]
     with session_scope() as s:
         second = jobs.claim(s, settings, b["job_id"], "worker-b")
-    assert second is not None
+    assert second is not None and second.job_id == b["job_id"]
+    assert client.get(f"/v1/jobs/{a['job_id']}").json()["state"] == "queued"
     step = jobs.StepResult("file:///x", "sha256:0", 1, ["red tulip"],
                            {"forget_acc": {"red tulip": 0.0}}, {}, {})
     with session_scope() as s:
@@ -138,7 +142,6 @@ def test_a_job_claimed_past_a_silent_one_fences_it_and_the_lineage_stays_one(
         assert jobs.commit_version(s, second, jobs.StepResult(
             "file:///y", "sha256:1", 1, ["van gogh"], {"forget_acc": {"van gogh": 0.0}}, {}, {}),
             GateResult(True)) is not None
-    assert reconcile_once(settings).requeued == [a["job_id"]]
     assert run_unlearn_job(a["job_id"], settings) == "completed"
     vs = versions(client)
     assert [v["parent_id"] for v in vs] == [None, vs[0]["id"], vs[1]["id"]]
@@ -332,6 +335,29 @@ def test_a_models_most_urgent_step_runs_first(client: TestClient,
     expected = {"red tulip", "yellow tulip"} if urgent_cancelled else {
         "van gogh tulip", "van gogh"}
     assert erased_first == expected
+
+
+def test_a_more_urgent_step_whose_worker_died_keeps_its_turn(
+        client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The urgent step's worker died; the routine step's message came first after the lease
+    ran out, and ran ahead of it while the urgent one waited for the reconciler."""
+    settings = get_settings()
+    monkeypatch.setattr(settings, "max_merge", 1)
+    monkeypatch.setattr(dispatch, "send_unlearn", lambda job_id, **_: True)
+    urgent = client.post("/v1/takedowns", json={
+        "model": "conceptworld", "concept": "van gogh", "kind": "style",
+        "legal_basis": "copyright", "claimant": CLAIMANT, "priority": 9}).json()
+    with session_scope() as s:
+        assert jobs.claim(s, settings, urgent["job_id"], "w1") is not None
+    routine = submit(client)
+    with session_scope() as s:
+        dead = s.get(Job, urgent["job_id"])
+        assert dead is not None
+        dead.lease_expires_at = utcnow() - timedelta(seconds=1)
+    assert run_unlearn_job(routine["job_id"], settings) == "completed"
+    assert versions(client)[1]["erased"] == ["van gogh"]
+    assert client.get(f"/v1/jobs/{urgent['job_id']}").json()["attempt"] == 2
+    assert client.get(f"/v1/jobs/{routine['job_id']}").json()["state"] == "queued"
 
 
 def test_a_takedown_asked_to_stop_ends_when_its_step_goes_back_in_line(
