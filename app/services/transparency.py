@@ -1,9 +1,12 @@
 """The transparency report: what EU DSA Art. 15(1)(b) asks a provider to publish about the
 notices it received in a period — how many, of which type, what was done, how many were
-decided by automated means, and the median time to deal with them."""
+decided by automated means, and the median time to deal with them; and the takedown register
+as CSV, one row a takedown."""
 
 from __future__ import annotations
 
+import csv
+import io
 import statistics
 from collections import Counter
 from collections.abc import Sequence
@@ -15,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from app.db.models import Takedown, TakedownEvent
 from app.db.types import utcnow
+from app.services.takedowns import TakedownFilter, list_page
 from app.states import TERMINAL, State
 
 OUTCOMES = ("accepted", "partial", "rejected", "undecided")
@@ -89,3 +93,47 @@ def _median_hours(rows: Sequence[Any], ended_at: dict[str, datetime]) -> float |
     hours = [(ended_at[r.id] - r.created_at).total_seconds() / 3600
              for r in rows if r.id in ended_at]
     return round(statistics.median(hours), 4) if hours else None
+
+
+REGISTER_COLUMNS = ("id", "received_at", "model_id", "concept", "kind", "legal_basis", "state",
+                    "due_at", "overdue", "ended_at", "outcome", "automated", "decided_at",
+                    "version_id", "external_ref", "integration", "priority", "rescinded",
+                    "counter_notice")
+
+
+def register_csv(session: Session, where: TakedownFilter) -> str:
+    """The takedowns `where` picks, newest first, as CSV: no claimant's or counter-notifier's
+    personal data (the file travels by email and spreadsheet), and no cell a spreadsheet would
+    run as a formula."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(REGISTER_COLUMNS)
+    now, cursor = utcnow(), None
+    while True:
+        page, cursor = list_page(session, where, cursor=cursor, limit=500)
+        ended_at = _ended_at(session, [td.id for td in page if td.state in ENDED])
+        for td in page:
+            writer.writerow([_cell(v) for v in _register_row(td, ended_at.get(td.id), now)])
+        if cursor is None:
+            return out.getvalue()
+
+
+def _register_row(td: Takedown, ended: datetime | None, now: datetime) -> list[Any]:
+    decision, legal = td.decision or {}, td.legal or {}
+    return [td.id, td.created_at.isoformat(), td.model_id, td.concept, td.kind, td.legal_basis,
+            td.state, td.due_at.isoformat(), td.state not in ENDED and td.due_at < now,
+            ended.isoformat() if ended else None, decision.get("outcome"),
+            decision.get("automated"), decision.get("decided_at"), td.version_id,
+            td.external_ref, td.integration, td.priority, bool(legal.get("rescinded")),
+            bool(legal.get("counter_notice"))]
+
+
+def _cell(value: Any) -> str:
+    """A CSV cell; text a spreadsheet would take for a formula (=, +, -, @, tab, CR) is
+    quoted with a leading apostrophe (OWASP's CSV injection advice)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    text = str(value)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text

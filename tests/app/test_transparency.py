@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 from datetime import UTC, datetime, timedelta
 
 from fastapi.testclient import TestClient
@@ -9,7 +11,7 @@ from fastapi.testclient import TestClient
 from app.db.models import Takedown
 from app.db.session import session_scope
 from app.settings import get_settings
-from tests.app.test_compliance import TD
+from tests.app.test_compliance import CLAIMANT, TD
 from tests.conftest import create_key
 from workers.tasks import run_unlearn_job
 
@@ -91,3 +93,43 @@ def test_a_report_asked_for_badly_is_refused_and_needs_a_reading_key(
     assert client.get(REPORT, params={"since": "yesterday"}).status_code == 422
     writer = create_key(["takedowns:write"])
     assert client.get(REPORT, headers={"Authorization": f"Bearer {writer}"}).status_code == 403
+
+
+def test_the_takedown_register_downloads_as_csv_without_personal_data(
+        client: TestClient) -> None:
+    """A compliance team keeps its register in a spreadsheet: every takedown a filter picks,
+    one row each, no claimant's name or email, and no cell a spreadsheet would run."""
+    settings = get_settings()
+    done = client.post("/v1/takedowns", json={**TD, "external_ref": "T-1"}).json()
+    assert run_unlearn_job(done["job_id"], settings) == "completed"
+    sly = client.post("/v1/takedowns", json={
+        **TD, "concept": '=HYPERLINK("http://evil.example","x")', "legal_basis": "dmca",
+        "legal": {"work_identification": "w", "good_faith_statement": True,
+                  "accuracy_statement": True, "authority_under_perjury": True,
+                  "signature": {"name": "S", "signed_at": "2026-01-01T00:00:00Z"}},
+        "prompts": ["p"], "external_ref": "+T-2"}).json()
+    assert sly["state"] == "rejected"  # not in the catalog, still on record
+
+    r = client.get("/v1/reports/takedowns.csv")
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("text/csv")
+    assert "attachment" in r.headers["content-disposition"]
+    rows = list(csv.DictReader(io.StringIO(r.text)))
+    assert [row["id"] for row in rows] == [sly["id"], done["id"]]  # newest first
+    first = rows[1]
+    assert first | {"received_at": "", "due_at": "", "ended_at": "", "decided_at": "",
+                    "version_id": ""} == {
+        "id": done["id"], "received_at": "", "model_id": done["model_id"],
+        "concept": "red tulip", "kind": "object", "legal_basis": "copyright",
+        "state": "completed", "due_at": "", "overdue": "false", "ended_at": "",
+        "outcome": "accepted", "automated": "true", "decided_at": "", "version_id": "",
+        "external_ref": "T-1", "integration": "", "priority": "0", "rescinded": "false",
+        "counter_notice": "false"}
+    assert first["ended_at"] >= first["received_at"] and first["version_id"]
+    assert rows[0]["concept"].startswith("'=") and rows[0]["external_ref"] == "'+T-2"
+    assert CLAIMANT["email"] not in r.text and CLAIMANT["name"] not in r.text
+
+    only = client.get("/v1/reports/takedowns.csv", params={"legal_basis": "dmca"})
+    assert [row["id"] for row in csv.DictReader(io.StringIO(only.text))] == [sly["id"]]
+    bad = client.get("/v1/reports/takedowns.csv", params={"since": "2026-01-01T00:00:00"})
+    assert bad.status_code == 422
