@@ -10,7 +10,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DataError, DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError, StatementError
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -53,6 +53,13 @@ def install(app: FastAPI) -> None:
         return problem(422, "Invalid request", "a value cannot be stored (out of range or "
                        "contains a NUL byte)", errors=[{"field": None, "message": str(
                            exc.orig).splitlines()[0]}])
+
+    @app.exception_handler(StatementError)
+    async def _unbindable(request: Request, exc: StatementError) -> JSONResponse:
+        if isinstance(exc.orig, OverflowError):  # a time with no UTC equivalent (year 0/10000)
+            return problem(422, "Invalid request", "a date or time is out of range: in UTC it "
+                           "must fall within years 1 to 9999")
+        return await _unexpected(request, exc)
 
     @app.exception_handler(OperationalError)
     @app.exception_handler(DBAPIError)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import statistics
 from collections import Counter
 from collections.abc import Sequence
@@ -103,17 +104,18 @@ REGISTER_COLUMNS = ("id", "received_at", "model_id", "concept", "kind", "legal_b
 
 def register_csv(session: Session, where: TakedownFilter) -> str:
     """The takedowns `where` picks, newest first, as CSV: no claimant's or counter-notifier's
-    personal data (the file travels by email and spreadsheet), and no cell a spreadsheet would
-    run as a formula."""
+    name or contact (the file travels by email and spreadsheet; `concept` is the name the
+    notice gave, a person's for a person), and no cell a spreadsheet would run as a formula."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(REGISTER_COLUMNS)
     now, cursor = utcnow(), None
     while True:
-        page, cursor = list_page(session, where, cursor=cursor, limit=500)
+        page, cursor = list_page(session, where, cursor=cursor, limit=REGISTER_PAGE)
         ended_at = _ended_at(session, [td.id for td in page if td.state in ENDED])
         for td in page:
             writer.writerow([_cell(v) for v in _register_row(td, ended_at.get(td.id), now)])
+        session.commit()  # a page at a time: SQLite's write lock is not held for the export
         if cursor is None:
             return out.getvalue()
 
@@ -129,11 +131,15 @@ def _register_row(td: Takedown, ended: datetime | None, now: datetime) -> list[A
 
 
 def _cell(value: Any) -> str:
-    """A CSV cell; text a spreadsheet would take for a formula (=, +, -, @, tab, CR) is
-    quoted with a leading apostrophe (OWASP's CSV injection advice)."""
+    """A CSV cell. Text a spreadsheet would take for a formula gets an apostrophe before it
+    (OWASP's CSV injection advice): at its start (=, +, -, @, tab, CR), and after a `;` or a
+    tab, where a spreadsheet that splits on those (many European locales) starts a cell."""
     if value is None:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
-    text = str(value)
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+    return FORMULA.sub(r"\1'\2", str(value))
+
+
+FORMULA = re.compile(r"(^|[;\t])([=+\-@\t\r])")
+REGISTER_PAGE = 500  # takedowns read a transaction

@@ -934,6 +934,11 @@ def test_stale_running_preview_is_resent_then_failed(client: TestClient,
     ("get", "/v1/takedowns?model=a%00b", None),
     ("post", "/v1/models", {"name": "x", "path": "0" * 1000}),
     ("post", "/v1/models", {"name": "x", "path": "a\u0000b"}),
+    # a time that exists in its zone but not in UTC (past year 9999 or before year 1)
+    ("post", "/v1/takedowns", {**TD, "due_at": "9999-12-31T23:00:00-05:00"}),
+    ("get", "/v1/takedowns?since=0001-01-01T00:00:00%2B01:00", None),
+    ("get", "/v1/reports/transparency?until=0001-01-01T00:00:00%2B01:00", None),
+    ("get", "/v1/reports/takedowns.csv?since=0001-01-01T00:00:00%2B01:00", None),
 ])
 def test_unstorable_input_is_422_not_5xx(call: tuple[str, str, Any], client: TestClient) -> None:
     method, url, body = call

@@ -6,10 +6,12 @@ import csv
 import io
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from fastapi.testclient import TestClient
 
 from app.db.models import Takedown
 from app.db.session import session_scope
+from app.services import transparency
 from app.settings import get_settings
 from tests.app.test_compliance import CLAIMANT, TD
 from tests.conftest import create_key
@@ -96,9 +98,10 @@ def test_a_report_asked_for_badly_is_refused_and_needs_a_reading_key(
 
 
 def test_the_takedown_register_downloads_as_csv_without_personal_data(
-        client: TestClient) -> None:
+        client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
     """A compliance team keeps its register in a spreadsheet: every takedown a filter picks,
     one row each, no claimant's name or email, and no cell a spreadsheet would run."""
+    monkeypatch.setattr(transparency, "REGISTER_PAGE", 1)  # every row on a page of its own
     settings = get_settings()
     done = client.post("/v1/takedowns", json={**TD, "external_ref": "T-1"}).json()
     assert run_unlearn_job(done["job_id"], settings) == "completed"
@@ -109,14 +112,19 @@ def test_the_takedown_register_downloads_as_csv_without_personal_data(
                   "signature": {"name": "S", "signed_at": "2026-01-01T00:00:00Z"}},
         "prompts": ["p"], "external_ref": "+T-2"}).json()
     assert sly["state"] == "rejected"  # not in the catalog, still on record
+    more = [client.post("/v1/takedowns", json={**TD, "concept": concept, "external_ref": ref}
+                        ).json() for concept, ref in (("x;=1+1", "-T-3"), ("a\t=b", "@T-4"))]
 
     r = client.get("/v1/reports/takedowns.csv")
     assert r.status_code == 200, r.text
     assert r.headers["content-type"].startswith("text/csv")
     assert "attachment" in r.headers["content-disposition"]
     rows = list(csv.DictReader(io.StringIO(r.text)))
-    assert [row["id"] for row in rows] == [sly["id"], done["id"]]  # newest first
-    first = rows[1]
+    assert [row["id"] for row in rows] == [
+        more[1]["id"], more[0]["id"], sly["id"], done["id"]]  # newest first, page by page
+    assert [(row["concept"], row["external_ref"]) for row in rows[:2]] == [
+        ("a\t'=b", "'@T-4"), ("x;'=1+1", "'-T-3")]
+    first = rows[3]
     assert first | {"received_at": "", "due_at": "", "ended_at": "", "decided_at": "",
                     "version_id": ""} == {
         "id": done["id"], "received_at": "", "model_id": done["model_id"],
@@ -126,7 +134,7 @@ def test_the_takedown_register_downloads_as_csv_without_personal_data(
         "external_ref": "T-1", "integration": "", "priority": "0", "rescinded": "false",
         "counter_notice": "false"}
     assert first["ended_at"] >= first["received_at"] and first["version_id"]
-    assert rows[0]["concept"].startswith("'=") and rows[0]["external_ref"] == "'+T-2"
+    assert rows[2]["concept"].startswith("'=") and rows[2]["external_ref"] == "'+T-2"
     assert CLAIMANT["email"] not in r.text and CLAIMANT["name"] not in r.text
 
     only = client.get("/v1/reports/takedowns.csv", params={"legal_basis": "dmca"})
