@@ -77,28 +77,23 @@ def claim(session: Session, settings: Settings, job_id: str, owner: str) -> Clai
         Job.lease_expires_at > now))
     if busy:
         raise Busy(f"model lineage busy with job {busy}")
-    takedowns = _takedowns(session, job.id, [State.QUEUED, *ACTIVE])
-    if state in ACTIVE:  # its worker died before the reconciler noticed: start over
-        requeue(session, job, takedowns, reason="lease expired")
-        takedowns = [td for td in takedowns if td.state == State.QUEUED.value]
-    if job.attempt >= settings.max_attempts:
-        crash(session, job, takedowns)
-        return None
-    if not takedowns:
-        events.move_job(job, State.CANCELLED)
-        return None
-    # A more urgent step whose worker died is back in line before the order is taken.
-    release_expired(session, settings, model_id=job.model_id, besides=job.id)
+    # Steps whose worker died go back in line (this one too) before the order is taken.
+    release_expired(session, settings, model_id=job.model_id)
+    if job.state != State.QUEUED.value:
+        return None  # its worker died once too often: crashed
     if ahead := _runs_before(session, job):
         # The message only woke the model: its most urgent step runs, and the caller sends
         # this job's message again (a lost message of the other would stall them all).
         first = session.get(Job, ahead, with_for_update=True)
         assert first is not None
-        first_takedowns = _takedowns(session, first.id, [State.QUEUED])
-        if first.attempt >= settings.max_attempts:  # LETHE_MAX_ATTEMPTS lowered meanwhile
-            crash(session, first, first_takedowns)
-        else:
-            job, takedowns = first, first_takedowns
+        if not _spent(session, settings, first):
+            job = first
+    if _spent(session, settings, job):
+        return None
+    takedowns = _takedowns(session, job.id, [State.QUEUED])
+    if not takedowns:
+        events.move_job(job, State.CANCELLED)
+        return None
     parent = alias_target(session, model.id, PRODUCTION)
     assert parent is not None
     model.fence += 1
@@ -137,6 +132,14 @@ def _held(session: Session, claimed: ClaimedJob) -> Job | None:
             or job.lease_owner != claimed.owner:
         return None
     return job if State(job.state) in ACTIVE else None
+
+
+def _spent(session: Session, settings: Settings, job: Job) -> bool:
+    """Crash a queued job whose attempts are spent (LETHE_MAX_ATTEMPTS lowered meanwhile)."""
+    if job.attempt < settings.max_attempts:
+        return False
+    crash(session, job, _takedowns(session, job.id, [State.QUEUED]))
+    return True
 
 
 def _runs_before(session: Session, job: Job) -> str | None:
@@ -351,16 +354,14 @@ def _back_in_line(session: Session, settings: Settings, claimed: ClaimedJob,
     return new_jobs
 
 
-def release_expired(session: Session, settings: Settings, *, model_id: str | None = None,
-                    besides: str | None = None) -> tuple[list[str], list[str]]:
-    """Steps whose lease expired (their worker presumed dead), of one model or all, `besides`
-    one: back in line, or crashed once their attempts are spent. Rows another sweep holds are
+def release_expired(session: Session, settings: Settings, *,
+                    model_id: str | None = None) -> tuple[list[str], list[str]]:
+    """Steps whose lease expired (their worker presumed dead), of one model or all: back in
+    line, or crashed once their attempts are spent. Rows another transaction holds are
     skipped. Returns (requeued, crashed) job ids; the caller sends the requeued ones."""
     stmt = select(Job).where(Job.state.in_(ACTIVE_VALUES), Job.lease_expires_at < utcnow())
     if model_id is not None:
         stmt = stmt.where(Job.model_id == model_id)
-    if besides is not None:
-        stmt = stmt.where(Job.id != besides)
     requeued, crashed = [], []
     for job in session.scalars(stmt.with_for_update(skip_locked=True)):
         takedowns = _takedowns(session, job.id, list(ACTIVE))
