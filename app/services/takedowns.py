@@ -296,13 +296,15 @@ class TakedownFilter:
     since: datetime | None = None
     until: datetime | None = None
 
+    def __post_init__(self) -> None:
+        if self.since and self.until and self.since >= self.until:
+            raise InvalidInput("since must be before until", field="since")
+
 
 def list_page(
     session: Session, where: TakedownFilter, *, cursor: str | None, limit: int,
 ) -> tuple[list[Takedown], str | None]:
     """Newest first; the cursor is the (created_at, id) of the last row returned."""
-    if where.since and where.until and where.since >= where.until:
-        raise InvalidInput("since must be before until", field="since")
     stmt = select(Takedown)
     state, model, overdue = where.state, where.model, where.overdue
     if state is not None:

@@ -26,8 +26,10 @@ OUTCOMES = ("accepted", "partial", "rejected", "undecided")
 ENDED = {state.value for state in TERMINAL}
 
 
-def report(session: Session, since: datetime | None, until: datetime | None) -> dict[str, Any]:
-    """Takedowns received in [since, until) (every one when unbounded), as they stand now."""
+def report(session: Session, window: TakedownFilter) -> dict[str, Any]:
+    """Takedowns received in [window.since, window.until) (every one when unbounded), as they
+    stand now."""
+    since, until = window.since, window.until
     stmt = select(Takedown.id, Takedown.legal_basis, Takedown.kind, Takedown.state,
                   Takedown.decision, Takedown.legal, Takedown.created_at, Takedown.due_at)
     if since is not None:

@@ -5,7 +5,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from fastapi.responses import HTMLResponse
 from pydantic import AwareDatetime
 from sse_starlette.sse import EventSourceResponse
@@ -138,10 +138,7 @@ def decide(takedown_id: str, body: DecisionIn, session: SessionDep,
     return takedown_out(td)
 
 
-@router.get("", response_model=TakedownPage)
-def list_takedowns(
-    session: SessionDep,
-    _: TakedownsRead,
+def takedown_filter(
     state: State | None = None,
     model: str | None = None,
     overdue: bool | None = None,
@@ -150,13 +147,25 @@ def list_takedowns(
     external_ref: Annotated[str | None, Query(max_length=200)] = None,
     since: AwareDatetime | None = None,
     until: AwareDatetime | None = None,
+) -> takedowns.TakedownFilter:
+    """The query parameters a takedown listing (or the CSV register) is filtered by."""
+    return takedowns.TakedownFilter(state, model, overdue, legal_basis, concept, external_ref,
+                                    since, until)
+
+
+TakedownFilterDep = Annotated[takedowns.TakedownFilter, Depends(takedown_filter)]
+
+
+@router.get("", response_model=TakedownPage)
+def list_takedowns(
+    session: SessionDep,
+    _: TakedownsRead,
+    where: TakedownFilterDep,
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> TakedownPage:
     """Newest first, by any of: state, model, overdue, legal basis, concept (the whole name,
     any case), ticket (`external_ref`), received in [since, until)."""
-    where = takedowns.TakedownFilter(state, model, overdue, legal_basis, concept, external_ref,
-                                     since, until)
     rows, next_cursor = takedowns.list_page(session, where, cursor=cursor, limit=limit)
     return TakedownPage(items=[takedown_out(td) for td in rows], next_cursor=next_cursor)
 
