@@ -235,37 +235,39 @@ COUNTER_NOTICE_SUMMARY = ("received_at", "restore_window", "suit", "window_opene
 
 def enqueue_for_takedown(session: Session, td: Takedown, event: str) -> None:
     """Outbox rows for the takedown's callback_url and every matching subscription."""
+    now = utcnow()
+
     def message(for_claimant: bool) -> dict[str, Any]:
-        return {"type": event, "timestamp": utcnow().isoformat(),
+        return {"type": event, "timestamp": now.isoformat(),
                 "data": takedown_payload(td, for_claimant=for_claimant)}
 
-    now = utcnow()
     if td.callback_url:
         session.add(WebhookDelivery(takedown_id=td.id, url=td.callback_url, event=event,
                                     payload=message(True), state="pending", attempts=[],
                                     next_attempt_at=now))
-    payload = message(False)
-    # FOR SHARE: a subscription deleted meanwhile waits for this commit, then fails these rows.
-    for sub in session.scalars(select(WebhookSubscription).where(_live())
-                               .with_for_update(read=True)):
-        if not sub.events or event in sub.events:
-            session.add(WebhookDelivery(subscription_id=sub.id, takedown_id=td.id, url=sub.url,
-                                        event=event, payload=payload, state="pending",
-                                        attempts=[], next_attempt_at=now))
+    _to_subscribers(session, event, message(False), takedown_id=td.id, every_event=True)
 
 
 def enqueue_registry_event(session: Session, event: str, data: dict[str, Any]) -> None:
     """Outbox rows of a registry event (`REGISTRY_EVENTS`) for the subscriptions that name it
     (one with no `events` hears every takedown event, as before registry events existed). The
     caller holds the audit chain's lock (it audited the change)."""
-    payload = {"type": event, "timestamp": utcnow().isoformat(), "data": data}
+    _to_subscribers(session, event, {"type": event, "timestamp": utcnow().isoformat(),
+                                     "data": data}, takedown_id=None, every_event=False)
+
+
+def _to_subscribers(session: Session, event: str, payload: dict[str, Any], *,
+                    takedown_id: str | None, every_event: bool) -> None:
+    """An outbox row for each live subscription that names `event` (or names none, when
+    `every_event`)."""
     now = utcnow()
+    # FOR SHARE: a subscription deleted meanwhile waits for this commit, then fails these rows.
     for sub in session.scalars(select(WebhookSubscription).where(_live())
                                .with_for_update(read=True)):
-        if event in sub.events:
-            session.add(WebhookDelivery(subscription_id=sub.id, url=sub.url, event=event,
-                                        payload=payload, state="pending", attempts=[],
-                                        next_attempt_at=now))
+        if event in sub.events or (every_event and not sub.events):
+            session.add(WebhookDelivery(subscription_id=sub.id, takedown_id=takedown_id,
+                                        url=sub.url, event=event, payload=payload,
+                                        state="pending", attempts=[], next_attempt_at=now))
 
 
 def backoff(attempt: int, base: float, rng: random.Random | None = None) -> float:
