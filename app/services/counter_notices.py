@@ -73,10 +73,8 @@ def receive(session: Session, takedown_id: str, body: CounterNoticeIn) -> Takedo
         "claimant_copy": None, "suit": None, "window_opened_at": None, "late": None}
     takedown.legal = {**takedown.legal, "counter_notice": record}
     # Not the counter-notifier's personal data: the audit chain can never be erased.
-    audit.record(session, "takedown.counter_noticed", "takedown", takedown.id,
-                 {"received_at": record["received_at"],
-                  "restore_window": record["restore_window"]})
-    _send(session, takedown, "takedown.counter_noticed")
+    _tell(session, takedown, "takedown.counter_noticed",
+          {"received_at": record["received_at"], "restore_window": record["restore_window"]})
     session.commit()  # the window waits for the claimant's copy (`record_copy_sent`)
     return takedown
 
@@ -87,7 +85,8 @@ def record_copy_sent(session: Session, takedown_id: str, body: CopySentIn) -> Ta
     counter = _counter_notice(takedown)
     if copy := counter.get("claimant_copy"):
         raise Conflict(f"the claimant's copy was sent already at {copy['sent_at']}")
-    sent = _not_future(body.sent_at, "sent_at") or body.sent_at
+    _not_future(body.sent_at, "sent_at")
+    sent = body.sent_at
     if sent < datetime.fromisoformat(counter["received_at"]):
         raise InvalidInput("sent_at is before the counter-notice was received",
                            field="sent_at")
@@ -112,8 +111,7 @@ def record_suit(session: Session, takedown_id: str, body: SuitIn) -> Takedown:
     suit = {**body.model_dump(mode="json"), "recorded_at": utcnow().isoformat(),
             "by": audit.actor_of(session)}
     _set(takedown, suit=suit)
-    audit.record(session, "takedown.suit_filed", "takedown", takedown.id, suit)
-    _send(session, takedown, "takedown.suit_filed")
+    _tell(session, takedown, "takedown.suit_filed", suit)
     takedown.restore_window_at = None
     session.commit()
     return takedown
@@ -129,15 +127,15 @@ def open_due_windows(session: Session) -> list[str]:
     opened = []
     for takedown_id in due:
         takedown = lock_for_change(session, get(session, takedown_id))
-        if takedown.restore_window_at is None or takedown.restore_window_at > utcnow():
+        now = utcnow()
+        if takedown.restore_window_at is None or takedown.restore_window_at > now:
             session.rollback()  # a suit shut it, or another sweep told it meanwhile
             continue
         window = takedown.legal["counter_notice"]["restore_window"]
-        late = utcnow() > datetime.fromisoformat(window["closes"])
-        _set(takedown, window_opened_at=utcnow().isoformat(), late=late)
-        audit.record(session, "takedown.restore_window_opened", "takedown", takedown.id,
-                     {"restore_window": window, "late": late})
-        _send(session, takedown, "takedown.restore_window_opened")
+        late = now > datetime.fromisoformat(window["closes"])
+        _set(takedown, window_opened_at=now.isoformat(), late=late)
+        _tell(session, takedown, "takedown.restore_window_opened",
+              {"restore_window": window, "late": late})
         takedown.restore_window_at = None
         session.commit()
         opened.append(takedown_id)
@@ -163,7 +161,9 @@ def _not_future(at: datetime | None, field: str) -> datetime | None:
     return at
 
 
-def _send(session: Session, takedown: Takedown, event: str) -> None:
+def _tell(session: Session, takedown: Takedown, event: str, audited: dict[str, Any]) -> None:
+    """Audit `event` with `audited` and send it as a webhook."""
     from app.services import webhooks  # late: webhooks imports the takedown schemas
 
+    audit.record(session, event, "takedown", takedown.id, audited)
     webhooks.enqueue_for_takedown(session, takedown, event)
