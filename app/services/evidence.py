@@ -46,17 +46,17 @@ def report(session: Session, td: Takedown, base_url: str) -> dict[str, Any]:
             if p.images]
 
     production = alias_target(session, td.model_id, PRODUCTION)
+    production_id = production.id if production else None
 
     def digest(v: ModelVersion | None) -> dict[str, Any] | None:
         return None if v is None else {"id": v.id, "number": v.number, "digest": v.digest,
                                        "erased": v.erased, "purged": v.purged_at is not None,
-                                       "production": production is not None
-                                       and production.id == v.id}
+                                       "production": v.id == production_id}
 
     concept = normalise_concept(td.concept)
     still_drawn_by = [
-        {"id": v.id, "number": v.number, "production": production is not None
-         and production.id == v.id, "quarantined_at": _iso(v.quarantined_at),
+        {"id": v.id, "number": v.number, "production": v.id == production_id,
+         "quarantined_at": _iso(v.quarantined_at),
          "purged_at": _iso(v.purged_at), "legal_hold": v.held_at is not None}
         for v in session.scalars(select(ModelVersion).where(ModelVersion.model_id == td.model_id)
                                  .order_by(ModelVersion.number))

@@ -6,8 +6,9 @@ import base64
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -120,7 +121,7 @@ def submit(session: Session, settings: Settings, body: TakedownCreate) -> Takedo
     if takedown.state != State.RECEIVED.value:  # rescinded in between: nothing to queue
         session.commit()
         return takedown
-    if known is not None and normalise_concept(takedown.concept) not in known:
+    if known is not None and takedown.concept_key not in known:
         error = {"code": "unknown_concept", "detail": f"model {model.name!r} has a closed "
                  f"vocabulary and does not know {takedown.concept!r}"}
         takedown.error = error
@@ -301,14 +302,10 @@ class TakedownFilter:
             raise InvalidInput("since must be before until", field="since")
 
 
-def list_page(
-    session: Session, where: TakedownFilter, *, cursor: str | None, limit: int,
-) -> tuple[list[Takedown], str | None]:
-    """Newest first; the cursor is the (created_at, id) of the last row returned."""
-    stmt = select(Takedown)
-    state, model, overdue = where.state, where.model, where.overdue
-    if state is not None:
-        stmt = stmt.where(Takedown.state == state.value)
+def filtered(session: Session, stmt: Select[Any], where: TakedownFilter) -> Select[Any]:
+    """`stmt`, a select over takedowns, narrowed to those `where` picks."""
+    if where.state is not None:
+        stmt = stmt.where(Takedown.state == where.state.value)
     if where.legal_basis is not None:
         stmt = stmt.where(Takedown.legal_basis == where.legal_basis.value)
     if where.concept is not None:
@@ -321,11 +318,24 @@ def list_page(
         stmt = stmt.where(Takedown.created_at >= where.since)
     if where.until is not None:
         stmt = stmt.where(Takedown.created_at < where.until)
-    if model is not None:
-        stmt = stmt.where(Takedown.model_id == get_model(session, model).id)
-    if overdue is not None:
+    if where.model is not None:
+        stmt = stmt.where(Takedown.model_id == get_model(session, where.model).id)
+    if where.overdue is not None:
         late = and_(Takedown.due_at < utcnow(), Takedown.state.in_(OPEN_STATES))
-        stmt = stmt.where(late if overdue else ~late)
+        stmt = stmt.where(late if where.overdue else ~late)
+    return stmt
+
+
+def is_overdue(state: str, due_at: datetime, now: datetime) -> bool:
+    """Not ended, and past its due date (what `overdue` filters by)."""
+    return state in OPEN_STATES and due_at < now
+
+
+def list_page(
+    session: Session, where: TakedownFilter, *, cursor: str | None, limit: int,
+) -> tuple[list[Takedown], str | None]:
+    """Newest first; the cursor is the (created_at, id) of the last row returned."""
+    stmt = filtered(session, select(Takedown), where)
     if cursor:
         created, ident = decode_cursor(cursor)
         stmt = stmt.where(or_(Takedown.created_at < created,

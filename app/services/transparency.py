@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from app.db.models import Takedown, TakedownEvent
 from app.db.types import utcnow
-from app.services.takedowns import TakedownFilter, list_page
+from app.services.takedowns import TakedownFilter, filtered, is_overdue, list_page
 from app.states import TERMINAL, State
 
 OUTCOMES = ("accepted", "partial", "rejected", "undecided")
@@ -30,13 +30,9 @@ def report(session: Session, window: TakedownFilter) -> dict[str, Any]:
     """Takedowns received in [window.since, window.until) (every one when unbounded), as they
     stand now."""
     since, until = window.since, window.until
-    stmt = select(Takedown.id, Takedown.legal_basis, Takedown.kind, Takedown.state,
-                  Takedown.decision, Takedown.legal, Takedown.created_at, Takedown.due_at)
-    if since is not None:
-        stmt = stmt.where(Takedown.created_at >= since)
-    if until is not None:
-        stmt = stmt.where(Takedown.created_at < until)
-    rows = session.execute(stmt).all()
+    rows = session.execute(filtered(session, select(
+        Takedown.id, Takedown.legal_basis, Takedown.kind, Takedown.state, Takedown.decision,
+        Takedown.legal, Takedown.created_at, Takedown.due_at), window)).all()
     ended_at = _ended_at(session, [r.id for r in rows if r.state in ENDED])
     now = utcnow()
     by_basis: dict[str, list[Any]] = {}
@@ -62,7 +58,7 @@ def report(session: Session, window: TakedownFilter) -> dict[str, Any]:
         "median_hours_to_end": _median_hours(rows, ended_at),
         "rescinded": sum(1 for r in rows if (r.legal or {}).get("rescinded")),
         "counter_notices": sum(1 for r in rows if (r.legal or {}).get("counter_notice")),
-        "open_overdue": sum(1 for r in rows if r.state not in ENDED and r.due_at < now),
+        "open_overdue": sum(1 for r in rows if is_overdue(r.state, r.due_at, now)),
         "ended_after_due": sum(1 for r in rows if r.id in ended_at and
                                ended_at[r.id] > r.due_at),
     }
@@ -75,7 +71,7 @@ def _ended_at(session: Session, ids: list[str]) -> dict[str, datetime]:
         events = session.execute(
             select(TakedownEvent.takedown_id, TakedownEvent.data, TakedownEvent.created_at)
             .where(TakedownEvent.takedown_id.in_(ids[start:start + 500]),
-                   TakedownEvent.type == "state"))
+                   TakedownEvent.type == "state").order_by(TakedownEvent.id))
         for takedown_id, data, at in events:
             if data.get("state") in ENDED and takedown_id not in ended:
                 ended[takedown_id] = at
@@ -125,7 +121,7 @@ def register_csv(session: Session, where: TakedownFilter) -> str:
 def _register_row(td: Takedown, ended: datetime | None, now: datetime) -> list[Any]:
     decision, legal = td.decision or {}, td.legal or {}
     return [td.id, td.created_at.isoformat(), td.model_id, td.concept, td.kind, td.legal_basis,
-            td.state, td.due_at.isoformat(), td.state not in ENDED and td.due_at < now,
+            td.state, td.due_at.isoformat(), is_overdue(td.state, td.due_at, now),
             ended.isoformat() if ended else None, decision.get("outcome"),
             decision.get("automated"), decision.get("decided_at"), td.version_id,
             td.external_ref, td.integration, td.priority, bool(legal.get("rescinded")),

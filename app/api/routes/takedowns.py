@@ -44,7 +44,7 @@ def takedown_out(td: Takedown) -> TakedownOut:
         kind=td.kind, legal_basis=td.legal_basis, claimant=td.claimant,  # type: ignore[arg-type]
         external_ref=td.external_ref, integration=td.integration, legal=td.legal or {},
         prompts=td.prompts, neighbors=td.neighbors,
-        due_at=td.due_at, overdue=state not in TERMINAL and td.due_at < utcnow(),
+        due_at=td.due_at, overdue=takedowns.is_overdue(td.state, td.due_at, utcnow()),
         priority=td.priority, callback_url=td.callback_url, cancel_requested=td.cancel_requested,
         progress=Progress.model_validate(td.progress) if td.progress else None,
         result=TakedownResult.model_validate(td.result) if td.result else None,
