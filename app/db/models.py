@@ -277,7 +277,8 @@ class WebhookSubscription(Base):
     # After a rotation the old secret signs too, until it expires (receivers switch over).
     previous_secret: Mapped[str | None] = mapped_column(String(100))
     previous_secret_expires_at: Mapped[datetime | None] = mapped_column()
-    events: Mapped[list[str]] = mapped_column(JSONType, default=list)  # empty = every event
+    # empty = every takedown event; registry events are named
+    events: Mapped[list[str]] = mapped_column(JSONType, default=list)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     deleted_at: Mapped[datetime | None] = mapped_column()  # kept for the delivery log

@@ -25,7 +25,8 @@ TAKEDOWN_EVENTS = sorted([*(f"takedown.{s.value}" for s in State), "takedown.dec
                           "takedown.counter_noticed", "takedown.suit_filed",
                           "takedown.restore_window_opened"])
 # The registry's: a deployer learns of a new version, an alias moved, a version it may hold a
-# copy of quarantined (it still draws an erased concept) or purged (services/registry_events).
+# copy of quarantined (it still draws an erased concept) or purged (webhooks.
+# enqueue_registry_event, from services/registry.py and services/quarantine.py).
 REGISTRY_EVENTS = ["alias.moved", "version.created", "version.purged", "version.quarantined"]
 EVENTS = sorted(TAKEDOWN_EVENTS + REGISTRY_EVENTS)
 

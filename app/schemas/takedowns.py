@@ -19,6 +19,8 @@ from pydantic import (
 
 from app.states import State
 
+EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"  # something@somewhere.tld, no spaces
+
 
 class ConceptKind(StrEnum):
     PERSON = "person"
@@ -44,7 +46,7 @@ class Claimant(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=200)
-    email: str = Field(max_length=320, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    email: str = Field(max_length=320, pattern=EMAIL)
     organisation: str | None = Field(default=None, max_length=200)
 
 
@@ -233,7 +235,7 @@ class CounterNoticeIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=200)
     email: str | None = Field(default=None, max_length=320,
-                              pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+                              pattern=EMAIL)
     address: str = Field(min_length=1, max_length=500)
     phone: str = Field(min_length=1, max_length=50)
     material_identification: str = Field(min_length=1, max_length=4000, description=(

@@ -12,17 +12,18 @@ import statistics
 from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, get_args
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.db.models import Takedown, TakedownEvent
 from app.db.types import utcnow
+from app.schemas.takedowns import Outcome
 from app.services.takedowns import TakedownFilter, filtered, is_overdue, list_page
 from app.states import TERMINAL, State
 
-OUTCOMES = ("accepted", "partial", "rejected", "undecided")
+OUTCOMES = (*get_args(Outcome), "undecided")
 ENDED = {state.value for state in TERMINAL}
 
 
