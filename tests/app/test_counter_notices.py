@@ -48,7 +48,8 @@ def completed_dmca(client: TestClient, concept: str = "red tulip",
 
 
 def days_pass(monkeypatch: pytest.MonkeyPatch, days: int) -> None:
-    """16 calendar days: past the window's opening (ten business days), before its close."""
+    """`days` calendar days pass for the sweep: 16 is past the window's opening (ten business
+    days) and before its close (fourteen); 30 is past both."""
     later = datetime.now(UTC) + timedelta(days=days)
     monkeypatch.setattr(counter_notices, "utcnow", lambda: later)
 
