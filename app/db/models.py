@@ -165,8 +165,8 @@ class Takedown(Base):
     error: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     decision: Mapped[dict[str, Any] | None] = mapped_column(JSONType)  # services/decisions.py
     version_id: Mapped[str | None] = mapped_column(ForeignKey("model_versions.id"))
-    # When a counter-notice's restore window opens, until the reconciler has said so or a
-    # suit shut it (services/counter_notices.py); the sweep's index.
+    # When a counter-notice's restore window next opens or closes, until the reconciler has
+    # told its close or a suit shut it (services/counter_notices.py); the sweep's index.
     restore_window_at: Mapped[datetime | None] = mapped_column(index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -23,7 +23,7 @@ from app.states import State
 # each step of a DMCA counter-notice (app/services/counter_notices.py).
 TAKEDOWN_EVENTS = sorted([*(f"takedown.{s.value}" for s in State), "takedown.decided",
                           "takedown.counter_noticed", "takedown.suit_filed",
-                          "takedown.restore_window_opened"])
+                          "takedown.restore_window_opened", "takedown.restore_window_closed"])
 # The registry's: a deployer learns of a new version, an alias moved, a version it may hold a
 # copy of quarantined (it still draws an erased concept) or purged (webhooks.
 # enqueue_registry_event, from services/registry.py and services/quarantine.py).

@@ -46,3 +46,9 @@ def concept_names(entries: list[dict[str, Any]]) -> set[str]:
 
 def normalise_concept(name: str) -> str:
     return " ".join(name.strip().lower().split())
+
+
+def erases(erased: list[str], concept: str) -> bool:
+    """Whether a version that erased `erased` erased `concept` (names compared as the
+    catalog compares them)."""
+    return normalise_concept(concept) in {normalise_concept(c) for c in erased}

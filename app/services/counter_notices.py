@@ -7,13 +7,15 @@ Lethe records the counter-notice in `legal.counter_notice` and sends it whole to
 takedown's `callback_url` (`takedown.counter_noticed`): the filer's system, which sends the
 claimant its copy and says so (`record_copy_sent`). Once ten business days have passed, the
 copy has been sent and no suit is filed, the reconciler sends
-`takedown.restore_window_opened` (a suit, `takedown.suit_filed`, keeps it shut). Lethe does
+`takedown.restore_window_opened` (a suit, `takedown.suit_filed`, keeps it shut), and after
+fourteen `takedown.restore_window_closed`, saying whether production was restored (draws the
+concept again). Business days are US federal ones (services/business_days.py). Lethe does
 not restore by itself: undoing an erasure undoes every later version built on it, so it stays
 an operator's audited move of `production`, as for a rescinded notice."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -24,21 +26,13 @@ from app.db.types import utcnow
 from app.errors import Conflict, InvalidInput
 from app.schemas.takedowns import CopySentIn, CounterNoticeIn, LegalBasis, SuitIn
 from app.services import audit
+from app.services.business_days import business_days_after
+from app.services.catalog import erases
+from app.services.registry import PRODUCTION, alias_target
 from app.services.takedowns import get, lock_for_change
 from app.states import State
 
 RESTORE_NOT_BEFORE, RESTORE_NOT_AFTER = 10, 14  # business days, 512(g)(2)(C)
-
-
-def business_days_after(start: datetime, days: int) -> datetime:
-    """`start` moved on `days` weekdays (Saturdays and Sundays skipped; public holidays are
-    not known here, so the window can open a holiday early: the restore stays a person's)."""
-    moved, left = start.astimezone(UTC), days
-    while left:
-        moved += timedelta(days=1)
-        if moved.weekday() < 5:
-            left -= 1
-    return moved
 
 
 def receive(session: Session, takedown_id: str, body: CounterNoticeIn) -> Takedown:
@@ -70,7 +64,8 @@ def receive(session: Session, takedown_id: str, body: CounterNoticeIn) -> Takedo
         "signature": body.signature.model_dump(mode="json"),
         "restore_window": {"opens": opens.isoformat(), "closes": business_days_after(
             received, RESTORE_NOT_AFTER).isoformat()},
-        "claimant_copy": None, "suit": None, "window_opened_at": None, "late": None}
+        "claimant_copy": None, "suit": None, "window_opened_at": None, "late": None,
+        "window_closed_at": None, "restored": None}
     takedown.legal = {**takedown.legal, "counter_notice": record}
     # Not the counter-notifier's personal data: the audit chain can never be erased.
     _tell(session, takedown, "takedown.counter_noticed",
@@ -117,14 +112,16 @@ def record_suit(session: Session, takedown_id: str, body: SuitIn) -> Takedown:
     return takedown
 
 
-def open_due_windows(session: Session) -> list[str]:
-    """Send `takedown.restore_window_opened` for each window due (its claimant's copy sent,
-    no suit), one transaction each (they take the audit chain's lock). One opened after it
-    closed (the copy went out late) says so: `late`. Returns the takedowns told."""
+def sweep_restore_windows(session: Session) -> tuple[list[str], list[str]]:
+    """Tell each restore window due: `takedown.restore_window_opened` once its claimant's
+    copy was sent and no suit filed, then `takedown.restore_window_closed` when it closes,
+    saying whether production draws the concept again (`restored`). One opened after it
+    closed (the copy went out late) says so, `late`, and closes at once. One transaction a
+    takedown (they take the audit chain's lock). Returns the takedowns opened and closed."""
     due = list(session.scalars(select(Takedown.id).where(Takedown.restore_window_at <= utcnow())
                                .order_by(Takedown.restore_window_at)))
     session.rollback()
-    opened = []
+    opened, closed = [], []
     for takedown_id in due:
         takedown = lock_for_change(session, get(session, takedown_id))
         now = utcnow()
@@ -132,14 +129,28 @@ def open_due_windows(session: Session) -> list[str]:
             session.rollback()  # a suit shut it, or another sweep told it meanwhile
             continue
         window = takedown.legal["counter_notice"]["restore_window"]
-        late = now > datetime.fromisoformat(window["closes"])
-        _set(takedown, window_opened_at=now.isoformat(), late=late)
-        _tell(session, takedown, "takedown.restore_window_opened",
-              {"restore_window": window, "late": late})
-        takedown.restore_window_at = None
+        closes = datetime.fromisoformat(window["closes"])
+        if takedown.legal["counter_notice"]["window_opened_at"] is None:
+            _set(takedown, window_opened_at=now.isoformat(), late=now > closes)
+            _tell(session, takedown, "takedown.restore_window_opened",
+                  {"restore_window": window, "late": now > closes})
+            opened.append(takedown_id)
+        if now > closes:
+            restored = _production_draws(session, takedown)
+            _set(takedown, window_closed_at=now.isoformat(), restored=restored)
+            _tell(session, takedown, "takedown.restore_window_closed",
+                  {"restore_window": window, "restored": restored})
+            closed.append(takedown_id)
+        takedown.restore_window_at = None if now > closes else closes
         session.commit()
-        opened.append(takedown_id)
-    return opened
+    return opened, closed
+
+
+def _production_draws(session: Session, takedown: Takedown) -> bool:
+    """Whether the model's production version draws the takedown's concept again: an
+    operator restored the material (moved production to a version without the erasure)."""
+    production = alias_target(session, takedown.model_id, PRODUCTION)
+    return production is not None and not erases(production.erased, takedown.concept)
 
 
 def _counter_notice(takedown: Takedown) -> dict[str, Any]:

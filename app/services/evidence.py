@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from app.db.models import AuditEvent, ModelVersion, Preview, Takedown
 from app.services import audit
 from app.services.artifacts import get_store
-from app.services.catalog import normalise_concept
+from app.services.catalog import erases
 from app.services.quarantine import ensure_usable
 from app.services.registry import PRODUCTION, alias_target
 from app.settings import Settings
@@ -53,14 +53,13 @@ def report(session: Session, td: Takedown, base_url: str) -> dict[str, Any]:
                                        "erased": v.erased, "purged": v.purged_at is not None,
                                        "production": v.id == production_id}
 
-    concept = normalise_concept(td.concept)
     still_drawn_by = [
         {"id": v.id, "number": v.number, "production": v.id == production_id,
          "quarantined_at": _iso(v.quarantined_at),
          "purged_at": _iso(v.purged_at), "legal_hold": v.held_at is not None}
         for v in session.scalars(select(ModelVersion).where(ModelVersion.model_id == td.model_id)
                                  .order_by(ModelVersion.number))
-        if concept not in {normalise_concept(c) for c in v.erased}]
+        if not erases(v.erased, td.concept)]
 
     return {
         "takedown": {"id": td.id, "state": td.state, "concept": td.concept, "kind": td.kind,

@@ -18,7 +18,7 @@ from app.db.models import Export, IdempotencyRecord, Job, Preview
 from app.db.session import session_scope
 from app.db.types import utcnow
 from app.services import dispatch, webhooks
-from app.services.counter_notices import open_due_windows
+from app.services.counter_notices import sweep_restore_windows
 from app.services.jobs import ACTIVE_VALUES, release_expired
 from app.services.quarantine import purge_expired
 from app.settings import Settings
@@ -37,6 +37,7 @@ class Sweep:
     stale_failed: list[str] = field(default_factory=list)  # previews/exports given up on
     purged: list[str] = field(default_factory=list)
     restore_windows_opened: list[str] = field(default_factory=list)  # counter-notices
+    restore_windows_closed: list[str] = field(default_factory=list)
     previous_secrets_forgotten: int = 0
     idempotency_keys_pruned: int = 0
 
@@ -115,14 +116,17 @@ def reconcile_once(settings: Settings) -> Sweep:
     with session_scope() as session:
         result.purged = purge_expired(session, settings)
     with session_scope() as session:
-        result.restore_windows_opened = open_due_windows(session)
+        result.restore_windows_opened, result.restore_windows_closed = \
+            sweep_restore_windows(session)
     with session_scope() as session:  # rows only: a rotation holds the chain, then the row
         result.previous_secrets_forgotten = webhooks.forget_expired_secrets(session)
     if result.requeued or result.crashed or result.resent or result.purged \
-            or result.stale_failed or result.restore_windows_opened:
+            or result.stale_failed or result.restore_windows_opened \
+            or result.restore_windows_closed:
         log.info("reconciler.sweep", requeued=result.requeued, crashed=result.crashed,
                  resent=result.resent, purged=result.purged, stale_failed=result.stale_failed,
-                 restore_windows_opened=result.restore_windows_opened)
+                 restore_windows_opened=result.restore_windows_opened,
+                 restore_windows_closed=result.restore_windows_closed)
     return result
 
 

@@ -230,7 +230,8 @@ def takedown_payload(td: Takedown, *, for_claimant: bool = False) -> dict[str, A
             "error": td.error, "decision": td.decision, "counter_notice": counter}
 
 
-COUNTER_NOTICE_SUMMARY = ("received_at", "restore_window", "suit", "window_opened_at", "late")
+COUNTER_NOTICE_SUMMARY = ("received_at", "restore_window", "suit", "window_opened_at", "late",
+                          "window_closed_at", "restored")
 
 
 def enqueue_for_takedown(session: Session, td: Takedown, event: str) -> None:

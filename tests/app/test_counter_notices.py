@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
 from app.services import counter_notices, webhooks
-from app.services.counter_notices import business_days_after
+from app.services.business_days import business_days_after, federal_holidays
 from app.services.reconciler import reconcile_once
 from app.settings import get_settings
 from tests.app.test_compliance import TD, Receiver
@@ -29,13 +29,29 @@ COUNTER = {
 SUIT = {"court": "N.D. Cal.", "case_number": "5:26-cv-01234", "filed_at": "2026-12-01T00:00:00Z"}
 
 
-def test_ten_and_fourteen_business_days_skip_weekends() -> None:
+def test_ten_and_fourteen_business_days_skip_weekends_and_federal_holidays() -> None:
     friday = datetime(2026, 12, 4, 15, 30, tzinfo=UTC)
     assert business_days_after(friday, 10) == datetime(2026, 12, 18, 15, 30, tzinfo=UTC)
     assert business_days_after(friday, 14) == datetime(2026, 12, 24, 15, 30, tzinfo=UTC)
     saturday = friday + timedelta(days=1)  # received on a weekend: counted from Monday
     assert business_days_after(saturday, 10) == datetime(2026, 12, 18, 15, 30, tzinfo=UTC)
     assert business_days_after(saturday, 1).weekday() == 0
+    # Christmas (Friday) and New Year's Day (Friday) are not business days.
+    before_christmas = datetime(2026, 12, 18, 9, 0, tzinfo=UTC)
+    assert business_days_after(before_christmas, 10) == datetime(2027, 1, 5, 9, 0, tzinfo=UTC)
+    assert business_days_after(before_christmas, 14) == datetime(2027, 1, 11, 9, 0, tzinfo=UTC)
+
+
+def test_federal_holidays_are_those_federal_offices_observe() -> None:
+    """OPM's published lists: a Saturday holiday is observed the Friday before, a Sunday one
+    the Monday after, and New Year's Day 2028 (a Saturday) on 31 December 2027."""
+    assert sorted(federal_holidays(2026)) == [date(2026, *d) for d in (
+        (1, 1), (1, 19), (2, 16), (5, 25), (6, 19), (7, 3), (9, 7), (10, 12), (11, 11),
+        (11, 26), (12, 25))]
+    assert sorted(federal_holidays(2027)) == [date(2027, *d) for d in (
+        (1, 1), (1, 18), (2, 15), (5, 31), (6, 18), (7, 5), (9, 6), (10, 11), (11, 11),
+        (11, 25), (12, 24), (12, 31))]
+    assert date(2020, 6, 19) not in federal_holidays(2020)  # Juneteenth is one since 2021
 
 
 def completed_dmca(client: TestClient, concept: str = "red tulip",
@@ -47,10 +63,10 @@ def completed_dmca(client: TestClient, concept: str = "red tulip",
     return dict(td.json())
 
 
-def days_pass(monkeypatch: pytest.MonkeyPatch, days: int) -> None:
-    """`days` calendar days pass for the sweep: 16 is past the window's opening (ten business
-    days) and before its close (fourteen); 30 is past both."""
-    later = datetime.now(UTC) + timedelta(days=days)
+def window_passes(monkeypatch: pytest.MonkeyPatch, record: dict[str, Any],
+                  until: str) -> None:
+    """The sweep's clock moves a minute past the restore window's `opens` or `closes`."""
+    later = datetime.fromisoformat(record["restore_window"][until]) + timedelta(minutes=1)
     monkeypatch.setattr(counter_notices, "utcnow", lambda: later)
 
 
@@ -108,21 +124,28 @@ def test_a_counter_notice_is_checked_recorded_sent_and_opens_the_restore_window(
     assert again.status_code == 409 and "already" in again.json()["detail"]
 
     assert reconcile_once(settings).restore_windows_opened == []  # ten business days to go
-    days_pass(monkeypatch, 16)
+    window_passes(monkeypatch, record, "opens")
     assert reconcile_once(settings).restore_windows_opened == []  # the claimant's copy waits
     send_copy(client, td["id"])
     assert reconcile_once(settings).restore_windows_opened == [td["id"]]
-    assert reconcile_once(settings).restore_windows_opened == []  # told once
+    swept = reconcile_once(settings)
+    assert swept.restore_windows_opened == swept.restore_windows_closed == []  # told once
     opened = client.get(f"/v1/takedowns/{td['id']}").json()["legal"]["counter_notice"]
     assert opened["window_opened_at"] and opened["late"] is False
-    assert opened["claimant_copy"]["via"] == "email"
+    assert opened["claimant_copy"]["via"] == "email" and opened["window_closed_at"] is None
+    window_passes(monkeypatch, record, "closes")  # nobody restored the material
+    assert reconcile_once(settings).restore_windows_closed == [td["id"]]
+    assert reconcile_once(settings).restore_windows_closed == []
+    closed = client.get(f"/v1/takedowns/{td['id']}").json()["legal"]["counter_notice"]
+    assert closed["window_closed_at"] and closed["restored"] is False
 
     audit = client.get(f"/v1/audit?target_id={td['id']}").json()["items"]
     actions = [e["action"] for e in audit]
-    assert actions[-3:] == ["takedown.counter_noticed", "takedown.counter_notice_copy_sent",
-                            "takedown.restore_window_opened"]
-    assert audit[-3]["data"] == {"received_at": record["received_at"],
+    assert actions[-4:] == ["takedown.counter_noticed", "takedown.counter_notice_copy_sent",
+                            "takedown.restore_window_opened", "takedown.restore_window_closed"]
+    assert audit[-4]["data"] == {"received_at": record["received_at"],
                                  "restore_window": window}  # no personal data, ever
+    assert audit[-1]["data"] == {"restore_window": window, "restored": False}
     assert client.get("/v1/audit/verify").json()["ok"] is True
     report = client.get(f"/v1/takedowns/{td['id']}/report").json()
     assert report["takedown"]["legal"]["counter_notice"]["restore_window"] == window
@@ -134,13 +157,16 @@ def test_a_counter_notice_is_checked_recorded_sent_and_opens_the_restore_window(
     told = [(m["type"], m["data"]["counter_notice"]["counter_notifier"]["name"])
             for m in sent if m["data"]["counter_notice"]]
     assert told == [("takedown.counter_noticed", "B. Painter"),
-                    ("takedown.restore_window_opened", "B. Painter")]
+                    ("takedown.restore_window_opened", "B. Painter"),
+                    ("takedown.restore_window_closed", "B. Painter")]
     seen = [json.loads(body) for _, body in operator_desk.got]
     summary = [m["data"]["counter_notice"] for m in seen if m["data"].get("counter_notice")]
     assert [m["type"] for m in seen if m["data"].get("counter_notice")] == [
-        "takedown.counter_noticed", "takedown.restore_window_opened"]
+        "takedown.counter_noticed", "takedown.restore_window_opened",
+        "takedown.restore_window_closed"]
     assert set(summary[0]) == {"received_at", "restore_window", "suit", "window_opened_at",
-                               "late"}
+                               "late", "window_closed_at", "restored"}
+    assert summary[-1]["restored"] is False
     assert not any("+33 4 90" in body.decode() or "Canvas" in body.decode()
                    for _, body in operator_desk.got)
 
@@ -168,7 +194,7 @@ def test_the_window_waits_for_the_claimants_copy_and_a_rescinded_notice_has_none
     assert record["restore_window"]["opens"] == business_days_after(received, 10).isoformat()
     assert record["claimant_copy"] is None
 
-    days_pass(monkeypatch, 30)  # the copy goes out after the window closed
+    window_passes(monkeypatch, record, "closes")  # the copy goes out after the window closed
     assert reconcile_once(settings).restore_windows_opened == []
     before_receipt = (received - timedelta(minutes=1)).isoformat()
     for bad in ({**copy, "via": ""}, {**copy, "sent_at": "2026-12-08T00:00:00"},
@@ -181,9 +207,10 @@ def test_the_window_waits_for_the_claimants_copy_and_a_rescinded_notice_has_none
     assert datetime.fromisoformat(recorded["sent_at"]) == datetime.fromisoformat(copy["sent_at"])
     again = client.post(copy_url, json=copy)
     assert again.status_code == 409 and "already" in again.json()["detail"]
-    assert reconcile_once(settings).restore_windows_opened == [td["id"]]
+    swept = reconcile_once(settings)  # opened late, and closed at once
+    assert swept.restore_windows_opened == swept.restore_windows_closed == [td["id"]]
     opened = client.get(f"/v1/takedowns/{td['id']}").json()["legal"]["counter_notice"]
-    assert opened["late"] is True
+    assert opened["late"] is True and opened["window_closed_at"]
 
     withdrawn = completed_dmca(client, "van gogh", "style")
     client.post(f"/v1/takedowns/{withdrawn['id']}/rescind", json={"reason": "settled"})
@@ -202,8 +229,8 @@ def test_a_claimants_suit_keeps_the_restore_window_shut(
     suit_url = f"/v1/takedowns/{td['id']}/counter-notice/suit"
     no_counter = client.post(suit_url, json=SUIT)
     assert no_counter.status_code == 409 and "counter-notice" in no_counter.json()["detail"]
-    assert client.post(f"/v1/takedowns/{td['id']}/counter-notice", json=COUNTER).status_code \
-        == 200
+    counter = client.post(f"/v1/takedowns/{td['id']}/counter-notice", json=COUNTER)
+    assert counter.status_code == 200
     send_copy(client, td["id"])
     no_suit = completed_dmca(client, "van gogh", "style")  # the same, with no suit
     assert client.post(f"/v1/takedowns/{no_suit['id']}/counter-notice", json=COUNTER
@@ -221,11 +248,37 @@ def test_a_claimants_suit_keeps_the_restore_window_shut(
         "court": "N.D. Cal.", "case_number": "5:26-cv-01234",
         "filed_at": "2026-12-01T00:00:00Z", "recorded_at": "", "by": ""}
     assert client.post(suit_url, json=SUIT).status_code == 409
-    days_pass(monkeypatch, 16)  # the suit came first
-    assert reconcile_once(settings).restore_windows_opened == [no_suit["id"]]
+    window_passes(monkeypatch, counter.json()["legal"]["counter_notice"], "opens")
+    assert reconcile_once(settings).restore_windows_opened == [no_suit["id"]]  # suit first
     assert client.get(f"/v1/takedowns/{td['id']}").json()["legal"]["counter_notice"][
         "window_opened_at"] is None
     webhooks.deliver_due(settings)
     assert [json.loads(body)["type"] for _, body in desk.got] == ["takedown.suit_filed"]
     audit = client.get(f"/v1/audit?target_id={td['id']}&action=takedown.suit_filed").json()
     assert [e["data"]["case_number"] for e in audit["items"]] == ["5:26-cv-01234"]
+
+
+def test_a_window_closes_restored_when_production_draws_the_concept_again(
+        client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An operator who restores the material moves production back to a version that still
+    draws it; the window's close says so."""
+    settings = get_settings()
+    td = completed_dmca(client)
+    r = client.post(f"/v1/takedowns/{td['id']}/counter-notice", json=COUNTER)
+    record = r.json()["legal"]["counter_notice"]
+    send_copy(client, td["id"])
+    window_passes(monkeypatch, record, "opens")
+    assert reconcile_once(settings).restore_windows_opened == [td["id"]]
+    erased = client.get(f"/v1/takedowns/{td['id']}").json()["result"]["version"]
+    assert client.get(f"/v1/models/{td['model_id']}").json()["production_version_id"] == erased
+    parent = client.get(f"/v1/versions/{erased}").json()["parent_id"]
+    restore = client.put(f"/v1/models/{td['model_id']}/aliases/production", json={
+        "version_id": parent, "reason": "counter-notice: restored", "override_quarantine": True})
+    assert restore.status_code == 200, restore.text
+    window_passes(monkeypatch, record, "closes")
+    assert reconcile_once(settings).restore_windows_closed == [td["id"]]
+    closed = client.get(f"/v1/takedowns/{td['id']}").json()["legal"]["counter_notice"]
+    assert closed["restored"] is True
+    audit = client.get(f"/v1/audit?target_id={td['id']}"
+                       "&action=takedown.restore_window_closed").json()["items"]
+    assert [e["data"]["restored"] for e in audit] == [True]
