@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -74,6 +75,12 @@ class Settings(BaseSettings):
     due_days: dict[str, int] = {}
     purge_grace_seconds: float = 30 * 86400.0  # quarantined versions are purged after this
     auto_purge: bool = True
+    # The zone a DMCA counter-notice's business days are counted in (services/business_days.py):
+    # the designated agent's. An IANA name.
+    business_timezone: str = "America/New_York"
+    # An artifact no version names (its attempt lost its lease or died before registering it)
+    # is deleted this long after its job ended (services/orphans.py).
+    orphan_grace_seconds: float = 3600.0
     # Hosts or CIDRs webhooks may reach although they are loopback/private (e.g. "10.0.0.0/8").
     webhook_allowlist: list[str] = []
     webhook_max_attempts: int = Field(default=8, ge=1)
@@ -93,6 +100,11 @@ class Settings(BaseSettings):
                              "characters) are required in production")
         if self.admin_key and len(self.admin_key) < 32:
             raise ValueError("LETHE_ADMIN_KEY must be at least 32 characters")
+        try:
+            ZoneInfo(self.business_timezone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"LETHE_BUSINESS_TIMEZONE {self.business_timezone!r} is not an IANA "
+                             "time zone (e.g. America/New_York)") from exc
         return self
 
     @property

@@ -25,7 +25,7 @@ from app.db.models import Export, Model, ModelVersion, Preview
 from app.db.session import session_scope
 from app.db.types import utcnow
 from app.services import dispatch, exports, jobs
-from app.services.artifacts import get_store, tree_digest
+from app.services.artifacts import artifact_key, get_store, tree_digest
 from app.services.evidence import sign_manifest
 from app.services.gate import evaluate_gate
 from app.settings import Settings, get_settings
@@ -242,10 +242,7 @@ def _store_verified(store: Any, claimed: jobs.ClaimedJob, outcome: Any,
                     artifact_dir: Path) -> jobs.StepResult:
     """Copy the artifact to the store, then re-read the stored copy and compare digests."""
     digest, size = tree_digest(artifact_dir)
-    # Keyed by content as well as job: an attempt that died after its upload left its own
-    # (different) artifact, which a retry must neither reuse nor collide with.
-    key = f"{claimed.model_id}/{claimed.job_id}/{digest.removeprefix('sha256:')[:16]}"
-    uri = store.put(artifact_dir, key)
+    uri = store.put(artifact_dir, artifact_key(claimed.model_id, claimed.job_id, digest))
     stored_digest, _ = tree_digest(store.fetch(uri))
     if stored_digest != digest:
         raise RuntimeError(f"artifact digest mismatch after upload: {stored_digest} != {digest}")

@@ -130,6 +130,9 @@ class Job(Base):
     finished_at: Mapped[datetime | None] = mapped_column()
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     error: Mapped[str | None] = mapped_column(Text)
+    # When the artifacts its attempts stored and no version names were deleted
+    # (services/orphans.py); NULL until then.
+    artifacts_swept_at: Mapped[datetime | None] = mapped_column(index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -29,6 +29,17 @@ def tree_digest(folder: Path) -> tuple[str, int]:
     return "sha256:" + outer.hexdigest(), size
 
 
+def job_prefix(model_id: str, job_id: str) -> str:
+    """Where a job's attempts store their artifacts (services/orphans.py sweeps it)."""
+    return f"{model_id}/{job_id}"
+
+
+def artifact_key(model_id: str, job_id: str, digest: str) -> str:
+    """Keyed by content as well as job: an attempt that died after its upload left its own
+    (different) artifact, which a retry must neither reuse nor collide with."""
+    return f"{job_prefix(model_id, job_id)}/{digest.removeprefix('sha256:')[:16]}"
+
+
 class ArtifactStore(Protocol):
     def put(self, folder: Path, key: str) -> str:
         """Copy `folder` to `key` and return its URI. Keys name their content (the worker
@@ -41,6 +52,10 @@ class ArtifactStore(Protocol):
 
     def delete(self, uri: str) -> None:
         """Remove every byte of the artifact (and any local cached copy); idempotent."""
+        ...
+
+    def list_under(self, prefix: str) -> list[str]:
+        """The URIs of the artifacts put at keys `prefix/<name>` (one level below)."""
         ...
 
 
@@ -65,6 +80,12 @@ class LocalArtifactStore:
 
     def delete(self, uri: str) -> None:
         shutil.rmtree(self.fetch(uri), ignore_errors=True)
+
+    def list_under(self, prefix: str) -> list[str]:
+        folder = self.root / prefix
+        if not folder.is_dir():
+            return []
+        return sorted(f"file://{p}" for p in folder.iterdir() if p.is_dir())
 
 
 class S3ArtifactStore:
@@ -106,6 +127,12 @@ class S3ArtifactStore:
                 self.client.delete_object(Bucket=bucket, Key=obj["Key"])
         shutil.rmtree(self.cache / hashlib.sha256(uri.encode()).hexdigest()[:16],
                       ignore_errors=True)
+
+    def list_under(self, prefix: str) -> list[str]:
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=f"{self.prefix}/{prefix}/", Delimiter="/")
+        return sorted(f"s3://{self.bucket}/{common['Prefix'].rstrip('/')}"
+                      for page in pages for common in page.get("CommonPrefixes", []))
 
 
 def get_store(settings: Settings) -> ArtifactStore:

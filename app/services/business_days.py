@@ -1,13 +1,16 @@
 """US federal business days, which DMCA 512(g)(2)(C)'s restore window is counted in: not a
 Saturday, a Sunday or one of the eleven legal public holidays of 5 U.S.C. 6103(a), each as
 observed (a Saturday's on the Friday before, a Sunday's on the Monday after: Executive Order
-11582). Days are UTC days. Inauguration Day, a holiday only around Washington, is not one."""
+11582). Days are those of the designated agent's zone (LETHE_BUSINESS_TIMEZONE): a notice
+received on a Friday evening in New York is a Friday's, though it is Saturday in UTC.
+Inauguration Day, a holiday only around Washington, is not one."""
 
 from __future__ import annotations
 
 import calendar
 from datetime import UTC, date, datetime, timedelta
 from functools import cache
+from zoneinfo import ZoneInfo
 
 MONDAY, THURSDAY = 0, 3
 
@@ -55,13 +58,14 @@ def is_business_day(day: date) -> bool:
     return day.weekday() < 5 and day not in federal_holidays(day.year)
 
 
-def business_days_after(start: datetime, days: int) -> datetime:
-    """`start` (in UTC) moved on by `days` business days, its time of day kept: received on
-    a Friday, one business day after is the Monday at the same time (or the Tuesday, when
-    Monday is a holiday)."""
-    moved, left = start.astimezone(UTC), days
+def business_days_after(start: datetime, days: int, zone: str) -> datetime:
+    """`start` moved on by `days` business days of `zone`, its wall-clock time there kept,
+    in UTC: received on a Friday, one business day after is the Monday at the same time (or
+    the Tuesday, when Monday is a holiday)."""
+    local, left = start.astimezone(ZoneInfo(zone)), days
+    day = local.date()
     while left:
-        moved += timedelta(days=1)
-        if is_business_day(moved.date()):
+        day += timedelta(days=1)
+        if is_business_day(day):
             left -= 1
-    return moved
+    return datetime.combine(day, local.time(), local.tzinfo).astimezone(UTC)

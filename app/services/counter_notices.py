@@ -30,6 +30,7 @@ from app.services.business_days import business_days_after
 from app.services.catalog import erases
 from app.services.registry import PRODUCTION, alias_target
 from app.services.takedowns import get, lock_for_change
+from app.settings import get_settings
 from app.states import State
 
 RESTORE_NOT_BEFORE, RESTORE_NOT_AFTER = 10, 14  # business days, 512(g)(2)(C)
@@ -53,7 +54,8 @@ def receive(session: Session, takedown_id: str, body: CounterNoticeIn) -> Takedo
     if received < takedown.created_at:
         raise InvalidInput("received_at is before the notice it answers was filed",
                            field="received_at")
-    opens = business_days_after(received, RESTORE_NOT_BEFORE)
+    zone = get_settings().business_timezone
+    opens = business_days_after(received, RESTORE_NOT_BEFORE, zone)
     record: dict[str, Any] = {
         "received_at": received.isoformat(), "by": audit.actor_of(session),
         "counter_notifier": {"name": body.name, "email": body.email, "address": body.address,
@@ -63,7 +65,7 @@ def receive(session: Session, takedown_id: str, body: CounterNoticeIn) -> Takedo
         "consent_to_jurisdiction": body.consent_to_jurisdiction,
         "signature": body.signature.model_dump(mode="json"),
         "restore_window": {"opens": opens.isoformat(), "closes": business_days_after(
-            received, RESTORE_NOT_AFTER).isoformat()},
+            received, RESTORE_NOT_AFTER, zone).isoformat(), "zone": zone},
         "claimant_copy": None, "suit": None, "window_opened_at": None, "late": None,
         "window_closed_at": None, "restored": None}
     takedown.legal = {**takedown.legal, "counter_notice": record}
@@ -128,20 +130,24 @@ def sweep_restore_windows(session: Session) -> tuple[list[str], list[str]]:
         if takedown.restore_window_at is None or takedown.restore_window_at > now:
             session.rollback()  # a suit shut it, or another sweep told it meanwhile
             continue
-        window = takedown.legal["counter_notice"]["restore_window"]
+        counter = takedown.legal["counter_notice"]
+        window = counter["restore_window"]
         closes = datetime.fromisoformat(window["closes"])
-        if takedown.legal["counter_notice"]["window_opened_at"] is None:
-            _set(takedown, window_opened_at=now.isoformat(), late=now > closes)
+        if counter["window_opened_at"] is None:
+            # Late when the claimant's copy went out after the window closed, not when the
+            # sweep itself runs behind.
+            late = datetime.fromisoformat(counter["claimant_copy"]["sent_at"]) >= closes
+            _set(takedown, window_opened_at=now.isoformat(), late=late)
             _tell(session, takedown, "takedown.restore_window_opened",
-                  {"restore_window": window, "late": now > closes})
+                  {"restore_window": window, "late": late})
             opened.append(takedown_id)
-        if now > closes:
+        if now >= closes:
             restored = _production_draws(session, takedown)
             _set(takedown, window_closed_at=now.isoformat(), restored=restored)
             _tell(session, takedown, "takedown.restore_window_closed",
                   {"restore_window": window, "restored": restored})
             closed.append(takedown_id)
-        takedown.restore_window_at = None if now > closes else closes
+        takedown.restore_window_at = None if now >= closes else closes
         session.commit()
     return opened, closed
 

@@ -20,6 +20,7 @@ from app.db.types import utcnow
 from app.services import dispatch, webhooks
 from app.services.counter_notices import sweep_restore_windows
 from app.services.jobs import ACTIVE_VALUES, release_expired
+from app.services.orphans import remove_orphan_artifacts
 from app.services.quarantine import purge_expired
 from app.settings import Settings
 from app.states import ACTIVE, State
@@ -38,6 +39,7 @@ class Sweep:
     purged: list[str] = field(default_factory=list)
     restore_windows_opened: list[str] = field(default_factory=list)  # counter-notices
     restore_windows_closed: list[str] = field(default_factory=list)
+    orphans_deleted: list[str] = field(default_factory=list)  # artifact URIs
     previous_secrets_forgotten: int = 0
     idempotency_keys_pruned: int = 0
 
@@ -118,15 +120,18 @@ def reconcile_once(settings: Settings) -> Sweep:
     with session_scope() as session:
         result.restore_windows_opened, result.restore_windows_closed = \
             sweep_restore_windows(session)
+    with session_scope() as session:
+        result.orphans_deleted = remove_orphan_artifacts(session, settings)
     with session_scope() as session:  # rows only: a rotation holds the chain, then the row
         result.previous_secrets_forgotten = webhooks.forget_expired_secrets(session)
     if result.requeued or result.crashed or result.resent or result.purged \
             or result.stale_failed or result.restore_windows_opened \
-            or result.restore_windows_closed:
+            or result.restore_windows_closed or result.orphans_deleted:
         log.info("reconciler.sweep", requeued=result.requeued, crashed=result.crashed,
                  resent=result.resent, purged=result.purged, stale_failed=result.stale_failed,
                  restore_windows_opened=result.restore_windows_opened,
-                 restore_windows_closed=result.restore_windows_closed)
+                 restore_windows_closed=result.restore_windows_closed,
+                 orphans_deleted=result.orphans_deleted)
     return result
 
 

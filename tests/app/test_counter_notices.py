@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import ValidationError
 
 from app.services import counter_notices, webhooks
 from app.services.business_days import business_days_after, federal_holidays
 from app.services.reconciler import reconcile_once
-from app.settings import get_settings
+from app.settings import Settings, get_settings
 from tests.app.test_compliance import TD, Receiver
 from workers.tasks import run_unlearn_job
 
@@ -29,17 +31,42 @@ COUNTER = {
 SUIT = {"court": "N.D. Cal.", "case_number": "5:26-cv-01234", "filed_at": "2026-12-01T00:00:00Z"}
 
 
+NEW_YORK = "America/New_York"
+
+
 def test_ten_and_fourteen_business_days_skip_weekends_and_federal_holidays() -> None:
     friday = datetime(2026, 12, 4, 15, 30, tzinfo=UTC)
-    assert business_days_after(friday, 10) == datetime(2026, 12, 18, 15, 30, tzinfo=UTC)
-    assert business_days_after(friday, 14) == datetime(2026, 12, 24, 15, 30, tzinfo=UTC)
+    assert business_days_after(friday, 10, NEW_YORK) == datetime(2026, 12, 18, 15, 30, tzinfo=UTC)
+    assert business_days_after(friday, 14, NEW_YORK) == datetime(2026, 12, 24, 15, 30, tzinfo=UTC)
     saturday = friday + timedelta(days=1)  # received on a weekend: counted from Monday
-    assert business_days_after(saturday, 10) == datetime(2026, 12, 18, 15, 30, tzinfo=UTC)
-    assert business_days_after(saturday, 1).weekday() == 0
+    assert business_days_after(saturday, 10, NEW_YORK) == datetime(2026, 12, 18, 15, 30,
+                                                                   tzinfo=UTC)
+    assert business_days_after(saturday, 1, NEW_YORK).weekday() == 0
     # Christmas (Friday) and New Year's Day (Friday) are not business days.
-    before_christmas = datetime(2026, 12, 18, 9, 0, tzinfo=UTC)
-    assert business_days_after(before_christmas, 10) == datetime(2027, 1, 5, 9, 0, tzinfo=UTC)
-    assert business_days_after(before_christmas, 14) == datetime(2027, 1, 11, 9, 0, tzinfo=UTC)
+    before_christmas = datetime(2026, 12, 18, 14, 0, tzinfo=UTC)
+    assert business_days_after(before_christmas, 10, NEW_YORK) == datetime(2027, 1, 5, 14, 0,
+                                                                           tzinfo=UTC)
+    assert business_days_after(before_christmas, 14, NEW_YORK) == datetime(2027, 1, 11, 14, 0,
+                                                                           tzinfo=UTC)
+    # New Year's Day 2028, a Saturday, is observed on Friday 31 December 2027.
+    thursday = datetime(2027, 12, 30, 15, 0, tzinfo=UTC)
+    assert business_days_after(thursday, 1, NEW_YORK) == datetime(2028, 1, 3, 15, 0, tzinfo=UTC)
+
+
+def test_business_days_are_the_designated_agents() -> None:
+    """Friday 20:00 in New York is Saturday 01:00 in UTC: still a Friday's receipt, and the
+    window keeps New York's wall-clock time across a change to summer time."""
+    friday_evening = datetime(2026, 12, 4, 20, 0, tzinfo=ZoneInfo(NEW_YORK))
+    assert business_days_after(friday_evening, 10, NEW_YORK) == datetime(
+        2026, 12, 18, 20, 0, tzinfo=ZoneInfo(NEW_YORK))
+    # Counted in UTC it would open on Thursday evening in New York, nine business days on.
+    assert business_days_after(friday_evening, 10, "UTC") == datetime(
+        2026, 12, 18, 1, 0, tzinfo=UTC)
+    before_summer_time = datetime(2027, 3, 5, 12, 0, tzinfo=ZoneInfo(NEW_YORK))  # 17:00 UTC
+    assert business_days_after(before_summer_time, 10, NEW_YORK) == datetime(
+        2027, 3, 19, 16, 0, tzinfo=UTC)
+    with pytest.raises(ValidationError, match="not an IANA time zone"):
+        Settings(business_timezone="Mars/Olympus_Mons")
 
 
 def test_federal_holidays_are_those_federal_offices_observe() -> None:
@@ -116,8 +143,9 @@ def test_a_counter_notice_is_checked_recorded_sent_and_opens_the_restore_window(
     received = datetime.fromisoformat(record["received_at"])
     assert before - timedelta(seconds=5) <= received <= datetime.now(UTC)
     window = record["restore_window"]
-    assert window == {"opens": business_days_after(received, 10).isoformat(),
-                      "closes": business_days_after(received, 14).isoformat()}
+    assert window == {"opens": business_days_after(received, 10, NEW_YORK).isoformat(),
+                      "closes": business_days_after(received, 14, NEW_YORK).isoformat(),
+                      "zone": NEW_YORK}
     assert record["window_opened_at"] is None
     assert r.json()["state"] == "completed"  # the erasure stands: restoring is a person's act
     again = client.post(url, json=COUNTER)
@@ -191,10 +219,13 @@ def test_the_window_waits_for_the_claimants_copy_and_a_rescinded_notice_has_none
     assert r.status_code == 200, r.text
     record = r.json()["legal"]["counter_notice"]
     assert datetime.fromisoformat(record["received_at"]) == received
-    assert record["restore_window"]["opens"] == business_days_after(received, 10).isoformat()
+    opens = business_days_after(received, 10, NEW_YORK)
+    assert record["restore_window"]["opens"] == opens.isoformat()
     assert record["claimant_copy"] is None
 
     window_passes(monkeypatch, record, "closes")  # the copy goes out after the window closed
+    copy["sent_at"] = (datetime.fromisoformat(record["restore_window"]["closes"])
+                       + timedelta(seconds=30)).isoformat()
     assert reconcile_once(settings).restore_windows_opened == []
     before_receipt = (received - timedelta(minutes=1)).isoformat()
     for bad in ({**copy, "via": ""}, {**copy, "sent_at": "2026-12-08T00:00:00"},
