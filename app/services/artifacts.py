@@ -55,7 +55,11 @@ class ArtifactStore(Protocol):
         ...
 
     def list_under(self, prefix: str) -> list[str]:
-        """The URIs of the artifacts put at keys `prefix/<name>` (one level below)."""
+        """The keys `prefix/<name>` artifacts were put at (one level below `prefix`)."""
+        ...
+
+    def uri_of(self, key: str) -> str:
+        """The URI `put` returns for `key`."""
         ...
 
 
@@ -73,7 +77,7 @@ class LocalArtifactStore:
                 tmp.rename(target)  # atomic: readers see the whole folder or nothing
             except OSError:
                 shutil.rmtree(tmp, ignore_errors=True)  # a twin delivery got there first
-        return f"file://{target}"
+        return self.uri_of(key)
 
     def fetch(self, uri: str) -> Path:
         return Path(uri.removeprefix("file://"))
@@ -85,7 +89,10 @@ class LocalArtifactStore:
         folder = self.root / prefix
         if not folder.is_dir():
             return []
-        return sorted(f"file://{p}" for p in folder.iterdir() if p.is_dir())
+        return sorted(f"{prefix}/{p.name}" for p in folder.iterdir() if p.is_dir())
+
+    def uri_of(self, key: str) -> str:
+        return f"file://{self.root / key}"
 
 
 class S3ArtifactStore:
@@ -102,7 +109,10 @@ class S3ArtifactStore:
         for path in sorted(p for p in folder.rglob("*") if p.is_file()):
             self.client.upload_file(str(path), self.bucket,
                                     f"{base}/{path.relative_to(folder).as_posix()}")
-        return f"s3://{self.bucket}/{base}"
+        return self.uri_of(key)
+
+    def uri_of(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self.prefix}/{key}"
 
     def fetch(self, uri: str) -> Path:
         bucket, _, base = uri.removeprefix("s3://").partition("/")
@@ -131,7 +141,7 @@ class S3ArtifactStore:
     def list_under(self, prefix: str) -> list[str]:
         pages = self.client.get_paginator("list_objects_v2").paginate(
             Bucket=self.bucket, Prefix=f"{self.prefix}/{prefix}/", Delimiter="/")
-        return sorted(f"s3://{self.bucket}/{common['Prefix'].rstrip('/')}"
+        return sorted(f"{prefix}/{common['Prefix'].rstrip('/').rsplit('/', 1)[-1]}"
                       for page in pages for common in page.get("CommonPrefixes", []))
 
 

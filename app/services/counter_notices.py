@@ -136,7 +136,8 @@ def sweep_restore_windows(session: Session) -> tuple[list[str], list[str]]:
         if counter["window_opened_at"] is None:
             # Late when the claimant's copy went out after the window closed, not when the
             # sweep itself runs behind.
-            late = datetime.fromisoformat(counter["claimant_copy"]["sent_at"]) >= closes
+            sent = (counter.get("claimant_copy") or {}).get("sent_at")  # older records: none
+            late = (datetime.fromisoformat(sent) if sent else now) >= closes
             _set(takedown, window_opened_at=now.isoformat(), late=late)
             _tell(session, takedown, "takedown.restore_window_opened",
                   {"restore_window": window, "late": late})

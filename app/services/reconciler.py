@@ -7,8 +7,10 @@ processes at once: rows are taken with FOR UPDATE SKIP LOCKED.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import TypeVar
 
 import structlog
 from sqlalchemy import delete, select
@@ -26,6 +28,7 @@ from app.settings import Settings
 from app.states import ACTIVE, State
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 
 @dataclass
@@ -112,18 +115,18 @@ def reconcile_once(settings: Settings) -> Sweep:
         dispatch.send_preview(preview_id)
     for export_id in result.exports:
         dispatch.send_export(export_id)
-    # Its own transaction: a purge takes the audit chain's lock, then versions and their
-    # previews and exports; holding the sweep's row locks meanwhile could deadlock with one.
-    # After the sends: a purge that fails must not hold back what the sweep queued.
-    with session_scope() as session:
-        result.purged = purge_expired(session, settings)
-    with session_scope() as session:
-        result.restore_windows_opened, result.restore_windows_closed = \
-            sweep_restore_windows(session)
-    with session_scope() as session:
-        result.orphans_deleted = remove_orphan_artifacts(session, settings)
-    with session_scope() as session:  # rows only: a rotation holds the chain, then the row
-        result.previous_secrets_forgotten = webhooks.forget_expired_secrets(session)
+    # Each chore in its own transaction, and one that fails does not hold back the others. A
+    # purge takes the audit chain's lock, then versions and their previews and exports;
+    # holding the sweep's row locks meanwhile could deadlock with one.
+    result.purged = _chore("purge", lambda s: purge_expired(s, settings), [])
+    no_windows: tuple[list[str], list[str]] = ([], [])
+    result.restore_windows_opened, result.restore_windows_closed = _chore(
+        "restore_windows", sweep_restore_windows, no_windows)
+    result.orphans_deleted = _chore(
+        "orphan_artifacts", lambda s: remove_orphan_artifacts(s, settings), [])
+    # rows only: a rotation holds the chain, then the row
+    result.previous_secrets_forgotten = _chore(
+        "previous_secrets", webhooks.forget_expired_secrets, 0)
     if result.requeued or result.crashed or result.resent or result.purged \
             or result.stale_failed or result.restore_windows_opened \
             or result.restore_windows_closed or result.orphans_deleted:
@@ -133,6 +136,16 @@ def reconcile_once(settings: Settings) -> Sweep:
                  restore_windows_closed=result.restore_windows_closed,
                  orphans_deleted=result.orphans_deleted)
     return result
+
+
+def _chore(name: str, work: Callable[[Session], T], failed: T) -> T:
+    """Run `work` in a transaction of its own; if it raises, log it and return `failed`."""
+    try:
+        with session_scope() as session:
+            return work(session)
+    except Exception as exc:  # the next sweep tries again
+        log.warning("reconciler.chore_failed", chore=name, error=str(exc))
+        return failed
 
 
 async def run_reconciler_loop(settings: Settings) -> None:

@@ -45,17 +45,21 @@ def test_a_job_lists_what_its_attempts_put_and_delete_removes_every_byte(
     first, first_digest = artifact(tmp_path / "a", b"\x00" * 64)
     second, second_digest = artifact(tmp_path / "b", b"\x01" * 64)
     other, other_digest = artifact(tmp_path / "c", b"\x02" * 64)
-    uris = sorted([store.put(first, artifact_key("m", "job-1", first_digest)),
-                   store.put(second, artifact_key("m", "job-1", second_digest))])
-    kept = store.put(other, artifact_key("m", "job-10", other_digest))  # a prefix of job-1's
-    assert store.list_under(job_prefix("m", "job-1")) == uris
-    assert store.list_under(job_prefix("m", "job-10")) == [kept]
+    for folder, digest in ((first, first_digest), (second, second_digest)):
+        key = artifact_key("m", "job-1", digest)
+        assert store.put(folder, key) == store.uri_of(key)
+    keys = sorted(artifact_key("m", "job-1", d) for d in (first_digest, second_digest))
+    other_key = artifact_key("m", "job-10", other_digest)  # job-1's key is a prefix of it
+    assert store.put(other, other_key) == store.uri_of(other_key)
+    assert store.list_under(job_prefix("m", "job-1")) == keys
+    assert store.list_under(job_prefix("m", "job-10")) == [other_key]
     assert store.list_under(job_prefix("m", "job-2")) == []
-    assert tree_digest(store.fetch(uris[0]))[0] in {first_digest, second_digest}
+    fetched = tree_digest(store.fetch(store.uri_of(artifact_key("m", "job-1", first_digest))))
+    assert fetched[0] == first_digest
 
-    for uri in uris:
-        store.delete(uri)
-        store.delete(uri)  # idempotent
+    for key in keys:
+        store.delete(store.uri_of(key))
+        store.delete(store.uri_of(key))  # idempotent
     assert store.list_under(job_prefix("m", "job-1")) == []
-    assert store.list_under(job_prefix("m", "job-10")) == [kept]
-    assert tree_digest(store.fetch(kept))[0] == other_digest
+    assert store.list_under(job_prefix("m", "job-10")) == [other_key]
+    assert tree_digest(store.fetch(store.uri_of(other_key)))[0] == other_digest

@@ -214,7 +214,7 @@ def test_the_window_waits_for_the_claimants_copy_and_a_rescinded_notice_has_none
     stale = client.post(url, json={**COUNTER, "received_at": "2020-01-01T00:00:00Z"})
     assert stale.status_code == 422 and "before the notice" in stale.json()["detail"]
     received = datetime.fromisoformat(td["created_at"]) + timedelta(seconds=1)
-    tokyo = received.astimezone(timezone(timedelta(hours=9)))  # counted in UTC all the same
+    tokyo = received.astimezone(timezone(timedelta(hours=9)))  # the same instant
     r = client.post(url, json={**COUNTER, "received_at": tokyo.isoformat()})
     assert r.status_code == 200, r.text
     record = r.json()["legal"]["counter_notice"]
@@ -313,3 +313,18 @@ def test_a_window_closes_restored_when_production_draws_the_concept_again(
     audit = client.get(f"/v1/audit?target_id={td['id']}"
                        "&action=takedown.restore_window_closed").json()["items"]
     assert [e["data"]["restored"] for e in audit] == [True]
+
+
+def test_a_copy_sent_in_time_is_not_late_when_the_sweep_is(
+        client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reconciler was down past the window's close: the window opens and closes in one
+    sweep, but the claimant's copy went out in time, so it is not late."""
+    td = completed_dmca(client)
+    record = client.post(f"/v1/takedowns/{td['id']}/counter-notice",
+                         json=COUNTER).json()["legal"]["counter_notice"]
+    send_copy(client, td["id"])
+    window_passes(monkeypatch, record, "closes")
+    swept = reconcile_once(get_settings())
+    assert swept.restore_windows_opened == swept.restore_windows_closed == [td["id"]]
+    counter = client.get(f"/v1/takedowns/{td['id']}").json()["legal"]["counter_notice"]
+    assert counter["late"] is False and counter["restored"] is False
