@@ -119,6 +119,38 @@ def takedown(
     typer.echo(text)
 
 
+@bench_app.command()
+def attack(
+    concept: str = typer.Option(..., help="The erased concept to draw back."),
+    version: list[Path] = typer.Option([], help="A version artifact or benchmark step folder "
+                                       "(repeat for several); the base is always attacked."),
+    model: Path = typer.Option(MODEL_DIR),
+    judge: Path = typer.Option(JUDGE_PATH),
+    steps: int = typer.Option(300, min=1, help="Adam steps on the learned word's row."),
+    images: int = typer.Option(32, min=1, max=256, help="Images judged per prompt."),
+    seed: int = typer.Option(0),
+    precision: str = typer.Option("auto", callback=_precision),
+    out: Path = typer.Option(None, help="Also write the JSON here."),
+) -> None:
+    """Textual inversion: learn one new word from pictures of CONCEPT against each version
+    (and the base), and print the share of its images the judge reads as CONCEPT."""
+    from bench.attack import AttackConfig
+    from bench.attack import attack as run_attack
+
+    for path in version:
+        if not path.is_dir():
+            raise typer.BadParameter(f"{path} is not a version folder")
+    try:
+        report = run_attack(model, version, concept, judge,
+                            AttackConfig(steps=steps, images=images, seed=seed), precision)
+    except ValueError as refused:
+        raise typer.BadParameter(str(refused)) from None
+    text = strict_json.dumps(report, indent=1)
+    if out:
+        out.write_text(text + "\n")
+    typer.echo(text)
+
+
 def sample(
     model: Path = typer.Option(MODEL_DIR, help="A diffusers model folder."),
     version: Path = typer.Option(None, help="A version artifact or a benchmark step folder."),
