@@ -73,10 +73,25 @@ def report(session: Session, td: Takedown, base_url: str) -> dict[str, Any]:
         # Every version of the model the concept is not erased from, and whether any of it
         # can still be served (quarantined: never; purged: its bytes are gone).
         "still_drawn_by": still_drawn_by,
+        "limits": ERASURE_LIMITS,
         # Images exist only where previews were rendered (POST /v1/versions/{id}/samples).
         "images": {"before": previews_of(parent), "after": previews_of(version)},
         "audit": [audit.as_dict(r) for r in rows],
     }
+
+
+# Measured with `lethe bench attack` (bench/results/fortieth-session/): every method the
+# service runs erases the concept from what prompts draw, none from what the weights can draw.
+ERASURE_LIMITS = {
+    "prompts": "Prompts naming the concept, by any of its catalog names and in wordings the "
+               "erasure never saw, no longer draw it (metrics.forget_acc and "
+               "forget_acc_heldout: the share of judged images that still show it).",
+    "weights": "The erasure does not remove the ability to draw the concept from the weights. "
+               "Someone who holds this version's weights and pictures of the concept can learn "
+               "a new word for it (textual inversion, about a minute of CPU on the concept "
+               "world) and draw it again, as often as from the model before the erasure. "
+               "Serve the version rather than hand out its weights where that matters.",
+}
 
 
 def report_html(data: dict[str, Any]) -> str:
@@ -108,6 +123,7 @@ def report_html(data: dict[str, Any]) -> str:
 {covered}<h2>Metrics</h2><pre>{e(json.dumps(data['metrics'], indent=2))}</pre>
 <h2>Versions</h2><pre>{e(json.dumps(data['versions'], indent=2))}</pre>
 <h2>Versions that still draw it</h2><pre>{e(json.dumps(data['still_drawn_by'], indent=2))}</pre>
+<h2>What the erasure does not do</h2>{"".join(f"<p>{e(v)}</p>" for v in data['limits'].values())}
 <h2>Before</h2>{grid(data['images']['before'])}
 <h2>After</h2>{grid(data['images']['after'])}
 <h2>Audit</h2><table><tr><th>seq</th><th>at</th><th>actor</th><th>action</th><th>hash</th></tr>

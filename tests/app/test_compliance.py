@@ -784,6 +784,9 @@ def test_quarantine_purge_export(client: TestClient, data_dir: Path,
     page = client.get(f"/v1/takedowns/{td2['id']}/report?format=html")
     assert page.headers["content-type"].startswith("text/html") and "van gogh" in page.text
     assert "Versions that still draw it" in page.text
+    # and what the erasure cannot promise: the weights can still be taught the concept
+    assert "textual inversion" in report["limits"]["weights"]
+    assert "What the erasure does not do" in page.text and "textual inversion" in page.text
     over = client.put(f"/v1/models/{model_id}/aliases/staging",
                       json={"version_id": v0["id"], "override_quarantine": True})
     assert over.status_code == 200
