@@ -4,9 +4,10 @@ erased concept through a word it never saw?
 The attacker holds the version's weights and pictures of the concept (clean renders), not the
 base model. It learns one token's embedding row, a word no catalog prompt uses, so that the
 version's frozen UNet denoises the pictures well under "a <word>" (the diffusion loss), then
-prompts with it. Pham et al. (ICLR 2024, "Circumventing concept erasure methods with textual
-inversion") recover concepts erased by ESD, UCE and others this way. The same inversion on
-the base model is the ceiling: how well one learned word draws the concept at all.
+prompts with it. Pham et al. (ICLR 2024, "Circumventing Concept Erasure Methods For
+Text-to-Image Generative Models") recover concepts from all seven erasure methods they attack,
+ESD and UCE among them, this way. The same inversion on the base model is the ceiling: how
+well one learned word draws the concept at all.
 
 An erasure that changes only the erased words' rows (LACU's `tokens`) leaves the UNet as it
 was, so this attack meets it as it meets the base; one that changes the UNet (`attn2-kv`,

@@ -73,24 +73,30 @@ def report(session: Session, td: Takedown, base_url: str) -> dict[str, Any]:
         # Every version of the model the concept is not erased from, and whether any of it
         # can still be served (quarantined: never; purged: its bytes are gone).
         "still_drawn_by": still_drawn_by,
-        "limits": ERASURE_LIMITS,
+        "limits": ERASURE_LIMITS if version else None,  # nothing was erased without one
         # Images exist only where previews were rendered (POST /v1/versions/{id}/samples).
         "images": {"before": previews_of(parent), "after": previews_of(version)},
         "audit": [audit.as_dict(r) for r in rows],
     }
 
 
-# Measured with `lethe bench attack` (bench/results/fortieth-session/): every method the
-# service runs erases the concept from what prompts draw, none from what the weights can draw.
+# What an erasure does not do, for whoever reads the report as proof. Measured on the concept
+# world (README, "Fortieth session"; `lethe bench attack`), not on other models.
 ERASURE_LIMITS = {
-    "prompts": "Prompts naming the concept, by any of its catalog names and in wordings the "
-               "erasure never saw, no longer draw it (metrics.forget_acc and "
-               "forget_acc_heldout: the share of judged images that still show it).",
-    "weights": "The erasure does not remove the ability to draw the concept from the weights. "
-               "Someone who holds this version's weights and pictures of the concept can learn "
-               "a new word for it (textual inversion, about a minute of CPU on the concept "
-               "world) and draw it again, as often as from the model before the erasure. "
-               "Serve the version rather than hand out its weights where that matters.",
+    "prompts": "What was checked: prompts naming the concept by its catalog names, in the "
+               "request's wordings and in wordings the erasure never saw. metrics.forget_acc "
+               "and forget_acc_heldout give the share of judged images that still show it, and "
+               "the evaluation gate lets a version through with at most "
+               "LETHE_GATE_MAX_FORGET_ACC of them. A model with no judge was not checked so.",
+    "paraphrases": "The erasure acts on the text the model reads. Where it changed only the "
+                   "concept's own words (the default on a model with a catalog), a prompt "
+                   "that describes the concept without its names is read as before.",
+    "weights": "It does not remove the ability to draw the concept from the weights. On the "
+               "concept world, an attacker holding a version's weights and pictures of a "
+               "concept learned a new word for it (textual inversion, about a minute of CPU) "
+               "that drew it about as often as from the model before the erasure, for every "
+               "kind of erasure the service runs. Serve the version rather than hand out its "
+               "weights where that matters.",
 }
 
 
@@ -113,6 +119,8 @@ def report_html(data: dict[str, Any]) -> str:
                       " says their words, so nothing was trained for it.</p>"
                       for name, by in data["covered_by"].items())
     covered = f"<h2>Erased already</h2>{covered}" if covered else ""
+    limits = "".join(f"<p>{e(v)}</p>" for v in (data["limits"] or {}).values())
+    limits = f"<h2>What the erasure does not do</h2>{limits}" if limits else ""
     return f"""<!doctype html><html><head><meta charset="utf-8">
 <title>Lethe evidence report {e(td['id'])}</title></head><body>
 <h1>Takedown {e(td['id'])}: {e(td['concept'])}</h1>
@@ -123,7 +131,7 @@ def report_html(data: dict[str, Any]) -> str:
 {covered}<h2>Metrics</h2><pre>{e(json.dumps(data['metrics'], indent=2))}</pre>
 <h2>Versions</h2><pre>{e(json.dumps(data['versions'], indent=2))}</pre>
 <h2>Versions that still draw it</h2><pre>{e(json.dumps(data['still_drawn_by'], indent=2))}</pre>
-<h2>What the erasure does not do</h2>{"".join(f"<p>{e(v)}</p>" for v in data['limits'].values())}
+{limits}
 <h2>Before</h2>{grid(data['images']['before'])}
 <h2>After</h2>{grid(data['images']['after'])}
 <h2>Audit</h2><table><tr><th>seq</th><th>at</th><th>actor</th><th>action</th><th>hash</th></tr>

@@ -301,6 +301,7 @@ def test_an_ended_takedown_states_its_reasons_and_a_reviewer_can_decide_again(
     assert replaced | {"decided_at": ""} == decision | {"decided_at": ""}
     report = client.get(f"/v1/takedowns/{td['id']}/report").json()
     assert report["takedown"]["decision"]["outcome"] == "partial"
+    assert client.get(f"/v1/takedowns/{unknown['id']}/report").json()["limits"] is None
     webhooks.deliver_due(settings)
     told = sorted((json.loads(body)["data"]["id"], json.loads(body)["data"]["decision"]["outcome"])
                   for _, body in receiver.got)

@@ -21,11 +21,11 @@ def test_the_inversion_learns_one_new_row_and_changes_nothing_else(
     kept = [p for c in CATALOG[:6] for p in c.prompts]
     drawn = encode_prompts(tiny_model, kept).hidden.clone()
 
-    inverted, loss = invert(tiny_model, tiny_model.unet, pictures_of("zorbo", 4, 0),
-                            AttackConfig(steps=3, batch=2))
+    inverted, _ = invert(tiny_model, tiny_model.unet, pictures_of("zorbo", 4, 0),
+                         AttackConfig(steps=3, batch=2))
     learned = inverted.text_encoder.get_input_embeddings().weight
     assert (learned != table).any(1).nonzero().flatten().tolist() == [word]
-    assert loss > 0
+    assert not torch.allclose(learned[word], table.mean(0))  # trained on from its start
     assert torch.equal(tiny_model.text_encoder.get_input_embeddings().weight, table)
     assert all(torch.equal(v, tiny_model.unet.state_dict()[k]) for k, v in unet.items())
     assert torch.equal(encode_prompts(inverted, kept).hidden, drawn)
@@ -39,3 +39,15 @@ def test_the_learned_word_must_be_one_no_prompt_uses(tiny_model: LoadedModel,
     monkeypatch.setattr(attack, "PLACEHOLDER", "##zz")  # several tokens
     with pytest.raises(ValueError, match="not one unused token"):
         placeholder_id(tiny_model)
+
+
+def test_the_attack_command_refuses_what_it_cannot_attack() -> None:
+    from typer.testing import CliRunner
+
+    from bench.cli import bench_app
+
+    unknown = CliRunner().invoke(bench_app, ["attack", "--concept", "nessie"])
+    assert unknown.exit_code == 2 and "unknown concept 'nessie'" in unknown.output
+    missing = CliRunner().invoke(bench_app, ["attack", "--concept", "zorbo", "--version",
+                                             "no-such-step"])
+    assert missing.exit_code == 2 and "is not a version folder" in missing.output
