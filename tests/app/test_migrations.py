@@ -1,0 +1,67 @@
+"""Data migrations: what they change in rows an older version wrote, and what they undo."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import create_engine, select
+from sqlalchemy.orm import Session
+
+from app.db.models import Model, Takedown
+from tests.service_env import PG, REPO, create_database, drop_database
+
+
+def alembic(url: str, *args: str) -> None:
+    subprocess.run([sys.executable, "-m", "alembic", *args], cwd=REPO, check=True,
+                   env={**os.environ, "LETHE_DATABASE_URL": url}, capture_output=True)
+
+
+def counter_notice(opened: bool, suit: bool = False) -> dict[str, Any]:
+    received = datetime(2026, 11, 2, 15, 0, tzinfo=UTC)
+    return {"received_at": received.isoformat(), "restore_window": {
+        "opens": (received + timedelta(days=14)).isoformat(),
+        "closes": (received + timedelta(days=18)).isoformat()},
+        "claimant_copy": {"via": "email", "sent_at": received.isoformat()},
+        "suit": {"court": "N.D. Cal.", "case_number": "1"} if suit else None,
+        "window_opened_at": (received + timedelta(days=14)).isoformat() if opened else None,
+        "late": False if opened else None}
+
+
+def test_windows_opened_before_their_close_was_told_get_their_close_back() -> None:
+    name = create_database("lethe_mig")
+    url = f"{PG}/{name}"
+    engine = create_engine(url)
+    try:
+        alembic(url, "upgrade", "0009")
+        with Session(engine) as session:
+            model = Model(name="m", source="path", path="/m")
+            session.add(model)
+            session.flush()
+            pending_at = datetime(2026, 11, 16, 15, 0, tzinfo=UTC)
+            rows = {"opened": (counter_notice(True), None),
+                    "pending": (counter_notice(False), pending_at),
+                    "suit": (counter_notice(True, suit=True), None)}
+            for concept, (counter, at) in rows.items():
+                session.add(Takedown(id=concept, model_id=model.id, state="completed",
+                                     concept=concept, kind="object", legal_basis="dmca",
+                                     claimant={}, legal={"counter_notice": counter},
+                                     due_at=pending_at, restore_window_at=at))
+            session.commit()
+
+        def sweep_times() -> dict[str, datetime | None]:
+            with Session(engine) as session:
+                rows = session.execute(select(Takedown.id, Takedown.restore_window_at))
+                return {ident: at for ident, at in rows}
+
+        alembic(url, "upgrade", "head")
+        closes = datetime.fromisoformat(counter_notice(True)["restore_window"]["closes"])
+        assert sweep_times() == {"opened": closes, "pending": pending_at, "suit": None}
+        alembic(url, "downgrade", "0009")  # older code would open "opened" a second time
+        assert sweep_times() == {"opened": None, "pending": pending_at, "suit": None}
+    finally:
+        engine.dispose()
+        drop_database(name)
