@@ -102,7 +102,7 @@ class Settings(BaseSettings):
             raise ValueError("LETHE_ADMIN_KEY must be at least 32 characters")
         try:
             ZoneInfo(self.business_timezone)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
+        except (ZoneInfoNotFoundError, ValueError, OSError) as exc:  # "America": a folder
             raise ValueError(f"LETHE_BUSINESS_TIMEZONE {self.business_timezone!r} is not an IANA "
                              "time zone (e.g. America/New_York)") from exc
         return self

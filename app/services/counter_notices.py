@@ -18,6 +18,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+import structlog
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -33,6 +34,7 @@ from app.services.takedowns import get, lock_for_change
 from app.settings import get_settings
 from app.states import State
 
+log = structlog.get_logger(__name__)
 RESTORE_NOT_BEFORE, RESTORE_NOT_AFTER = 10, 14  # business days, 512(g)(2)(C)
 
 
@@ -123,34 +125,49 @@ def sweep_restore_windows(session: Session) -> tuple[list[str], list[str]]:
     due = list(session.scalars(select(Takedown.id).where(Takedown.restore_window_at <= utcnow())
                                .order_by(Takedown.restore_window_at)))
     session.rollback()
-    opened, closed = [], []
+    opened: list[str] = []
+    closed: list[str] = []
     for takedown_id in due:
-        takedown = lock_for_change(session, get(session, takedown_id))
-        now = utcnow()
-        if takedown.restore_window_at is None or takedown.restore_window_at > now:
-            session.rollback()  # a suit shut it, or another sweep told it meanwhile
+        try:
+            told = _tell_window(session, takedown_id)
+        except Exception:  # one bad record must not hold back every later window
+            session.rollback()
+            log.exception("restore_window.sweep_failed", takedown=takedown_id)
             continue
-        counter = takedown.legal["counter_notice"]
-        window = counter["restore_window"]
-        closes = datetime.fromisoformat(window["closes"])
-        if counter["window_opened_at"] is None:
-            # Late when the claimant's copy went out after the window closed, not when the
-            # sweep itself runs behind.
-            sent = (counter.get("claimant_copy") or {}).get("sent_at")  # older records: none
-            late = (datetime.fromisoformat(sent) if sent else now) >= closes
-            _set(takedown, window_opened_at=now.isoformat(), late=late)
-            _tell(session, takedown, "takedown.restore_window_opened",
-                  {"restore_window": window, "late": late})
-            opened.append(takedown_id)
-        if now >= closes:
-            restored = _production_draws(session, takedown)
-            _set(takedown, window_closed_at=now.isoformat(), restored=restored)
-            _tell(session, takedown, "takedown.restore_window_closed",
-                  {"restore_window": window, "restored": restored})
-            closed.append(takedown_id)
-        takedown.restore_window_at = None if now >= closes else closes
-        session.commit()
+        opened += [takedown_id] if "opened" in told else []
+        closed += [takedown_id] if "closed" in told else []
     return opened, closed
+
+
+def _tell_window(session: Session, takedown_id: str) -> list[str]:
+    """Open and/or close one takedown's window, if due, in one transaction: what it told."""
+    takedown = lock_for_change(session, get(session, takedown_id))
+    now = utcnow()
+    if takedown.restore_window_at is None or takedown.restore_window_at > now:
+        session.rollback()  # a suit shut it, or another sweep told it meanwhile
+        return []
+    told = []
+    counter = takedown.legal["counter_notice"]
+    window = counter["restore_window"]
+    closes = datetime.fromisoformat(window["closes"])
+    if counter["window_opened_at"] is None:
+        # Late when the claimant's copy went out after the window closed, not when the
+        # sweep itself runs behind.
+        sent = (counter.get("claimant_copy") or {}).get("sent_at")  # older records: none
+        late = (datetime.fromisoformat(sent) if sent else now) >= closes
+        _set(takedown, window_opened_at=now.isoformat(), late=late)
+        _tell(session, takedown, "takedown.restore_window_opened",
+              {"restore_window": window, "late": late})
+        told.append("opened")
+    if now >= closes:
+        restored = _production_draws(session, takedown)
+        _set(takedown, window_closed_at=now.isoformat(), restored=restored)
+        _tell(session, takedown, "takedown.restore_window_closed",
+              {"restore_window": window, "restored": restored})
+        told.append("closed")
+    takedown.restore_window_at = None if now >= closes else closes
+    session.commit()
+    return told
 
 
 def _production_draws(session: Session, takedown: Takedown) -> bool:

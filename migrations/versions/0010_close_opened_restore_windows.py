@@ -33,8 +33,29 @@ def _set(takedowns: sa.TableClause, values: list[dict[str, object]]) -> None:
                               .values(restore_window_at=sa.bindparam('at')), values)
 
 
+# The same change for a SQL script (`alembic upgrade --sql`), where no rows can be read.
+OFFLINE_UPGRADE = """UPDATE takedowns
+SET restore_window_at = (legal #>> '{counter_notice,restore_window,closes}')::timestamptz
+WHERE restore_window_at IS NULL
+  AND legal #>> '{counter_notice,window_opened_at}' IS NOT NULL
+  AND legal #>> '{counter_notice,suit}' IS NULL
+  AND legal #>> '{counter_notice,window_closed_at}' IS NULL"""
+OFFLINE_DOWNGRADE = """UPDATE takedowns SET restore_window_at = NULL
+WHERE restore_window_at IS NOT NULL
+  AND legal #>> '{counter_notice,window_opened_at}' IS NOT NULL"""
+
+
+def _offline(sql: str) -> None:
+    if context.get_context().dialect.name == 'postgresql':
+        op.execute(sql)
+    else:  # the embedded SQLite database is migrated online, at start
+        op.execute("-- 0010's data step runs online only on this database: run "
+                   "`alembic upgrade head` against it")
+
+
 def upgrade() -> None:
-    if context.is_offline_mode():  # SQL script: no rows to read
+    if context.is_offline_mode():
+        _offline(OFFLINE_UPGRADE)
         return
     takedowns = _takedowns()
     rows = op.get_bind().execute(sa.select(takedowns.c.id, takedowns.c.legal)
@@ -52,6 +73,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     # Older code opens every window whose time has come, opened already or not.
     if context.is_offline_mode():
+        _offline(OFFLINE_DOWNGRADE)
         return
     takedowns = _takedowns()
     rows = op.get_bind().execute(sa.select(takedowns.c.id, takedowns.c.legal)

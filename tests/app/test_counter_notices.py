@@ -65,8 +65,9 @@ def test_business_days_are_the_designated_agents() -> None:
     before_summer_time = datetime(2027, 3, 5, 12, 0, tzinfo=ZoneInfo(NEW_YORK))  # 17:00 UTC
     assert business_days_after(before_summer_time, 10, NEW_YORK) == datetime(
         2027, 3, 19, 16, 0, tzinfo=UTC)
-    with pytest.raises(ValidationError, match="not an IANA time zone"):
-        Settings(business_timezone="Mars/Olympus_Mons")
+    for zone in ("Mars/Olympus_Mons", "America", "../etc"):
+        with pytest.raises(ValidationError, match="not an IANA time zone"):
+            Settings(business_timezone=zone)
 
 
 def test_federal_holidays_are_those_federal_offices_observe() -> None:
@@ -328,3 +329,24 @@ def test_a_copy_sent_in_time_is_not_late_when_the_sweep_is(
     assert swept.restore_windows_opened == swept.restore_windows_closed == [td["id"]]
     counter = client.get(f"/v1/takedowns/{td['id']}").json()["legal"]["counter_notice"]
     assert counter["late"] is False and counter["restored"] is False
+
+
+def test_a_record_the_sweep_cannot_read_holds_back_no_other_window(
+        client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.db.models import Takedown
+    from app.db.session import session_scope
+
+    broken, sound = completed_dmca(client), completed_dmca(client, "van gogh", "style")
+    records = []
+    for td in (broken, sound):
+        records.append(client.post(f"/v1/takedowns/{td['id']}/counter-notice",
+                                   json=COUNTER).json()["legal"]["counter_notice"])
+        send_copy(client, td["id"])
+    with session_scope() as session:  # written by hand, say: no window in it
+        row = session.get(Takedown, broken["id"])
+        assert row is not None
+        row.legal = {**row.legal, "counter_notice": {**row.legal["counter_notice"],
+                                                     "restore_window": {}}}
+    window_passes(monkeypatch, records[1], "opens")
+    swept = reconcile_once(get_settings())
+    assert swept.restore_windows_opened == [sound["id"]]
