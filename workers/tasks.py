@@ -159,13 +159,15 @@ def _wait_turn(job_id: str, settings: Settings) -> None:
 
 
 def _erase_and_commit(claimed: jobs.ClaimedJob, settings: Settings) -> str:
-    engine = engine_module(settings)
     store = get_store(settings)
     out_dir = settings.staging_dir / f"{claimed.job_id}-{claimed.fence}"
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     progress = ProgressWriter(settings, claimed)
     with Lease(settings, claimed) as lease:
+        # Under the lease: the first import (torch) can outlast it, waiting on the warm-up
+        # thread's import lock, and the claim's lease must not run out meanwhile.
+        engine = engine_module(settings)
         try:
             outcome = engine.erase_step(
                 Path(claimed.model_dir), _parent_artifact(store, claimed.parent_artifact_uri),

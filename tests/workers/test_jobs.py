@@ -380,3 +380,26 @@ def test_a_takedown_asked_to_stop_ends_when_its_step_goes_back_in_line(
     assert client.get(f"/v1/takedowns/{kept['id']}").json()["state"] == "queued"
     assert run_unlearn_job(kept["job_id"], settings) == "completed"
     assert versions(client)[-1]["erased"] == ["van gogh"]
+
+
+def test_a_slow_first_engine_import_does_not_lose_the_claimed_step(
+        client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The claim starts the lease; the engine's first import (torch, seconds under load) must
+    not let it run out, or the reconciler takes the step back from a healthy worker."""
+    import sys
+    import threading
+
+    settings = get_settings()
+    assert settings.lease_seconds < 6.0
+    monkeypatch.setattr(settings, "engine_module", "tests.slow_import_engine")
+    monkeypatch.delitem(sys.modules, "tests.slow_import_engine", raising=False)
+    td = submit(client)
+    sweeper = threading.Timer(settings.lease_seconds + 1.0, reconcile_once, [settings])
+    sweeper.start()  # sweeps while the import still sleeps, the lease's first term over
+    try:
+        assert run_unlearn_job(td["job_id"], settings) == "completed"
+    finally:
+        sweeper.join()
+    with session_scope() as s:
+        job = s.get(Job, td["job_id"])
+        assert job is not None and job.attempt == 1  # never taken back and run again
