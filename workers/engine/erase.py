@@ -17,7 +17,7 @@ import torch
 from diffusers import UNet2DConditionModel
 
 from workers.engine.concepts import Catalog, CatalogConcept, find_phrase
-from workers.engine.conditioning import encode_prompts
+from workers.engine.conditioning import Conditioning, encode_prompts
 from workers.engine.config import EraseConfig, PreserveSampling
 from workers.engine.gpu import compile_unet
 from workers.engine.hold import Held, KVHold, consolidate_kv
@@ -582,18 +582,21 @@ def _reference_eps(model: LoadedModel, teacher: UNet2DConditionModel, x_t: torch
 
 def pushed_targets(model: LoadedModel, teacher: torch.nn.Module, x_t: torch.Tensor,
                    t: torch.Tensor, forget: list[MappingChoice], rest: list[str],
-                   cfg: EraseConfig) -> torch.Tensor:
+                   cfg: EraseConfig, own_view: LoadedModel | None = None) -> torch.Tensor:
     """ε_T on each forget prompt's target pushed `unlearn_push` away from the forget prompt's
     own prediction (ESD's negative guidance anchored at p*; unpushed at 0), then ε_T on the
     `rest` prompts: x_t's first rows go with `forget`, the others with `rest`. One teacher call
-    for all of it: one batch runs faster than two on a CPU."""
+    for all of it: one batch runs faster than two on a CPU. `own_view` reads the forget
+    prompts for their own prediction where `model` would not read what they name."""
     n = len(forget)
     if len(x_t) != n + len(rest):
         raise ValueError(f"{len(x_t)} noisy inputs for {n} forget and {len(rest)} other prompts")
     own = [m.forget_prompt for m in forget] if cfg.unlearn_push > 0 else []
-    prompts = [m.target for m in forget] + rest + own
+    cond = encode_prompts(model, [m.target for m in forget] + rest)
+    if own:
+        cond = Conditioning.cat([cond, encode_prompts(own_view or model, own)])
     eps = predict_noise(teacher, torch.cat([x_t, x_t[:len(own)]]), torch.cat([t, t[:len(own)]]),
-                        encode_prompts(model, prompts))
+                        cond)
     if not own:
         return eps
     return torch.cat([esd_target(eps[:n], eps[len(x_t):], cfg.unlearn_push), eps[n:len(x_t)]])
