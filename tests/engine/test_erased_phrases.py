@@ -33,3 +33,23 @@ def test_an_erased_phrase_drawing_a_concept_erased_later_is_mapped_away_from_it(
     assert not catalog.mentions(target, {"star", "striped blue square"})
     assert '"striped blue square"' in second.token_rows
     assert _stars(second.model, "a striped blue square") == 0
+
+
+def test_an_erased_phrase_trained_again_stays_away_from_what_its_words_name() -> None:
+    """"solid red circle" is first drawn as outlined red circles; erasing outlined trains the
+    phrase again. Pushed away only from what the teacher drew for it (outlined), it fell back
+    to solid red circles in 6 of 32 images; pushed away from what its words name, none."""
+    model = load_model(MODEL_DIR, device="cpu")
+    catalog = load_catalog(MODEL_DIR)
+    cfg = method_config("lacu")
+    phrase, outlined = catalog["solid red circle"], catalog["outlined"]
+    _, first = erase(model, model.unet, [ForgetRequest(phrase, phrase.prompts)], [], catalog,
+                     cfg)
+    assert first.plan.targets()["a solid red circle"] == "a outlined red circle"
+    _, second = erase(first.model, model.unet, [ForgetRequest(outlined, outlined.prompts)],
+                      [phrase], catalog, cfg)
+    assert '"solid red circle"' in second.token_rows  # trained again
+    wordings = [*phrase.prompts, *phrase.heldout_prompts]
+    images = generate(second.model, [w for w in wordings for _ in range(16)], list(range(64)))
+    shown = Judge.load(JUDGE_PATH).read(images).shows(CONCEPT_BY_NAME[phrase.name])
+    assert int(shown.sum()) == 0, f"{int(shown.sum())} of 64 still show it"
