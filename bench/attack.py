@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from workers.conceptworld.judge import Judge
 from workers.engine.conditioning import encode_fresh, token_ids
 from workers.engine.loading import LoadedModel, load_model
 from workers.engine.sampling import autocast_for, generate, predict_noise
@@ -97,14 +98,12 @@ def invert(model: LoadedModel, unet: torch.nn.Module, pictures: torch.Tensor,
 
 
 def concept_rate(model: LoadedModel, unet: torch.nn.Module, prompt: str, concept: str,
-                 judge_path: Path, cfg: AttackConfig) -> float:
-    from workers.conceptworld.judge import Judge
+                 judge: Judge, cfg: AttackConfig) -> float:
     from workers.conceptworld.world import CONCEPT_BY_NAME
 
     images = generate(model, [prompt] * cfg.images,
                       [cfg.seed + 10_000 + i for i in range(cfg.images)], unet=unet)
-    return float(Judge.load(judge_path).read(images).shows(CONCEPT_BY_NAME[concept])
-                 .float().mean())
+    return float(judge.read(images).shows(CONCEPT_BY_NAME[concept]).float().mean())
 
 
 def attack(model_dir: Path, versions: list[Path], concept: str, judge_path: Path,
@@ -119,15 +118,16 @@ def attack(model_dir: Path, versions: list[Path], concept: str, judge_path: Path
     base = load_model(model_dir, device="cpu", precision=precision)
     plain = CONCEPT_BY_NAME[concept].prompts[0]
     pictures = pictures_of(concept, cfg.pictures, cfg.seed)
+    judge = Judge.load(judge_path)  # read once, for every model's images
     rows: dict[str, object] = {}
     for label, path in [("base", None), *((str(p), p) for p in versions)]:
         view, unet = (base, base.unet) if path is None else load_version_model(
             base, path, expected_base=base_digest(model_dir))
         inverted, loss = invert(view, unet, pictures, cfg)
         rows[label] = {"plain_prompt_rate": concept_rate(view, unet, plain, concept,
-                                                          judge_path, cfg),
+                                                          judge, cfg),
                        "learned_word_rate": concept_rate(inverted, unet, f"a {PLACEHOLDER}",
-                                                         concept, judge_path, cfg),
+                                                         concept, judge, cfg),
                        "final_loss": loss}
     return {"concept": concept, "plain_prompt": plain, "learned_prompt": f"a {PLACEHOLDER}",
             "config": cfg.__dict__, "results": rows}
