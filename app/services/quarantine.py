@@ -1,13 +1,13 @@
 """Quarantine and purge: an erased concept must leave every copy users can get.
 
 Rule: when `production` moves to version P, every other version V of the lineage that still
-contains a concept P has erased (some c in P.erased with c not in V.erased) is quarantined: it
-cannot be downloaded, previewed, exported or made an alias target (moving `production` back
-needs models:admin and an explicit, audited override). Purging deletes a version's own artifact
-(its tensors; the base weights belong to the registered folder and are never deleted), its
-preview images and its built exports (tars of the merged weights); the row stays as a tombstone
-(`410 Gone`). Quarantined versions are purged automatically after LETHE_PURGE_GRACE_SECONDS by
-the reconciler's sweep.
+contains a concept P has erased (some c in P.erased with c not in V.erased, names compared as
+the catalog compares them) is quarantined: it cannot be downloaded, previewed, exported or made
+an alias target (moving `production` back needs models:admin and an explicit, audited override).
+Purging deletes a version's own artifact (its tensors; the base weights belong to the registered
+folder and are never deleted), its preview images and its built exports (tars of the merged
+weights); the row stays as a tombstone (`410 Gone`). Quarantined versions are purged
+automatically after LETHE_PURGE_GRACE_SECONDS by the reconciler's sweep.
 """
 
 from __future__ import annotations
@@ -23,19 +23,21 @@ from app.db.types import utcnow
 from app.errors import Conflict, Gone, Quarantined
 from app.services import audit, webhooks
 from app.services.artifacts import get_store
+from app.services.catalog import normalise_concept
 from app.settings import Settings
 
 
 def quarantine_superseded(session: Session, production: ModelVersion) -> list[str]:
     """Quarantine every version of the lineage still holding a concept `production` erased."""
-    erased = set(production.erased)
+    erased = {normalise_concept(c): c for c in production.erased}
     if not erased:
         return []
     done = []
     for version in session.scalars(select(ModelVersion).where(
             ModelVersion.model_id == production.model_id, ModelVersion.id != production.id,
             ModelVersion.quarantined_at.is_(None), ModelVersion.purged_at.is_(None))):
-        still_there = sorted(erased - set(version.erased))
+        kept = set(erased).difference(normalise_concept(c) for c in version.erased)
+        still_there = sorted(erased[key] for key in kept)
         if still_there:
             version.quarantined_at = utcnow()
             version.quarantine_reason = f"still contains erased concepts: {still_there}"

@@ -948,3 +948,22 @@ def test_unstorable_input_is_422_not_5xx(call: tuple[str, str, Any], client: Tes
     method, url, body = call
     r = client.request(method.upper(), url, json=body)
     assert r.status_code == 422, r.text
+
+
+def test_quarantine_compares_concepts_as_the_catalog_does(client: TestClient) -> None:
+    """A version that erased "Red  Tulip" erased "red tulip": spelling is not a concept."""
+    from app.db.models import ModelVersion
+    from app.services import quarantine
+
+    model_id = client.get("/v1/models/conceptworld/versions").json()[0]["model_id"]
+    with session_scope() as session:
+        spelt = ModelVersion(model_id=model_id, number=1, erased=["Red  Tulip"], status="ready")
+        lacking = ModelVersion(model_id=model_id, number=2, erased=[], status="ready")
+        production = ModelVersion(model_id=model_id, number=3, erased=["red tulip"],
+                                  status="ready")
+        session.add_all([spelt, lacking, production])
+        session.flush()
+        done = quarantine.quarantine_superseded(session, production)
+        assert lacking.id in done and spelt.id not in done
+        assert spelt.quarantined_at is None
+        assert lacking.quarantine_reason == "still contains erased concepts: ['red tulip']"
