@@ -59,12 +59,13 @@ def placeholder_id(model: LoadedModel) -> int:
 
 def pictures_of(concept: str, n: int, seed: int) -> torch.Tensor:
     """`n` clean renders of scenes showing `concept`, in the UNet's pixel range [-1, 1]."""
+    from workers.conceptworld.model import unet_pixels
     from workers.conceptworld.render import render_scene
     from workers.conceptworld.world import scene_for
 
     rng = random.Random(seed)
     images = np.stack([render_scene(scene_for(concept, rng), rng) for _ in range(n)])
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
+    return unet_pixels(images)
 
 
 def invert(model: LoadedModel, unet: torch.nn.Module, pictures: torch.Tensor,

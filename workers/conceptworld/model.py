@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DConditionModel
 from diffusers.models.attention_processor import AttnProcessor
@@ -38,6 +39,11 @@ def unet_config() -> dict[str, object]:
         "attention_head_dim": 2,
         "norm_num_groups": 8,
     }
+
+
+def unet_pixels(images: np.ndarray) -> torch.Tensor:
+    """Rendered images (N, H, W, 3 uint8) as the UNet reads them: (N, 3, H, W) in [-1, 1]."""
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
 
 
 def build_unet() -> UNet2DConditionModel:

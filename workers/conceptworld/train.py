@@ -23,6 +23,7 @@ from workers.conceptworld.model import (
     build_text_encoder,
     build_unet,
     save_model_folder,
+    unet_pixels,
 )
 from workers.conceptworld.render import render_dataset
 from workers.conceptworld.tokenizer import write_tokenizer
@@ -73,7 +74,7 @@ def train(out_dir: Path, work_dir: Path, cfg: TrainConfig, *, resume: bool = Tru
     work_dir.mkdir(parents=True, exist_ok=True)
     tokenizer = write_tokenizer(vocabulary_corpus(), work_dir / "tokenizer")
     images, scenes = render_dataset(cfg.dataset_size, seed=cfg.seed)
-    data = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
+    data = unet_pixels(images)
 
     unet, text_encoder = build_unet(), build_text_encoder(tokenizer)
     ema_unet, ema_text = copy.deepcopy(unet), copy.deepcopy(text_encoder)
