@@ -48,6 +48,16 @@ def normalise_concept(name: str) -> str:
     return " ".join(name.strip().lower().split())
 
 
+def catalog_spelling(entries: list[dict[str, Any]], name: str) -> str:
+    """`name` as the catalog spells it, where the catalog knows it (compared as
+    `normalise_concept` compares); otherwise `name` without its outer spaces."""
+    key = normalise_concept(name)
+    for entry in entries:
+        if normalise_concept(str(entry.get("name", ""))) == key:
+            return str(entry["name"])
+    return name.strip()
+
+
 def erases(erased: list[str], concept: str) -> bool:
     """Whether a version that erased `erased` erased `concept` (names compared as the
     catalog compares them)."""

@@ -15,6 +15,7 @@ from app.db.models import Model, Takedown
 from app.db.types import utcnow
 from app.errors import Conflict
 from app.services import audit
+from app.services.catalog import normalise_concept
 from app.settings import get_settings
 from app.states import State, is_terminal
 
@@ -92,7 +93,9 @@ def _erased_statement(session: Session, takedown: Takedown) -> str:
     name = model.name if model else takedown.model_id
     result = takedown.result or {}
     number = result.get("version_number")
-    covered = (result.get("covered_by") or {}).get(takedown.concept)
+    key = normalise_concept(takedown.concept)  # the engine names it as the catalog does
+    covered = next((by for name, by in (result.get("covered_by") or {}).items()
+                    if normalise_concept(name) == key), None)
     how = (f"it was erased already by the earlier erasure of {', '.join(map(repr, covered))}, "
            f"which version {number} keeps" if covered else
            f"version {number}, trained not to draw it, passed the evaluation gate")

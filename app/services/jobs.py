@@ -18,10 +18,17 @@ from sqlalchemy.orm import Session
 
 from app.db.models import Job, Model, ModelVersion, Takedown
 from app.db.types import utcnow
-from app.errors import NotFound
+from app.errors import CatalogUnavailable, NotFound
 from app.services import events
+from app.services.catalog import catalog_spelling, normalise_concept
 from app.services.gate import GateResult
-from app.services.registry import PRODUCTION, alias_target, announce_version, move_alias
+from app.services.registry import (
+    PRODUCTION,
+    alias_target,
+    announce_version,
+    model_catalog,
+    move_alias,
+)
 from app.settings import Settings
 from app.states import ACTIVE, State
 
@@ -110,8 +117,21 @@ def claim(session: Session, settings: Settings, job_id: str, owner: str) -> Clai
         job_id=job.id, model_id=model.id, fence=job.fence, owner=owner, model_dir=model.path,
         parent_version_id=parent.id, parent_artifact_uri=parent.artifact_uri,
         previously_erased=list(parent.erased),
-        requests=[ConceptRequest(td.id, td.concept, td.prompts, td.neighbors) for td in takedowns],
+        requests=_requests(model, takedowns),
     )
+
+
+def _requests(model: Model, takedowns: list[Takedown]) -> list[ConceptRequest]:
+    """What the engine is asked to erase, each concept and neighbour named as the model's
+    catalog names it (intake accepted it compared lower-cased, spaces collapsed)."""
+    try:
+        entries = model_catalog(model)
+    except CatalogUnavailable:  # the engine reads the folder itself, and says what is wrong
+        entries = []
+    return [ConceptRequest(td.id, catalog_spelling(entries, td.concept), td.prompts,
+                           [catalog_spelling(entries, n) for n in td.neighbors]
+                           if td.neighbors is not None else None)
+            for td in takedowns]
 
 
 def _takedowns(session: Session, job_id: str, states: list[State]) -> list[Takedown]:
@@ -310,7 +330,8 @@ def refused(session: Session, settings: Settings, claimed: ClaimedJob, concept: 
     events.move_job(job, State.FAILED)
     job.error, job.lease_expires_at = error, None
     takedowns = _takedowns(session, job.id, list(ACTIVE))
-    blamed = [td for td in takedowns if td.concept == concept] or takedowns
+    key = normalise_concept(concept)
+    blamed = [td for td in takedowns if normalise_concept(td.concept) == key] or takedowns
     for td in blamed:
         td.error = {"code": "no_safe_target", "detail": error}
         events.move_takedown(session, td, State.FAILED, error=error)

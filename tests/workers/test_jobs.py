@@ -85,6 +85,16 @@ def test_a_concept_erased_already_says_by_what_in_its_result_and_evidence(
     assert client.get(f"/v1/takedowns/{first['id']}/report").json()["covered_by"] == {}
 
 
+def test_the_statement_of_reasons_names_the_covering_erasure_however_it_was_spelt(
+        client: TestClient) -> None:
+    first = submit(client, "van gogh")
+    assert run_unlearn_job(first["job_id"], get_settings()) == "completed"
+    td = submit(client, "Van Gogh  Tulip")
+    assert run_unlearn_job(td["job_id"], get_settings()) == "completed"
+    reasons = client.get(f"/v1/takedowns/{td['id']}").json()["decision"]["statement_of_reasons"]
+    assert "erased already by the earlier erasure of 'van gogh'" in reasons, reasons
+
+
 def test_fenced_worker_cannot_commit(client: TestClient) -> None:
     td = submit(client)
     settings = get_settings()
@@ -233,6 +243,31 @@ def test_a_refused_concept_fails_alone_and_its_step_mates_run_without_it(
     assert run_unlearn_job(again["job_id"], get_settings()) == "completed"
     assert versions(client)[1]["erased"] == ["red tulip"]
     assert client.get(f"/v1/takedowns/{tulip['id']}").json()["state"] == "completed"
+
+
+def test_the_engine_is_asked_for_the_catalogs_own_spelling(client: TestClient) -> None:
+    """Intake accepts "Red  TULIP" (the catalog compares names lower-cased, spaces collapsed),
+    but the engine looked the raw name up: it erased an unknown concept, or none at all."""
+    r = client.post("/v1/takedowns", json={
+        "model": "conceptworld", "concept": "Red  TULIP", "kind": "object",
+        "legal_basis": "copyright", "claimant": CLAIMANT, "neighbors": ["Yellow Tulip"]})
+    td = r.json()
+    assert td["state"] == "queued" and td["concept"] == "Red  TULIP"  # the record as filed
+    with session_scope() as s:
+        claimed = jobs.claim(s, get_settings(), td["job_id"], "w1")
+        assert claimed is not None
+        assert [(q.concept, q.neighbors) for q in claimed.requests] == [
+            ("red tulip", ["yellow tulip"])]
+        s.rollback()
+    assert run_unlearn_job(td["job_id"], get_settings()) == "completed"
+    assert versions(client)[1]["erased"] == ["red tulip"]
+
+
+def test_a_refused_concept_is_blamed_however_it_was_spelt(client: TestClient) -> None:
+    tulip, impossible = submit(client), submit(client, "Impossible")
+    assert run_unlearn_job(tulip["job_id"], get_settings()) == "refused"
+    assert client.get(f"/v1/takedowns/{impossible['id']}").json()["state"] == "failed"
+    assert client.get(f"/v1/takedowns/{tulip['id']}").json()["state"] == "queued"
 
 
 def test_reconciler_requeues_expired_lease_then_crashes(client: TestClient) -> None:
