@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
@@ -59,3 +59,12 @@ TakedownsWrite = Annotated[ApiKey, Depends(require_scope(Scope.TAKEDOWNS_WRITE))
 TakedownsRead = Annotated[ApiKey, Depends(require_scope(Scope.TAKEDOWNS_READ))]
 ModelsAdmin = Annotated[ApiKey, Depends(require_scope(Scope.MODELS_ADMIN))]
 AuditRead = Annotated[ApiKey, Depends(require_scope(Scope.AUDIT_READ))]
+
+
+def _shown_once(response: Response) -> None:
+    # A response carrying a secret: no cache keeps it, and an Idempotency-Key replay of it is
+    # stored sealed (api/idempotency.py).
+    response.headers["Cache-Control"] = "no-store"
+
+
+SHOWN_ONCE = Depends(_shown_once)

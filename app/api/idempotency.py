@@ -11,14 +11,25 @@ insert fails on the key and it reads the row instead. Responses that say "try ag
 409, 429, 5xx) are not kept, so the same key can be retried. A key still `in_flight` after
 LETHE_IDEMPOTENCY_IN_FLIGHT_SECONDS lost its process and is taken by the next request; keys
 expire after LETHE_IDEMPOTENCY_TTL_SECONDS (24 h), when the reconciler prunes them.
+
+A response marked `Cache-Control: no-store` carries a secret shown once (a new API key, a
+webhook secret). It is kept sealed: AES-GCM under a key derived (HKDF) from the caller's own
+Authorization header, which the database never holds, so the caller's retry gets the secret
+back and a reader of the database or a backup does not. With no Authorization header there is
+nothing to seal with, and such a response is not kept.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
+import os
 from datetime import timedelta
 
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.hashes import SHA256
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import and_, delete, or_, update
 from sqlalchemy.exc import IntegrityError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -31,7 +42,7 @@ from app.settings import get_settings
 
 HEADER = b"idempotency-key"
 NOT_KEPT = {401, 403, 409, 429}
-REPLAYED_HEADERS = {"location", "content-type"}
+REPLAYED_HEADERS = {"location", "content-type", "cache-control"}
 
 
 class Idempotency:
@@ -48,7 +59,8 @@ class Idempotency:
             await problem(400, "Invalid Idempotency-Key",
                           "Idempotency-Key must be 1 to 255 characters")(scope, receive, send)
             return
-        principal = hashlib.sha256(headers.get(b"authorization", b"")).hexdigest()
+        authorization = headers.get(b"authorization", b"")
+        principal = hashlib.sha256(authorization).hexdigest()
         body = b""
         while True:
             message = await receive()
@@ -60,7 +72,7 @@ class Idempotency:
         claimed, existing = await asyncio.to_thread(_claim, principal, key, fingerprint)
         if not claimed:
             assert existing is not None
-            await _answer_existing(existing, fingerprint, scope, receive, send)
+            await _answer_existing(existing, fingerprint, authorization, scope, receive, send)
             return
 
         sent_body = False
@@ -87,7 +99,8 @@ class Idempotency:
         finally:
             kept = {k.decode().lower(): v.decode() for k, v in out_headers
                     if k.decode().lower() in REPLAYED_HEADERS}
-            await asyncio.to_thread(_finish, principal, key, status, kept, b"".join(chunks))
+            await asyncio.to_thread(_finish, principal, key, status, kept,
+                                    _stored_body(b"".join(chunks), kept, authorization, key))
 
 
 def _claim(principal: str, key: str, fingerprint: str) -> tuple[bool, IdempotencyRecord | None]:
@@ -121,24 +134,49 @@ def _take_over(principal: str, key: str, fingerprint: str) -> bool:
                             IdempotencyRecord.created_at < lost),
                        IdempotencyRecord.created_at < expired))
             .values(fingerprint=fingerprint, state="in_flight", status_code=None,
-                    headers=None, body=None, created_at=now))
+                    headers=None, body=None, sealed=False, created_at=now))
         return bool(getattr(taken, "rowcount", 0))
 
 
-def _finish(principal: str, key: str, status: int, headers: dict[str, str], body: bytes) -> None:
+def _stored_body(body: bytes, headers: dict[str, str], authorization: bytes,
+                 key: str) -> tuple[str, bool] | None:
+    """The response body as kept, and whether it is sealed; None where it must not be kept."""
+    if "no-store" not in headers.get("cache-control", "").lower():
+        return body.decode("utf-8", errors="replace"), False
+    if not authorization:
+        return None
+    nonce = os.urandom(12)
+    sealed = AESGCM(_sealing_key(authorization)).encrypt(nonce, body, key.encode())
+    return base64.b64encode(nonce + sealed).decode(), True
+
+
+def _opened_body(row: IdempotencyRecord, authorization: bytes) -> bytes:
+    if not row.sealed:
+        return (row.body or "").encode()
+    raw = base64.b64decode(row.body or "")
+    return AESGCM(_sealing_key(authorization)).decrypt(raw[:12], raw[12:], row.key.encode())
+
+
+def _sealing_key(authorization: bytes) -> bytes:
+    return HKDF(algorithm=SHA256(), length=32, salt=None,
+                info=b"lethe idempotent replay").derive(authorization)
+
+
+def _finish(principal: str, key: str, status: int, headers: dict[str, str],
+            body: tuple[str, bool] | None) -> None:
     with session_scope() as session:
-        if status in NOT_KEPT or status >= 500:
+        if status in NOT_KEPT or status >= 500 or body is None:
             session.execute(delete(IdempotencyRecord).where(
                 IdempotencyRecord.principal == principal, IdempotencyRecord.key == key))
             return
         row = session.get(IdempotencyRecord, (principal, key))
         if row is not None:
             row.state, row.status_code, row.headers = "done", status, headers
-            row.body = body.decode("utf-8", errors="replace")
+            row.body, row.sealed = body
 
 
-async def _answer_existing(row: IdempotencyRecord, fingerprint: str, scope: Scope,
-                           receive: Receive, send: Send) -> None:
+async def _answer_existing(row: IdempotencyRecord, fingerprint: str, authorization: bytes,
+                           scope: Scope, receive: Receive, send: Send) -> None:
     if row.fingerprint != fingerprint:
         response = problem(422, "Idempotency-Key reused",
                            "this Idempotency-Key was used with a different request body")
@@ -148,11 +186,12 @@ async def _answer_existing(row: IdempotencyRecord, fingerprint: str, scope: Scop
                            "retry shortly")
         response.headers["Retry-After"] = "1"
     else:
+        body = _opened_body(row, authorization)
         await send({"type": "http.response.start", "status": row.status_code or 200,
                     "headers": [*((k.encode(), v.encode())
                                   for k, v in (row.headers or {}).items()),
                                 (b"idempotent-replayed", b"true")]})
-        await send({"type": "http.response.body", "body": (row.body or "").encode()})
+        await send({"type": "http.response.body", "body": body})
         return
     await response(scope, receive, send)
 

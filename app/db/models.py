@@ -16,6 +16,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -269,6 +270,9 @@ class IdempotencyRecord(Base):
     status_code: Mapped[int | None] = mapped_column(Integer)
     headers: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     body: Mapped[str | None] = mapped_column(Text)
+    # The body carries a secret (`Cache-Control: no-store`): encrypted under the caller's key
+    # (api/idempotency.py), so the database never holds it readable.
+    sealed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -26,7 +26,7 @@ from app.db.models import Takedown, WebhookDelivery, WebhookSubscription
 from app.db.session import get_engine, session_scope
 from app.services import decisions, webhooks
 from app.settings import get_settings
-from tests.conftest import create_key
+from tests.conftest import create_key, create_key_all
 from workers.tasks import run_unlearn_job
 
 CLAIMANT = {"name": "A. Rights", "email": "legal@example.com"}
@@ -186,6 +186,40 @@ def test_an_idempotency_key_left_in_flight_or_past_its_expiry_is_taken_anew(
     with session_scope() as session:
         keys = {row.key for row in session.scalars(select(IdempotencyRecord))}
     assert keys == {"died", "old", "fresh"}
+
+
+def test_a_secret_shown_once_is_replayed_to_its_caller_but_never_stored_readable(
+        client: TestClient) -> None:
+    """A retried POST /v1/keys must get the same key back, yet the stored replay held every
+    new key and webhook secret in plain text for a day (the docs: "only sha256 is stored")."""
+    from app.db.models import IdempotencyRecord
+
+    made = {"keys": ("/v1/keys", {"name": "ticketing", "scopes": ["takedowns:read"]}),
+            "webhook": ("/v1/webhooks", {"url": "https://hooks.example/x",
+                                         "events": ["takedown.completed"]})}
+    secrets = {}
+    for name, (path, body) in made.items():
+        first = client.post(path, json=body, headers={"Idempotency-Key": name})
+        assert first.status_code == 201, first.text
+        assert first.headers["cache-control"] == "no-store"
+        again = client.post(path, json=body, headers={"Idempotency-Key": name})
+        assert again.headers["idempotent-replayed"] == "true"
+        assert again.json() == first.json() and again.headers["cache-control"] == "no-store"
+        secrets[name] = first.json()["secret"]
+    hook = client.post(f"/v1/webhooks/{client.get('/v1/webhooks').json()[0]['id']}"
+                       "/rotate-secret", headers={"Idempotency-Key": "rotate"})
+    assert hook.status_code == 200 and hook.headers["cache-control"] == "no-store"
+    secrets["rotate"] = hook.json()["secret"]
+    with session_scope() as session:
+        stored = {row.key: row for row in session.scalars(select(IdempotencyRecord))}
+    assert set(stored) == {"keys", "webhook", "rotate"}
+    for key, secret in secrets.items():
+        assert stored[key].status_code in (200, 201) and stored[key].body
+        assert secret not in stored[key].body and secret[4:] not in stored[key].body
+    other_caller = client.post("/v1/keys", json=made["keys"][1], headers={
+        "Idempotency-Key": "keys", "Authorization": f"Bearer {create_key_all()}"})
+    assert other_caller.status_code == 201  # keys are per caller: a new key, not a replay
+    assert other_caller.json()["secret"] != secrets["keys"]
 
 
 def test_integration_ref_is_unique_and_jira_adapter(client: TestClient) -> None:

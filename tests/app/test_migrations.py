@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, create_engine, select
+from sqlalchemy import Engine, create_engine, select, text
 from sqlalchemy.orm import Session
 
 from app.db.models import Model, Takedown
@@ -75,6 +75,31 @@ def test_windows_opened_before_their_close_was_told_get_their_close_back(online:
         # older code would open "opened" a second time
         migrate(engine, url, online, "downgrade", "head:0009" if not online else "0009")
         assert sweep_times() == {"opened": None, "pending": pending_at, "suit": None}
+    finally:
+        engine.dispose()
+        drop_database(name)
+
+
+@pytest.mark.parametrize("online", [True, False], ids=["online", "sql-script"])
+def test_replays_kept_in_plain_text_holding_a_secret_are_dropped(online: bool) -> None:
+    name = create_database("lethe_mig")
+    url = f"{PG}/{name}"
+    engine = create_engine(url)
+    try:
+        alembic(url, "upgrade", "0010")
+        bodies = {"new-key": '{"id": "k1", "secret": "lk_plain"}',
+                  "takedown": '{"id": "t1", "state": "queued"}'}
+        with engine.begin() as conn:
+            for key, body in bodies.items():
+                conn.execute(text(
+                    "INSERT INTO idempotency_records (principal, key, fingerprint, state, "
+                    "status_code, headers, body, created_at) VALUES ('p', :key, 'f', 'done', "
+                    "201, '{}', :body, now())"), {"key": key, "body": body})
+        migrate(engine, url, online, "upgrade", "0010:head" if not online else "head")
+        with engine.connect() as conn:
+            kept = conn.execute(text("SELECT key, body, sealed FROM idempotency_records")).all()
+        assert [tuple(row) for row in kept] == [("takedown", bodies["takedown"], False)]
+        migrate(engine, url, online, "downgrade", "head:0010" if not online else "0010")
     finally:
         engine.dispose()
         drop_database(name)

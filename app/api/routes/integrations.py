@@ -4,7 +4,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Query, Response, status
 
-from app.api.deps import ModelsAdmin, SessionDep, SettingsDep, TakedownsWrite
+from app.api.deps import SHOWN_ONCE, ModelsAdmin, SessionDep, SettingsDep, TakedownsWrite
 from app.api.routes.takedowns import takedown_out
 from app.schemas.compliance import (
     DeliveryOut,
@@ -34,7 +34,8 @@ def ticket_webhook(name: str, session: SessionDep, settings: SettingsDep, respon
     return takedown_out(td)
 
 
-@router.post("/webhooks", status_code=status.HTTP_201_CREATED, response_model=SubscriptionCreated)
+@router.post("/webhooks", status_code=status.HTTP_201_CREATED, response_model=SubscriptionCreated,
+             dependencies=[SHOWN_ONCE])
 def subscribe(body: SubscriptionCreate, session: SessionDep, settings: SettingsDep,
               _: ModelsAdmin) -> SubscriptionCreated:
     """A global subscription; its `whsec_` secret is shown once."""
@@ -96,7 +97,8 @@ def delete_subscription(subscription_id: str, session: SessionDep, _: ModelsAdmi
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post("/webhooks/{subscription_id}/rotate-secret", response_model=SubscriptionCreated)
+@router.post("/webhooks/{subscription_id}/rotate-secret", response_model=SubscriptionCreated,
+             dependencies=[SHOWN_ONCE])
 def rotate_secret(subscription_id: str, session: SessionDep, _: ModelsAdmin,
                   body: SecretRotation | None = None) -> SubscriptionCreated:
     """A new `whsec_` secret, shown once. The old one signs beside it (a second signature in

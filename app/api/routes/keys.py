@@ -2,14 +2,15 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
-from app.api.deps import ModelsAdmin, SessionDep
+from app.api.deps import SHOWN_ONCE, ModelsAdmin, SessionDep
 from app.schemas.compliance import KeyCreate, KeyCreated, KeyOut
 from app.services import keys
 
 router = APIRouter(prefix="/keys", tags=["keys"])
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=KeyCreated)
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=KeyCreated,
+             dependencies=[SHOWN_ONCE])
 def create_key(body: KeyCreate, session: SessionDep, _: ModelsAdmin) -> KeyCreated:
     row, secret = keys.create(session, body.name, [s.value for s in body.scopes])
     session.commit()

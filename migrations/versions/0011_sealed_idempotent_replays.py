@@ -1,0 +1,31 @@
+"""idempotency_records.sealed (a replayed response that carries a secret is stored encrypted)
+
+Revision ID: 0011
+Revises: 0010
+"""
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = '0011'
+down_revision: str | None = '0010'
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table('idempotency_records', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('sealed', sa.Boolean(), nullable=False,
+                                      server_default=sa.false()))
+    # Replays kept in plain text before: a new API key or webhook secret. Dropped, so the
+    # database no longer holds them; a retry of such a request makes a new one.
+    records = sa.table('idempotency_records', sa.column('body', sa.Text))
+    op.execute(records.delete().where(records.c.body.like('%"secret":%')))
+
+
+def downgrade() -> None:
+    records = sa.table('idempotency_records', sa.column('sealed', sa.Boolean))
+    op.execute(records.delete().where(records.c.sealed.is_(True)))  # unreadable without it
+    with op.batch_alter_table('idempotency_records', schema=None, recreate='never') as batch_op:
+        batch_op.drop_column('sealed')
