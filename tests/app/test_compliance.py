@@ -214,9 +214,9 @@ def test_a_secret_shown_once_is_replayed_to_its_caller_but_never_stored_readable
         stored = {row.key: row for row in session.scalars(select(IdempotencyRecord))}
     assert set(stored) == {"keys", "webhook", "rotate"}
     for key, secret in secrets.items():
-        body = stored[key].body or ""
-        assert stored[key].status_code in (200, 201) and stored[key].sealed and body
-        assert secret not in body and secret[4:] not in body
+        kept = stored[key].body or ""
+        assert stored[key].status_code in (200, 201) and stored[key].sealed and kept
+        assert secret not in kept and secret[4:] not in kept
     other_caller = client.post("/v1/keys", json=made["keys"][1], headers={
         "Idempotency-Key": "keys", "Authorization": f"Bearer {create_key_all()}"})
     assert other_caller.status_code == 201  # keys are per caller: a new key, not a replay
