@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AnyHttpUrl,
@@ -13,6 +13,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StrictBool,
+    StringConstraints,
     ValidationInfo,
     field_validator,
 )
@@ -20,6 +21,10 @@ from pydantic import (
 from app.states import State
 
 EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"  # something@somewhere.tld, no spaces
+# Stripped, then never empty: a blank prompt is the unconditional one, which guidance needs.
+ConceptName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
+                                               max_length=200)]
+Prompt = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000)]
 
 
 class ConceptKind(StrEnum):
@@ -87,7 +92,7 @@ class TakedownCreate(BaseModel):
     }]})
 
     model: str = Field(min_length=1, max_length=200, description="model id or name")
-    concept: str = Field(min_length=1, max_length=200)
+    concept: ConceptName
     kind: ConceptKind
     legal_basis: LegalBasis
     claimant: Claimant
@@ -96,8 +101,8 @@ class TakedownCreate(BaseModel):
                                     description="ticket system; (integration, external_ref) "
                                     "is unique, so its retries find the first takedown")
     legal: LegalRecord = Field(default_factory=LegalRecord)
-    prompts: list[str] | None = Field(default=None, max_length=64)
-    neighbors: list[str] | None = Field(default=None, max_length=64)
+    prompts: list[Prompt] | None = Field(default=None, max_length=64)
+    neighbors: list[ConceptName] | None = Field(default=None, max_length=64)
     due_at: AwareDatetime | None = None
     priority: int = Field(default=0, ge=0, le=9)
     # AnyHttpUrl refuses file:, ftp:, javascript: and friends.

@@ -51,6 +51,19 @@ def test_bad_input_gets_field_messages(client: TestClient) -> None:
     assert {"kind", "claimant.name", "claimant.email"} <= fields
 
 
+def test_a_blank_concept_prompt_or_neighbour_is_refused_by_field(client: TestClient) -> None:
+    """A blank concept was queued (a step trained on nothing); a blank forget prompt is the
+    unconditional prompt, whose erasure would undo guidance for every concept."""
+    for over, field in (({"concept": "   "}, "concept"),
+                        ({"prompts": ["a tulip", " "]}, "prompts.1"),
+                        ({"neighbors": [""]}, "neighbors.0")):
+        r = client.post("/v1/takedowns", json=body(**over))
+        assert r.status_code == 422, (over, r.text)
+        assert [e["field"] for e in r.json()["errors"]] == [field], r.json()
+    r = client.post("/v1/takedowns", json=body(concept=" red tulip ", prompts=[" a tulip "]))
+    assert r.status_code == 202 and r.json()["concept"] == "red tulip"
+
+
 def test_callback_url_must_be_http(client: TestClient) -> None:
     for url in ("file:///etc/passwd", "ftp://x.example/a", "javascript:alert(1)"):
         r = client.post("/v1/takedowns", json=body(callback_url=url))
