@@ -112,6 +112,9 @@ def submit(session: Session, settings: Settings, body: TakedownCreate) -> Takedo
                  {"concept": takedown.concept, "model": model.id, "legal_basis":
                   takedown.legal_basis, "external_ref": takedown.external_ref,
                   "integration": takedown.integration, "due_at": takedown.due_at.isoformat()})
+    from app.services import webhooks  # late: webhooks imports the takedown schemas
+
+    webhooks.enqueue_for_takedown(session, takedown, "takedown.received")  # the receipt
     session.commit()  # intake is durable before anything else can go wrong
 
     # Under the model's lock, as a cancel or rescind takes it: one that came in between is

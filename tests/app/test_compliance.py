@@ -472,6 +472,24 @@ def test_a_slow_receiver_locks_no_other_delivery(client: TestClient,
     assert len(receiver.got) == 2
 
 
+def test_a_notice_is_acknowledged_on_receipt_to_its_callback_and_subscribers(
+        client: TestClient) -> None:
+    """`takedown.received` could be subscribed to and never fired: a notifier heard nothing
+    until the step was queued, and a rejected notice said nothing of its receipt."""
+    client.post("/v1/webhooks", json={"url": "https://hooks.example/r",
+                                      "events": ["takedown.received"]})
+    td = client.post("/v1/takedowns", json={
+        **TD, "callback_url": "https://claimant.example/cb"}).json()
+    log = client.get(f"/v1/webhooks/deliveries?takedown_id={td['id']}").json()
+    received = sorted(d["url"] for d in log if d["event"] == "takedown.received")
+    assert received == ["https://claimant.example/cb", "https://hooks.example/r"], log
+    with session_scope() as session:
+        payload = session.scalars(select(WebhookDelivery.payload).where(
+            WebhookDelivery.event == "takedown.received",
+            WebhookDelivery.url == "https://hooks.example/r")).one()
+    assert payload["data"]["id"] == td["id"] and payload["data"]["state"] == "received"
+
+
 def test_the_delivery_log_filters_by_state_and_pages_past_its_limit(client: TestClient) -> None:
     """The log showed the newest 200 only: an older failed delivery could not be found to be
     sent again."""
