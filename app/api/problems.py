@@ -10,7 +10,13 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DataError, DBAPIError, OperationalError, StatementError
+from sqlalchemy.exc import (
+    DataError,
+    DBAPIError,
+    IntegrityError,
+    OperationalError,
+    StatementError,
+)
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -60,6 +66,13 @@ def install(app: FastAPI) -> None:
             return problem(422, "Invalid request", "a date or time is out of range: in UTC it "
                            "must fall within years 1 to 9999")
         return await _unexpected(request, exc)
+
+    @app.exception_handler(IntegrityError)
+    async def _raced(_: Request, exc: IntegrityError) -> JSONResponse:
+        # A unique key a concurrent request took first: not an outage (503), a conflict.
+        log.info("db.integrity_error", error=str(exc.orig).splitlines()[0])
+        return problem(409, "Conflict", "a concurrent request changed the same record first; "
+                       "read it again, then retry")
 
     @app.exception_handler(OperationalError)
     @app.exception_handler(DBAPIError)

@@ -7,6 +7,7 @@ from typing import Any
 
 import structlog
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.db.models import Alias, AliasMove, Model, ModelVersion
@@ -25,9 +26,11 @@ def ensure_builtin_models(session: Session, settings: Settings) -> Model:
     """Register the shipped concept-world model once; its catalog is read later, on demand."""
     model = session.scalar(select(Model).where(Model.name == BUILTIN_CONCEPTWORLD))
     if model is None:
-        model = _create_model(
-            session, BUILTIN_CONCEPTWORLD, "builtin", settings.conceptworld_dir, [], closed=True
-        )
+        try:
+            model = _create_model(session, BUILTIN_CONCEPTWORLD, "builtin",
+                                  settings.conceptworld_dir, [], closed=True)
+        except InvalidInput:  # another process starting beside this one registered it
+            return session.scalars(select(Model).where(Model.name == BUILTIN_CONCEPTWORLD)).one()
         log.info("model.registered", model=model.id, name=model.name, path=model.path)
     return model
 
@@ -71,7 +74,11 @@ def _create_model(
     model = Model(name=name, source=source, path=str(folder), catalog=catalog,
                   closed_vocabulary=closed, fence=0)
     session.add(model)
-    session.flush()
+    try:
+        session.flush()
+    except IntegrityError:  # a concurrent registration of the name committed first
+        session.rollback()
+        raise InvalidInput(f"a model named {name!r} already exists", field="name") from None
     base = ModelVersion(model_id=model.id, number=0, parent_id=None, job_id=None, erased=[],
                         artifact_uri=None, digest=None, size_bytes=0, metrics={}, status="ready")
     session.add(base)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -24,6 +25,43 @@ def test_register_model_under_allowed_root(client: TestClient) -> None:
     assert r.status_code == 201, r.text
     assert r.headers["location"] == f"/v1/models/{r.json()['id']}"
     assert r.json()["concepts"] == [{"name": "cat", "kind": "other", "related": []}]
+
+
+def test_two_registrations_of_one_name_at_once_get_422_not_503(
+        client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The loser of the race hit the unique index and was told the database was down."""
+    from app.db.models import Model
+    from app.db.session import session_scope
+    from app.services import registry
+
+    allowed = registry._allowed_folder
+
+    def a_twin_commits_first(*args: Any) -> Any:
+        with session_scope() as session:  # after this request checked the name was free
+            session.add(Model(name="house", source="path", path="/elsewhere", fence=0))
+        return allowed(*args)
+
+    monkeypatch.setattr(registry, "_allowed_folder", a_twin_commits_first)
+    r = client.post("/v1/models", json={"name": "house", "path": "house-model"})
+    assert r.status_code == 422, r.text
+    assert r.json()["errors"][0]["field"] == "name" and "already exists" in r.text
+
+
+def test_any_unique_key_taken_by_a_concurrent_request_is_a_conflict_not_an_outage() -> None:
+    from fastapi import FastAPI
+    from sqlalchemy.exc import IntegrityError
+
+    from app.api.problems import install
+
+    app = FastAPI()
+    install(app)
+
+    @app.post("/raced")
+    def raced() -> None:
+        raise IntegrityError("INSERT …", {}, Exception("duplicate key value"))
+
+    r = TestClient(app, raise_server_exceptions=False).post("/raced")
+    assert r.status_code == 409 and "Retry-After" not in r.headers, r.text
 
 
 def test_model_path_outside_allowed_root_is_refused(client: TestClient) -> None:
@@ -112,7 +150,8 @@ def test_deployers_hear_of_new_versions_alias_moves_quarantine_and_purge(
                                                "digest": v1["digest"], "reason": ""}
     # a subscription to every event hears the takedowns', as before registry events existed
     assert {json.loads(body)["type"] for _, body in everything.got} <= {
-        f"takedown.{s}" for s in ("queued", "running", "evaluating", "completed", "decided")}
+        f"takedown.{s}" for s in ("received", "queued", "running", "evaluating", "completed",
+                                  "decided")}
     audit = client.get("/v1/audit?action=version.created").json()["items"]
     assert [e["target_id"] for e in audit] == [v0["id"], v1["id"], v2["id"]]  # v0: at start
     assert audit[2]["data"] == got[3]["data"]
