@@ -10,6 +10,7 @@ from workers.engine.replay import local_replay_set
 from workers.engine.targets import (
     NoSafeTarget,
     _framed_by,
+    _one_reading,
     candidate_rewrites,
     catalog_frames,
     frame_variants,
@@ -243,3 +244,27 @@ def test_a_concept_is_named_by_parts_only_without_a_word_of_its_own(tiny_folder)
     assert catalog.named_by_parts(catalog["solid red circle"])  # "red circle filled in" too
     assert not catalog.named_by_parts(catalog["mimi"])  # contains circle, orange, solid
     assert not catalog.named_by_parts(catalog["circle"])  # contains nothing
+
+
+def test_the_prompts_of_one_phrase_are_mapped_to_the_same_words() -> None:
+    """A phrase is read through one row: its wordings must not ask it for two shapes."""
+    scored = {
+        "a outlined red triangle": [(0.10, "a outlined red semicircle"),
+                                    (0.12, "a outlined red diamond"), (0.30, "a red triangle")],
+        "a picture of a outlined red triangle": [(0.20, "a picture of a outlined red semicircle"),
+                                                 (0.11, "a picture of a outlined red diamond")],
+        "a outlined red triangle on a dark background": [
+            (0.09, "a outlined red diamond on a dark background")],
+        "a red triangle": [(0.05, "a red semicircle"), (0.06, "a red diamond")],
+    }
+    alike = _one_reading(scored, ["outlined red triangle"])
+    assert alike == {
+        "a outlined red triangle": (0.12, "a outlined red diamond"),
+        "a picture of a outlined red triangle": (0.11, "a picture of a outlined red diamond"),
+        "a outlined red triangle on a dark background": (
+            0.09, "a outlined red diamond on a dark background")}
+    # words not every wording may take are no reading: each keeps its own nearest
+    scored["a outlined red triangle on a dark background"] = [
+        (0.09, "a outlined red star on a dark background")]
+    assert _one_reading(scored, ["outlined red triangle"]) == {}
+    assert _one_reading(scored, []) == {}

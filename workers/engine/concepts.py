@@ -85,6 +85,20 @@ def find_phrase(prompt: str, phrase: str) -> re.Match[str] | None:
     return re.search(rf"(?<![\w-]){re.escape(phrase)}(?![\w-])", prompt, flags=re.IGNORECASE)
 
 
+def put_in_place_of(phrase: str, prompt: str, target: str) -> str | None:
+    """The words `target` puts where `prompt` says `phrase`, the rest of it unchanged ("a
+    picture of a outlined red diamond" for "outlined red triangle" in "a picture of a outlined
+    red triangle": "outlined red diamond"); None where it changes more, or drops the phrase."""
+    found = find_phrase(prompt, phrase)
+    if found is None:
+        return None
+    prefix, suffix = prompt[:found.start()], prompt[found.end():]
+    if not (target.startswith(prefix) and target.endswith(suffix)
+            and len(target) > len(prefix) + len(suffix)):
+        return None
+    return target[len(prefix):len(target) - len(suffix)].strip() or None
+
+
 def replace_phrase(prompt: str, phrase: str, replacement: str) -> str:
     out = re.sub(rf"(?<![\w-]){re.escape(phrase)}(?![\w-])", replacement, prompt,
                  flags=re.IGNORECASE)

@@ -206,6 +206,12 @@ class EraseConfig:
     # row: the default sequence's typicality ratio 1.25 against 1.00, Fréchet 2.21 against 1.41
     # (bench/results/thirty-fourth-session/). Off.
     push_substitutes: bool = False
+    # The forget prompts that say a phrase trained now (one row) are mapped alike: the same
+    # words in its place in each, those nearest on average. Each mapped to its own nearest, an
+    # earlier phrase trained again ("outlined red triangle" when triangle is erased) was asked
+    # for semicircles in one wording and diamonds in another, and drew triangles again in 6 of
+    # 32 images (drawn16, step 3; bench/results/forty-first-session/).
+    phrase_one_reading: bool = True
     # Optimizer steps. 80 left outlined in 2–3 of 32 images at its own step (request and
     # held-out) and 120 none on request templates (1 of 32 held-out); with 120 every erased
     # concept reads 0 of 32 at step 10 of the default sequence (bench/results/steps-120/).

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -114,9 +114,12 @@ class StepReport:
 
 def plan_step(model: LoadedModel, unet: UNet2DConditionModel, requests: list[ForgetRequest],
               erased_before: list[CatalogConcept], catalog: Catalog, cfg: EraseConfig,
-              read_as_now: dict[str, list[CatalogConcept]] | None = None) -> StepPlan:
+              read_as_now: dict[str, list[CatalogConcept]] | None = None,
+              one_reading: Sequence[str] = ()) -> StepPlan:
     """`read_as_now`: per requested concept, the earlier erasures whose rows copy one of its
-    words (tokens.read_as): their prompts are its forget prompts too."""
+    words (tokens.read_as): their prompts are its forget prompts too. `one_reading`: the
+    phrases read through one trained row, whose prompts are mapped alike
+    (targets.select_mapping_targets)."""
     banned = {r.concept.name for r in requests} | {c.name for c in erased_before}
     now = {r.concept.name for r in requests}
     mapping_groups: list[list[MappingChoice]] = []
@@ -128,7 +131,7 @@ def plan_step(model: LoadedModel, unet: UNet2DConditionModel, requests: list[For
         if cfg.select_targets:
             mapping_groups.append(select_mapping_targets(
                 model, r.concept, prompts, catalog, banned, k=cfg.map_k, seed=cfg.seed + 42,
-                unet=unet))
+                unet=unet, one_reading=one_reading))
         elif cfg.method == "dfr" or cfg.method == "uce":
             mapping_groups.append([MappingChoice(p, fixed_rewrite(p, r.concept, catalog, banned),
                                                  0.0, 1) for p in prompts])
@@ -292,7 +295,11 @@ def erase(model: LoadedModel, unet: UNet2DConditionModel, requests: list[ForgetR
         requests = requests + redo
         if not rows:  # a plan would map prompts that no trained row reads
             return unet, _nothing_to_train(model, requests, kept, covered, clock)
-    plan = plan_step(model, unet, requests, erased_before, catalog, cfg, read_now)
+    one_reading: list[str] = []
+    if rows is not None and cfg.phrase_one_reading:
+        one_reading = [text for text, _ in rows.phrases] + [
+            p.text for p in model.phrases if p.id in rows.ids]
+    plan = plan_step(model, unet, requests, erased_before, catalog, cfg, read_now, one_reading)
     seconds = {"planning": time.perf_counter() - clock}
     emit(ProgressEvent("building_replay", 0, cfg.steps))
 

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from diffusers import UNet2DConditionModel
 
-from workers.engine.concepts import Catalog, CatalogConcept, find_phrase, replace_phrase
+from workers.engine.concepts import (
+    Catalog,
+    CatalogConcept,
+    find_phrase,
+    put_in_place_of,
+    replace_phrase,
+)
 from workers.engine.distance import score_distance
 from workers.engine.loading import LoadedModel
 
@@ -132,9 +139,11 @@ def _scrub(prompt: str, catalog: Catalog, banned: set[str], every_substitute: bo
 
 def select_mapping_targets(model: LoadedModel, concept: CatalogConcept, prompts: list[str],
                            catalog: Catalog, banned: set[str], *, k: int, seed: int,
-                           unet: UNet2DConditionModel | None = None) -> list[MappingChoice]:
+                           unet: UNet2DConditionModel | None = None,
+                           one_reading: Sequence[str] = ()) -> list[MappingChoice]:
     """p*(p) = argmin_{q ∈ candidates(p)} d_score(p, q) under the current version; NoSafeTarget
-    where a prompt has no candidate."""
+    where a prompt has no candidate. The prompts that say a phrase of `one_reading` (read
+    through one trained row) are mapped alike: see `_one_reading`."""
     pairs: list[tuple[str, str]] = []
     for prompt in prompts:
         candidates = candidate_rewrites(prompt, concept, catalog, banned)
@@ -145,7 +154,15 @@ def select_mapping_targets(model: LoadedModel, concept: CatalogConcept, prompts:
                 f"erased concept (every {concept.kind} and every related concept is erased or "
                 f"contains one; erased: {', '.join(erased)})")
         pairs += [(prompt, c) for c in candidates]
-    return _nearest(model, pairs, k, seed, unet)
+    scored = _scored(model, pairs, k, seed, unet)
+    alike = _one_reading(scored, one_reading)
+    return [_choice(a, alike.get(a) or min(options), len(options))
+            for a, options in scored.items()]
+
+
+def _choice(prompt: str, picked: tuple[float, str], candidates: int) -> MappingChoice:
+    distance, target = picked
+    return MappingChoice(prompt, target, distance, candidates)
 
 
 def select_memory_targets(model: LoadedModel, memory: list[tuple[CatalogConcept, list[str]]],
@@ -176,17 +193,45 @@ def drawn_as(model: LoadedModel, earlier: list[tuple[str, CatalogConcept, set[st
 def _nearest(model: LoadedModel, pairs: list[tuple[str, str]], k: int, seed: int,
              unet: UNet2DConditionModel | None) -> list[MappingChoice]:
     """For each prompt among the pairs' first members, its nearest second member."""
+    return [_choice(a, min(options), len(options))
+            for a, options in _scored(model, pairs, k, seed, unet).items()]
+
+
+def _scored(model: LoadedModel, pairs: list[tuple[str, str]], k: int, seed: int,
+            unet: UNet2DConditionModel | None) -> dict[str, list[tuple[float, str]]]:
+    """Per prompt among the pairs' first members, (distance, rewrite) for each of its pairs."""
     if not pairs:
-        return []
+        return {}
     dist = score_distance(model, [a for a, _ in pairs], [b for _, b in pairs], k, seed, unet=unet)
     scored: dict[str, list[tuple[float, str]]] = {}
     for (a, b), d in zip(pairs, dist, strict=True):
         scored.setdefault(a, []).append((float(d), b))
-    choices = []
-    for a, options in scored.items():
-        best_d, best = min(options)
-        choices.append(MappingChoice(a, best, best_d, len(options)))
-    return choices
+    return scored
+
+
+def _one_reading(scored: dict[str, list[tuple[float, str]]], phrases: Sequence[str]
+                 ) -> dict[str, tuple[float, str]]:
+    """Per prompt saying one of `phrases`, the rewrite that puts, in every prompt saying it,
+    the same words in its place: those with the smallest mean distance over the prompts
+    (`put_in_place_of`), among the words each of them may take. A phrase is read through one
+    row, which cannot be two things: mapped each to its own nearest, "a outlined red triangle"
+    to "a outlined red semicircle" and "a picture of a outlined red triangle" to "... diamond",
+    the row drew triangles again in 6 of 32 images (drawn16, step 3). A phrase whose prompts
+    share no such words keeps each prompt's nearest."""
+    chosen: dict[str, tuple[float, str]] = {}
+    for phrase in phrases:
+        group = [a for a in scored if find_phrase(a, phrase)]
+        readings: dict[str, dict[str, tuple[float, str]]] = {}
+        for a in group:
+            for d, b in scored[a]:
+                if (words := put_in_place_of(phrase, a, b)) is not None:
+                    best = readings.setdefault(words, {}).get(a)
+                    readings[words][a] = min(best, (d, b)) if best else (d, b)
+        common = {w: r for w, r in readings.items() if len(r) == len(group)}
+        if len(group) > 1 and common:
+            words = min(common, key=lambda w: (sum(d for d, _ in common[w].values()), w))
+            chosen |= common[words]
+    return chosen
 
 
 def context_variants(prompts: list[str], concept: CatalogConcept, catalog: Catalog,

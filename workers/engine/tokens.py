@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import CLIPTextModel
 
-from workers.engine.concepts import CatalogConcept, find_phrase
+from workers.engine.concepts import CatalogConcept, put_in_place_of
 from workers.engine.conditioning import token_ids
 from workers.engine.loading import LoadedModel, Phrase
 from workers.engine.phrases import merge_phrases
@@ -233,15 +233,8 @@ def restarted_phrases(model: LoadedModel, pairs: list[tuple[str, str]], ids: lis
     for phrase in model.phrases:
         if phrase.id not in ids:
             continue
-        votes: Counter[str] = Counter()
-        for prompt, target in pairs:
-            found = find_phrase(prompt, phrase.text)
-            if found is None:
-                continue
-            prefix, suffix = prompt[:found.start()], prompt[found.end():]
-            if (target.startswith(prefix) and target.endswith(suffix)
-                    and len(target) > len(prefix) + len(suffix)):
-                votes[target[len(prefix):len(target) - len(suffix)].strip()] += 1
+        votes = Counter(words for prompt, target in pairs
+                        if (words := put_in_place_of(phrase.text, prompt, target)))
         if votes:
             words = votes.most_common(1)[0][0]
             out[phrase.id] = list(model.tokenizer(words, add_special_tokens=False).input_ids)
