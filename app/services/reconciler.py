@@ -24,6 +24,7 @@ from app.services.counter_notices import sweep_restore_windows
 from app.services.jobs import ACTIVE_VALUES, release_expired
 from app.services.orphans import remove_orphan_artifacts
 from app.services.quarantine import purge_expired
+from app.services.takedowns import admit_stalled
 from app.settings import Settings
 from app.states import ACTIVE, State
 
@@ -43,6 +44,7 @@ class Sweep:
     restore_windows_opened: list[str] = field(default_factory=list)  # counter-notices
     restore_windows_closed: list[str] = field(default_factory=list)
     orphans_deleted: list[str] = field(default_factory=list)  # artifact URIs
+    admitted: list[str] = field(default_factory=list)  # takedowns whose intake died midway
     previous_secrets_forgotten: int = 0
     idempotency_keys_pruned: int = 0
 
@@ -118,6 +120,7 @@ def reconcile_once(settings: Settings) -> Sweep:
     # Each chore in its own transaction, and one that fails does not hold back the others. A
     # purge takes the audit chain's lock, then versions and their previews and exports;
     # holding the sweep's row locks meanwhile could deadlock with one.
+    result.admitted = _chore("admit_stalled", lambda s: admit_stalled(s, settings), [])
     result.purged = _chore("purge", lambda s: purge_expired(s, settings), [])
     no_windows: tuple[list[str], list[str]] = ([], [])
     result.restore_windows_opened, result.restore_windows_closed = _chore(
@@ -129,12 +132,12 @@ def reconcile_once(settings: Settings) -> Sweep:
         "previous_secrets", webhooks.forget_expired_secrets, 0)
     if result.requeued or result.crashed or result.resent or result.purged \
             or result.stale_failed or result.restore_windows_opened \
-            or result.restore_windows_closed or result.orphans_deleted:
+            or result.restore_windows_closed or result.orphans_deleted or result.admitted:
         log.info("reconciler.sweep", requeued=result.requeued, crashed=result.crashed,
                  resent=result.resent, purged=result.purged, stale_failed=result.stale_failed,
                  restore_windows_opened=result.restore_windows_opened,
                  restore_windows_closed=result.restore_windows_closed,
-                 orphans_deleted=result.orphans_deleted)
+                 orphans_deleted=result.orphans_deleted, admitted=result.admitted)
     return result
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import structlog
 from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -29,6 +30,7 @@ DUE_DAYS: dict[LegalBasis, int] = {
     LegalBasis.DSA_ART16: 7,
     LegalBasis.COPYRIGHT: 14, LegalBasis.SAFETY: 2, LegalBasis.CONTRACT: 30, LegalBasis.OTHER: 30,
 }
+log = structlog.get_logger(__name__)
 OPEN_STATES = [s.value for s in State if s not in TERMINAL]
 EXTENDABLE = {LegalBasis.GDPR_ART17, LegalBasis.PRIVACY}
 # Notice elements a basis requires (LegalRecord field names; "prompts" = material_location or
@@ -85,7 +87,8 @@ def submit(session: Session, settings: Settings, body: TakedownCreate) -> Takedo
         if existing is not None:
             return _mark_existing(existing)
     model = get_model(session, body.model)
-    known = concept_names(model_catalog(model)) if model.closed_vocabulary else None
+    if model.closed_vocabulary:
+        model_catalog(model)  # readable, or intake stops here (503) with nothing filed
     now = utcnow()
     takedown = Takedown(
         model_id=model.id, state=State.RECEIVED.value, concept=body.concept.strip(),
@@ -116,15 +119,23 @@ def submit(session: Session, settings: Settings, body: TakedownCreate) -> Takedo
 
     webhooks.enqueue_for_takedown(session, takedown, "takedown.received")  # the receipt
     session.commit()  # intake is durable before anything else can go wrong
+    return admit(session, settings, takedown)
 
+
+def admit(session: Session, settings: Settings, takedown: Takedown) -> Takedown:
+    """A `received` takedown checked against its model and queued (or rejected), committed.
+    Intake calls it at once; the reconciler (`admit_stalled`) for one whose intake died
+    before it could."""
     # Under the model's lock, as a cancel or rescind takes it: one that came in between is
     # seen here, and never overwritten by a stale copy.
-    session.execute(select(Model.id).where(Model.id == model.id).with_for_update())
+    model = session.scalars(select(Model).where(Model.id == takedown.model_id)
+                            .with_for_update()).one()
     session.refresh(takedown)
-    if takedown.state != State.RECEIVED.value:  # rescinded in between: nothing to queue
+    if takedown.state != State.RECEIVED.value:  # rescinded, or admitted, in between
         session.commit()
         return takedown
-    if known is not None and takedown.concept_key not in known:
+    known = concept_names(model_catalog(model)) if model.closed_vocabulary else None
+    if known is not None and normalise_concept(takedown.concept) not in known:
         error = {"code": "unknown_concept", "detail": f"model {model.name!r} has a closed "
                  f"vocabulary and does not know {takedown.concept!r}"}
         takedown.error = error
@@ -136,6 +147,28 @@ def submit(session: Session, settings: Settings, body: TakedownCreate) -> Takedo
     if is_new:
         dispatch.send_unlearn(job.id)
     return takedown
+
+
+def admit_stalled(session: Session, settings: Settings) -> list[str]:
+    """Admit the takedowns left `received` longer than LETHE_LOST_MESSAGE_SECONDS: their
+    intake committed the notice, then died (or hit a lock timeout) before queueing it. One
+    that fails is logged and left for the next sweep. Returns the ids admitted."""
+    cutoff = utcnow() - timedelta(seconds=settings.lost_message_seconds)
+    stalled = list(session.scalars(select(Takedown.id).where(
+        Takedown.state == State.RECEIVED.value, Takedown.created_at < cutoff)
+        .order_by(Takedown.created_at).limit(100)))
+    session.rollback()
+    admitted = []
+    for takedown_id in stalled:
+        takedown = session.get(Takedown, takedown_id)
+        try:
+            if takedown is not None:
+                admit(session, settings, takedown)
+                admitted.append(takedown_id)
+        except Exception as exc:  # its catalog unreadable, say: the others go on
+            session.rollback()
+            log.warning("takedown.admit_failed", takedown=takedown_id, error=str(exc))
+    return admitted
 
 
 def _mark_existing(takedown: Takedown) -> Takedown:

@@ -6,9 +6,9 @@ from datetime import timedelta
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import select, update
 
-from app.db.models import Job, ModelVersion
+from app.db.models import Job, ModelVersion, Takedown
 from app.db.session import session_scope
 from app.db.types import utcnow
 from app.services import dispatch, jobs
@@ -268,6 +268,37 @@ def test_a_refused_concept_is_blamed_however_it_was_spelt(client: TestClient) ->
     assert run_unlearn_job(tulip["job_id"], get_settings()) == "refused"
     assert client.get(f"/v1/takedowns/{impossible['id']}").json()["state"] == "failed"
     assert client.get(f"/v1/takedowns/{tulip['id']}").json()["state"] == "queued"
+
+
+def test_a_notice_whose_admission_was_lost_is_queued_by_the_reconciler(
+        client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Intake commits `received`, then queues in a second transaction; a process killed (or
+    a lock timeout) in between left the takedown `received` forever, as no sweep looked."""
+    from app.services import takedowns
+
+    def killed(*_: object) -> None:
+        raise RuntimeError("the process died here")
+
+    monkeypatch.setattr(takedowns, "enqueue", killed)
+    r = client.post("/v1/takedowns", json={"model": "conceptworld", "concept": "red tulip",
+                                           "kind": "object", "legal_basis": "copyright",
+                                           "claimant": CLAIMANT})
+    assert r.status_code == 500
+    unknown = client.post("/v1/takedowns", json={
+        "model": "conceptworld", "concept": "purple unicorn", "kind": "object",
+        "legal_basis": "copyright", "claimant": CLAIMANT})
+    assert unknown.json()["state"] == "rejected"  # rejecting needs no queue
+    monkeypatch.undo()
+    (stalled,) = client.get("/v1/takedowns?state=received").json()["items"]
+    reconcile_once(get_settings())
+    assert client.get(f"/v1/takedowns/{stalled['id']}").json()["state"] == "received"  # young
+    with session_scope() as s:
+        s.execute(update(Takedown).where(Takedown.id == stalled["id"]).values(
+            created_at=utcnow() - timedelta(seconds=get_settings().lost_message_seconds + 1)))
+    reconcile_once(get_settings())
+    admitted = client.get(f"/v1/takedowns/{stalled['id']}").json()
+    assert admitted["state"] == "queued" and admitted["job_id"]
+    assert run_unlearn_job(admitted["job_id"], get_settings()) == "completed"
 
 
 def test_reconciler_requeues_expired_lease_then_crashes(client: TestClient) -> None:
