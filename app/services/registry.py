@@ -129,16 +129,27 @@ def alias_target(session: Session, model_id: str, alias: str) -> ModelVersion | 
     return session.get(ModelVersion, row.version_id) if row else None
 
 
+def lock_model(session: Session, model_id: str) -> Model:
+    """The model row, locked to the end of the transaction. A step commits under it
+    (jobs.commit_version) and moves `production` there; an operator's move takes it first
+    too, so neither holds the alias while waiting for the other."""
+    return session.scalars(select(Model).where(Model.id == model_id).with_for_update()).one()
+
+
 def move_alias(
     session: Session, model_id: str, alias: str, version_id: str, *, reason: str,
     override_quarantine: bool = False,
 ) -> Alias:
     """Point `alias` at a version of the same model and append the move to the history.
+    The caller holds the model's lock (`lock_model`).
 
     Moving `production` quarantines the versions that still hold what it erased."""
     from app.services import quarantine
 
-    version = session.get(ModelVersion, version_id)
+    # The chain's lock before the version is read: a purge (which holds it) is then over,
+    # and a version it purged is seen purged, not made an alias target from a stale read.
+    audit.lock_chain(session)
+    version = session.get(ModelVersion, version_id, populate_existing=True)
     if version is None or version.model_id != model_id:
         raise NotFound(f"model has no version {version_id!r}")
     if version.purged_at is not None or not override_quarantine:

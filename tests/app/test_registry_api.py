@@ -93,6 +93,39 @@ def test_alias_move_and_history(client: TestClient) -> None:
     assert r.status_code == 404
 
 
+def test_an_alias_move_and_a_step_committing_on_its_model_never_deadlock(
+        client: TestClient) -> None:
+    """A step commits under its model's lock, then moves `production`. An operator's move
+    took the alias row first and then waited for the model (its history row's foreign key):
+    each held what the other wanted, and Postgres killed one of them."""
+    import threading
+    import time
+
+    from sqlalchemy import select, update
+
+    from app.db.models import Alias, Model
+    from app.db.session import session_scope
+
+    model = client.get("/v1/models/conceptworld").json()
+    moved: list[int] = []
+
+    def operator_moves() -> None:
+        moved.append(client.put(f"/v1/models/{model['id']}/aliases/production", json={
+            "version_id": model["production_version_id"], "reason": "rollback"}).status_code)
+
+    with session_scope() as step:  # as jobs.commit_version: the model, then the alias
+        step.execute(select(Model.id).where(Model.id == model["id"]).with_for_update())
+        operator = threading.Thread(target=operator_moves)
+        operator.start()
+        time.sleep(1.0)
+        step.execute(update(Alias).where(Alias.model_id == model["id"]).values(
+            version_id=Alias.version_id))
+    operator.join(timeout=30)
+    assert moved == [200]
+    history = client.get(f"/v1/models/{model['id']}/aliases").json()["history"]
+    assert history[-1]["reason"] == "rollback"  # it came after the step's, and stands
+
+
 def test_deployers_hear_of_new_versions_alias_moves_quarantine_and_purge(
         client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
     """A deployer serving a copy of a version that still draws an erased concept had no way

@@ -71,7 +71,7 @@ def list_aliases(model_id: str, session: SessionDep, _: TakedownsRead) -> Aliase
 @router.put("/{model_id}/aliases/{alias}", response_model=AliasOut)
 def move_alias(model_id: str, alias: str, body: AliasMoveIn, session: SessionDep,
                _: ModelsAdmin) -> AliasOut:
-    model = registry.get_model(session, model_id)
+    model = registry.lock_model(session, registry.get_model(session, model_id).id)
     row = registry.move_alias(session, model.id, alias, body.version_id,
                               reason=body.reason or "moved by request",
                               override_quarantine=body.override_quarantine)
