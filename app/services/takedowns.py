@@ -119,7 +119,13 @@ def submit(session: Session, settings: Settings, body: TakedownCreate) -> Takedo
 
     webhooks.enqueue_for_takedown(session, takedown, "takedown.received")  # the receipt
     session.commit()  # intake is durable before anything else can go wrong
-    return admit(session, settings, takedown)
+    try:
+        return admit(session, settings, takedown)
+    except Exception:  # filed, so not lost: answered `received`, admitted by the reconciler
+        session.rollback()
+        log.exception("takedown.admit_deferred", takedown=takedown.id)
+        session.refresh(takedown)
+        return takedown
 
 
 def admit(session: Session, settings: Settings, takedown: Takedown) -> Takedown:
