@@ -15,8 +15,9 @@ expire after LETHE_IDEMPOTENCY_TTL_SECONDS (24 h), when the reconciler prunes th
 A response marked `Cache-Control: no-store` carries a secret shown once (a new API key, a
 webhook secret). It is kept sealed: AES-GCM under a key derived (HKDF) from the caller's own
 Authorization header, which the database never holds, so the caller's retry gets the secret
-back and a reader of the database or a backup does not. With no Authorization header there is
-nothing to seal with, and such a response is not kept.
+back and the replay adds no copy a reader of the database or a backup could use (an API key
+is stored nowhere else but as its hash). With no Authorization header there is nothing to
+seal with, and such a response is not kept.
 """
 
 from __future__ import annotations

@@ -68,9 +68,12 @@ def install(app: FastAPI) -> None:
         return await _unexpected(request, exc)
 
     @app.exception_handler(IntegrityError)
-    async def _raced(_: Request, exc: IntegrityError) -> JSONResponse:
-        # A unique key a concurrent request took first: not an outage (503), a conflict.
-        log.info("db.integrity_error", error=str(exc.orig).splitlines()[0])
+    async def _raced(request: Request, exc: IntegrityError) -> JSONResponse:
+        # A unique key a concurrent request took first: not an outage (503), a conflict. Any
+        # other constraint (NOT NULL, a foreign key) is a bug: a 500, logged.
+        if not _unique_violation(exc):
+            return await _unexpected(request, exc)
+        log.info("db.unique_violation", error=str(exc.orig).splitlines()[0])
         return problem(409, "Conflict", "a concurrent request changed the same record first; "
                        "read it again, then retry")
 
@@ -126,6 +129,12 @@ class BodyLimit:
 
 class _TooLarge(Exception):
     pass
+
+
+def _unique_violation(exc: IntegrityError) -> bool:
+    """Postgres SQLSTATE 23505, or SQLite's message for the same."""
+    return (getattr(exc.orig, "sqlstate", None) == "23505"
+            or "UNIQUE constraint failed" in str(exc.orig))
 
 
 def _has_nul(value: Any) -> bool:

@@ -8,6 +8,7 @@ fence again, so the older holder's writes and its commit are refused.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -113,25 +114,25 @@ def claim(session: Session, settings: Settings, job_id: str, owner: str) -> Clai
     for td in takedowns:
         events.move_takedown(session, td, State.RUNNING, job=job.id, attempt=job.attempt,
                              parent_version=parent.id)
+    spell = _spelling(model)
     return ClaimedJob(
         job_id=job.id, model_id=model.id, fence=job.fence, owner=owner, model_dir=model.path,
         parent_version_id=parent.id, parent_artifact_uri=parent.artifact_uri,
-        previously_erased=list(parent.erased),
-        requests=_requests(model, takedowns),
+        previously_erased=list(dict.fromkeys(spell(c) for c in parent.erased)),
+        requests=[ConceptRequest(td.id, spell(td.concept), td.prompts,
+                                 [spell(n) for n in td.neighbors]
+                                 if td.neighbors is not None else None) for td in takedowns],
     )
 
 
-def _requests(model: Model, takedowns: list[Takedown]) -> list[ConceptRequest]:
-    """What the engine is asked to erase, each concept and neighbour named as the model's
-    catalog names it (intake accepted it compared lower-cased, spaces collapsed)."""
+def _spelling(model: Model) -> Callable[[str], str]:
+    """Names as the model's catalog spells them, as the engine looks them up (intake accepted
+    them compared lower-cased, spaces collapsed; a version made before kept them as filed)."""
     try:
         entries = model_catalog(model)
     except CatalogUnavailable:  # the engine reads the folder itself, and says what is wrong
         entries = []
-    return [ConceptRequest(td.id, catalog_spelling(entries, td.concept), td.prompts,
-                           [catalog_spelling(entries, n) for n in td.neighbors]
-                           if td.neighbors is not None else None)
-            for td in takedowns]
+    return lambda name: catalog_spelling(entries, name)
 
 
 def _takedowns(session: Session, job_id: str, states: list[State]) -> list[Takedown]:

@@ -120,7 +120,8 @@ def submit(session: Session, settings: Settings, body: TakedownCreate) -> Takedo
     webhooks.enqueue_for_takedown(session, takedown, "takedown.received")  # the receipt
     session.commit()  # intake is durable before anything else can go wrong
     try:
-        return admit(session, settings, takedown)
+        admit(session, settings, takedown)
+        return takedown
     except Exception:  # filed, so not lost: answered `received`, admitted by the reconciler
         session.rollback()
         log.exception("takedown.admit_deferred", takedown=takedown.id)
@@ -128,10 +129,10 @@ def submit(session: Session, settings: Settings, body: TakedownCreate) -> Takedo
         return takedown
 
 
-def admit(session: Session, settings: Settings, takedown: Takedown) -> Takedown:
-    """A `received` takedown checked against its model and queued (or rejected), committed.
-    Intake calls it at once; the reconciler (`admit_stalled`) for one whose intake died
-    before it could."""
+def admit(session: Session, settings: Settings, takedown: Takedown) -> bool:
+    """A `received` takedown checked against its model and queued (or rejected), committed;
+    False where it was not `received` any more. Intake calls it at once; the reconciler
+    (`admit_stalled`) for one whose intake died before it could."""
     # Under the model's lock, as a cancel or rescind takes it: one that came in between is
     # seen here, and never overwritten by a stale copy.
     model = session.scalars(select(Model).where(Model.id == takedown.model_id)
@@ -139,7 +140,7 @@ def admit(session: Session, settings: Settings, takedown: Takedown) -> Takedown:
     session.refresh(takedown)
     if takedown.state != State.RECEIVED.value:  # rescinded, or admitted, in between
         session.commit()
-        return takedown
+        return False
     known = concept_names(model_catalog(model)) if model.closed_vocabulary else None
     if known is not None and normalise_concept(takedown.concept) not in known:
         error = {"code": "unknown_concept", "detail": f"model {model.name!r} has a closed "
@@ -147,12 +148,12 @@ def admit(session: Session, settings: Settings, takedown: Takedown) -> Takedown:
         takedown.error = error
         events.move_takedown(session, takedown, State.REJECTED, error=error)
         session.commit()
-        return takedown
+        return True
     job, is_new = enqueue(session, settings, model, takedown)
     session.commit()
     if is_new:
         dispatch.send_unlearn(job.id)
-    return takedown
+    return True
 
 
 def admit_stalled(session: Session, settings: Settings) -> list[str]:
@@ -167,13 +168,18 @@ def admit_stalled(session: Session, settings: Settings) -> list[str]:
     admitted = []
     for takedown_id in stalled:
         takedown = session.get(Takedown, takedown_id)
+        if takedown is None:
+            continue
+        created = takedown.created_at
         try:
-            if takedown is not None:
-                admit(session, settings, takedown)
+            if admit(session, settings, takedown):
                 admitted.append(takedown_id)
         except Exception as exc:  # its catalog unreadable, say: the others go on
             session.rollback()
-            log.warning("takedown.admit_failed", takedown=takedown_id, error=str(exc))
+            # a notice not queued for an hour is an operator's problem, not a blip
+            stuck = utcnow() - created > timedelta(hours=1)
+            (log.error if stuck else log.warning)(
+                "takedown.admit_failed", takedown=takedown_id, error=str(exc), stuck=stuck)
     return admitted
 
 

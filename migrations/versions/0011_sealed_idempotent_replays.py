@@ -18,8 +18,9 @@ def upgrade() -> None:
     with op.batch_alter_table('idempotency_records', schema=None) as batch_op:
         batch_op.add_column(sa.Column('sealed', sa.Boolean(), nullable=False,
                                       server_default=sa.false()))
-    # Replays kept in plain text before: a new API key or webhook secret. Dropped, so the
-    # database no longer holds them; a retry of such a request makes a new one.
+    # Replays kept in plain text before that carry a secret (a new API key, stored nowhere
+    # else but as its hash, or a webhook secret): dropped, so no readable copy is left here. A
+    # retry of such a request makes a new one.
     records = sa.table('idempotency_records', sa.column('body', sa.Text))
     op.execute(records.delete().where(records.c.body.like('%"secret":%')))
 

@@ -56,12 +56,21 @@ def test_any_unique_key_taken_by_a_concurrent_request_is_a_conflict_not_an_outag
     app = FastAPI()
     install(app)
 
+    class Unique(Exception):
+        sqlstate = "23505"
+
     @app.post("/raced")
     def raced() -> None:
-        raise IntegrityError("INSERT …", {}, Exception("duplicate key value"))
+        raise IntegrityError("INSERT …", {}, Unique("duplicate key value"))
 
-    r = TestClient(app, raise_server_exceptions=False).post("/raced")
+    @app.post("/bug")
+    def bug() -> None:
+        raise IntegrityError("INSERT …", {}, Exception("null value in column \"name\""))
+
+    client = TestClient(app, raise_server_exceptions=False)
+    r = client.post("/raced")
     assert r.status_code == 409 and "Retry-After" not in r.headers, r.text
+    assert client.post("/bug").status_code == 500  # not a race: nothing to retry
 
 
 def test_model_path_outside_allowed_root_is_refused(client: TestClient) -> None:

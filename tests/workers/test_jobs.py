@@ -261,6 +261,14 @@ def test_the_engine_is_asked_for_the_catalogs_own_spelling(client: TestClient) -
         s.rollback()
     assert run_unlearn_job(td["job_id"], get_settings()) == "completed"
     assert versions(client)[1]["erased"] == ["red tulip"]
+    with session_scope() as s:  # as a version made before kept it: as filed
+        s.execute(update(ModelVersion).where(ModelVersion.id == versions(client)[1]["id"])
+                  .values(erased=["Red  TULIP"]))
+    later = submit(client, "van gogh")
+    with session_scope() as s:
+        claimed = jobs.claim(s, get_settings(), later["job_id"], "w2")
+        assert claimed is not None and claimed.previously_erased == ["red tulip"]
+        s.rollback()
 
 
 def test_a_refused_concept_is_blamed_however_it_was_spelt(client: TestClient) -> None:
@@ -290,12 +298,13 @@ def test_a_notice_whose_admission_was_lost_is_queued_by_the_reconciler(
     assert unknown.json()["state"] == "rejected"  # rejecting needs no queue
     monkeypatch.undo()
     (stalled,) = client.get("/v1/takedowns?state=received").json()["items"]
-    reconcile_once(get_settings())
+    assert reconcile_once(get_settings()).admitted == []
     assert client.get(f"/v1/takedowns/{stalled['id']}").json()["state"] == "received"  # young
     with session_scope() as s:
         s.execute(update(Takedown).where(Takedown.id == stalled["id"]).values(
             created_at=utcnow() - timedelta(seconds=get_settings().lost_message_seconds + 1)))
-    reconcile_once(get_settings())
+    assert reconcile_once(get_settings()).admitted == [stalled["id"]]
+    assert reconcile_once(get_settings()).admitted == []  # once
     admitted = client.get(f"/v1/takedowns/{stalled['id']}").json()
     assert admitted["state"] == "queued" and admitted["job_id"]
     assert run_unlearn_job(admitted["job_id"], get_settings()) == "completed"
