@@ -160,8 +160,8 @@ def takedown(folder: Path, device: torch.device, steps: int, compile_student: bo
 
     # The engine's planning calls, timed one by one (a measurement shim, restored below).
     originals: dict[str, Callable[..., Any]] = {
-        "select_mapping_targets": erase_module.select_mapping_targets,
-                 "local_replay_set": erase_module.local_replay_set}
+        "select_mapping_groups": erase_module.select_mapping_groups,
+        "local_replay_set": erase_module.local_replay_set}
 
     def timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         def run(*args: Any, **kwargs: Any) -> Any:
@@ -169,8 +169,8 @@ def takedown(folder: Path, device: torch.device, steps: int, compile_student: bo
                 return fn(*args, **kwargs)
         return run
 
-    erase_module.select_mapping_targets = timed("target_selection",  # type: ignore[assignment]
-                                                originals["select_mapping_targets"])
+    erase_module.select_mapping_groups = timed("target_selection",  # type: ignore[assignment]
+                                               originals["select_mapping_groups"])
     erase_module.local_replay_set = timed("replay_building",  # type: ignore[assignment]
                                           originals["local_replay_set"])
     marks: dict[int, float] = {}

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from workers.engine.concepts import load_catalog
+from workers.engine.concepts import load_catalog, put_in_place_of
 from workers.engine.distance import score_distance
 from workers.engine.loading import LoadedModel
 from workers.engine.replay import local_replay_set
@@ -14,6 +14,7 @@ from workers.engine.targets import (
     candidate_rewrites,
     catalog_frames,
     frame_variants,
+    select_mapping_groups,
     select_mapping_targets,
     select_memory_targets,
 )
@@ -268,3 +269,31 @@ def test_the_prompts_of_one_phrase_are_mapped_to_the_same_words() -> None:
         (0.09, "a outlined red star on a dark background")]
     assert _one_reading(scored, ["outlined red triangle"]) == {}
     assert _one_reading(scored, []) == {}
+
+
+def test_a_wording_with_no_reading_of_the_phrase_holds_no_other_back() -> None:
+    scored = {
+        "a outlined red triangle": [(0.10, "a outlined red diamond")],
+        "a picture of a outlined red triangle": [(0.20, "a picture of a outlined red diamond")],
+        # says it twice: every rewrite changes both, so no one reading of it
+        "a outlined red triangle beside a outlined red triangle": [
+            (0.30, "a outlined red diamond beside a outlined red diamond")],
+    }
+    alike = _one_reading(scored, ["outlined red triangle", "red triangle"])
+    assert set(alike) == {"a outlined red triangle", "a picture of a outlined red triangle"}
+
+
+def test_a_phrase_shared_by_two_concepts_of_a_step_is_mapped_alike_in_both(
+        tiny_model: LoadedModel, tiny_folder) -> None:  # type: ignore[no-untyped-def]
+    """A merged step's concepts share the phrase's row: one reading across all of them."""
+    catalog = load_catalog(tiny_folder)
+    wordings = ["a outlined red triangle", "a picture of a outlined red triangle"]
+    banned = {"red", "triangle", "outlined red triangle"}
+    groups = [(catalog["red"], ["a red circle", *wordings]), (catalog["triangle"], wordings)]
+    red, triangle = select_mapping_groups(tiny_model, groups, catalog, banned, k=4, seed=0,
+                                          one_reading=["outlined red triangle"])
+    targets = {c.forget_prompt: c.target for c in red}
+    assert {c.forget_prompt: c.target for c in triangle} == {w: targets[w] for w in wordings}
+    assert len({put_in_place_of("outlined red triangle", w, targets[w])
+                for w in wordings}) == 1, targets
+    assert not any(catalog.mentions(t, banned) for t in targets.values())

@@ -41,7 +41,7 @@ from workers.engine.targets import (
     drawn_as,
     fixed_rewrite,
     frame_variants,
-    select_mapping_targets,
+    select_mapping_groups,
     select_memory_targets,
 )
 from workers.engine.tokens import (
@@ -119,24 +119,25 @@ def plan_step(model: LoadedModel, unet: UNet2DConditionModel, requests: list[For
     """`read_as_now`: per requested concept, the earlier erasures whose rows copy one of its
     words (tokens.read_as): their prompts are its forget prompts too. `one_reading`: the
     phrases read through one trained row, whose prompts are mapped alike
-    (targets.select_mapping_targets)."""
+    (targets.select_mapping_groups)."""
     banned = {r.concept.name for r in requests} | {c.name for c in erased_before}
     now = {r.concept.name for r in requests}
-    mapping_groups: list[list[MappingChoice]] = []
+    forget_groups: list[tuple[CatalogConcept, list[str]]] = []
     for r in requests:
         naming = _earlier_naming(r.concept, erased_before, catalog, cfg)
         naming += [p for c in (read_as_now or {}).get(r.concept.name, []) for p in c.prompts]
-        prompts = _with_variants(list(dict.fromkeys([*r.prompts, *naming])), r.concept, catalog,
-                                 banned, cfg)
-        if cfg.select_targets:
-            mapping_groups.append(select_mapping_targets(
-                model, r.concept, prompts, catalog, banned, k=cfg.map_k, seed=cfg.seed + 42,
-                unet=unet, one_reading=one_reading))
-        elif cfg.method == "dfr" or cfg.method == "uce":
-            mapping_groups.append([MappingChoice(p, fixed_rewrite(p, r.concept, catalog, banned),
-                                                 0.0, 1) for p in prompts])
-        else:
-            mapping_groups.append([MappingChoice(p, cfg.fixed_anchor, 0.0, 1) for p in prompts])
+        forget_groups.append((r.concept, _with_variants(
+            list(dict.fromkeys([*r.prompts, *naming])), r.concept, catalog, banned, cfg)))
+    if cfg.select_targets:
+        mapping_groups = select_mapping_groups(model, forget_groups, catalog, banned,
+                                               k=cfg.map_k, seed=cfg.seed + 42, unet=unet,
+                                               one_reading=one_reading)
+    elif cfg.method == "dfr" or cfg.method == "uce":
+        mapping_groups = [[MappingChoice(p, fixed_rewrite(p, c, catalog, banned), 0.0, 1)
+                           for p in prompts] for c, prompts in forget_groups]
+    else:
+        mapping_groups = [[MappingChoice(p, cfg.fixed_anchor, 0.0, 1) for p in prompts]
+                          for _, prompts in forget_groups]
     memory = [(c, group) for c in (erased_before if cfg.erasure_memory else [])
               if (group := [p for p in c.prompts
                             if not (cfg.forget_earlier_naming and catalog.mentions(p, now))])]

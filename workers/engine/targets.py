@@ -144,20 +144,33 @@ def select_mapping_targets(model: LoadedModel, concept: CatalogConcept, prompts:
     """p*(p) = argmin_{q ∈ candidates(p)} d_score(p, q) under the current version; NoSafeTarget
     where a prompt has no candidate. The prompts that say a phrase of `one_reading` (read
     through one trained row) are mapped alike: see `_one_reading`."""
+    return select_mapping_groups(model, [(concept, prompts)], catalog, banned, k=k, seed=seed,
+                                 unet=unet, one_reading=one_reading)[0]
+
+
+def select_mapping_groups(model: LoadedModel, groups: list[tuple[CatalogConcept, list[str]]],
+                          catalog: Catalog, banned: set[str], *, k: int, seed: int,
+                          unet: UNet2DConditionModel | None = None,
+                          one_reading: Sequence[str] = ()) -> list[list[MappingChoice]]:
+    """`select_mapping_targets` for each (concept, its prompts) of a step, in one distance
+    call, with `one_reading` across all of them: a phrase's row is shared by every concept
+    of the step. A prompt in two groups gets one target, the nearest of both groups'
+    candidates (each names no erased concept)."""
     pairs: list[tuple[str, str]] = []
-    for prompt in prompts:
-        candidates = candidate_rewrites(prompt, concept, catalog, banned)
-        if not candidates:
-            erased = sorted(n for n in banned if n != concept.name)
-            raise NoSafeTarget(concept.name,
-                f"cannot erase {concept.name!r}: {prompt!r} has no rewrite that names no "
-                f"erased concept (every {concept.kind} and every related concept is erased or "
-                f"contains one; erased: {', '.join(erased)})")
-        pairs += [(prompt, c) for c in candidates]
+    for concept, prompts in groups:
+        for prompt in prompts:
+            candidates = candidate_rewrites(prompt, concept, catalog, banned)
+            if not candidates:
+                erased = sorted(n for n in banned if n != concept.name)
+                raise NoSafeTarget(concept.name,
+                    f"cannot erase {concept.name!r}: {prompt!r} has no rewrite that names no "
+                    f"erased concept (every {concept.kind} and every related concept is erased "
+                    f"or contains one; erased: {', '.join(erased)})")
+            pairs += [(prompt, c) for c in candidates]
     scored = _scored(model, pairs, k, seed, unet)
     alike = _one_reading(scored, one_reading)
-    return [_choice(a, alike.get(a) or min(options), len(options))
-            for a, options in scored.items()]
+    return [[_choice(p, alike.get(p) or min(scored[p]), len(scored[p]))
+             for p in dict.fromkeys(prompts)] for _, prompts in groups]
 
 
 def _choice(prompt: str, picked: tuple[float, str], candidates: int) -> MappingChoice:
@@ -216,19 +229,21 @@ def _one_reading(scored: dict[str, list[tuple[float, str]]], phrases: Sequence[s
     (`put_in_place_of`), among the words each of them may take. A phrase is read through one
     row, which cannot be two things: mapped each to its own nearest, "a outlined red triangle"
     to "a outlined red semicircle" and "a picture of a outlined red triangle" to "... diamond",
-    the row drew triangles again in 6 of 32 images (drawn16, step 3). A phrase whose prompts
-    share no such words keeps each prompt's nearest."""
+    the row drew triangles again in 6 of 32 images (drawn16, step 3). A prompt with no such
+    rewrite (it says the phrase twice) keeps its nearest and asks nothing of the others; so
+    does every prompt of a phrase whose prompts share no words. The longer phrases pick first,
+    and a prompt keeps the first pick."""
     chosen: dict[str, tuple[float, str]] = {}
-    for phrase in phrases:
-        group = [a for a in scored if find_phrase(a, phrase)]
+    for phrase in sorted(phrases, key=len, reverse=True):
         readings: dict[str, dict[str, tuple[float, str]]] = {}
-        for a in group:
+        for a in (a for a in scored if a not in chosen and find_phrase(a, phrase)):
             for d, b in scored[a]:
                 if (words := put_in_place_of(phrase, a, b)) is not None:
                     best = readings.setdefault(words, {}).get(a)
                     readings[words][a] = min(best, (d, b)) if best else (d, b)
-        common = {w: r for w, r in readings.items() if len(r) == len(group)}
-        if len(group) > 1 and common:
+        readable = {a for by_prompt in readings.values() for a in by_prompt}
+        common = {w: r for w, r in readings.items() if len(r) == len(readable)}
+        if len(readable) > 1 and common:
             words = min(common, key=lambda w: (sum(d for d, _ in common[w].values()), w))
             chosen |= common[words]
     return chosen
