@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import html
 import json
+import os
 import tarfile
 import tempfile
 from datetime import datetime
@@ -151,9 +152,15 @@ def version_tar(session: Session, settings: Settings, version: ModelVersion) -> 
     ensure_usable(version, "download")
     artifact = get_store(settings).fetch(version.artifact_uri) if version.artifact_uri else None
     settings.staging_dir.mkdir(parents=True, exist_ok=True)
-    out = Path(tempfile.mkstemp(suffix=".tar", dir=settings.staging_dir)[1])
-    with tarfile.open(out, "w") as tar:
-        if artifact:
-            for path in sorted(p for p in artifact.rglob("*") if p.is_file()):
-                tar.add(path, arcname=path.relative_to(artifact).as_posix(), recursive=False)
+    handle, name = tempfile.mkstemp(suffix=".tar", dir=settings.staging_dir)
+    out = Path(name)
+    try:
+        with os.fdopen(handle, "wb") as raw, tarfile.open(fileobj=raw, mode="w") as tar:
+            if artifact:
+                for path in sorted(p for p in artifact.rglob("*") if p.is_file()):
+                    tar.add(path, arcname=path.relative_to(artifact).as_posix(),
+                            recursive=False)
+    except BaseException:
+        out.unlink(missing_ok=True)
+        raise
     return out

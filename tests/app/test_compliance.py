@@ -1020,3 +1020,19 @@ def test_quarantine_compares_concepts_as_the_catalog_does(client: TestClient) ->
         assert lacking.id in done and spelt.id not in done
         assert spelt.quarantined_at is None
         assert lacking.quarantine_reason == "still contains erased concepts: ['red tulip']"
+
+
+def test_downloads_leave_no_open_file_behind(client: TestClient) -> None:
+    """Each download's temporary tar kept an open descriptor: its disk space stayed taken
+    after the file was deleted, until the process ran out of descriptors."""
+    import os
+
+    td = client.post("/v1/takedowns", json=TD).json()
+    assert run_unlearn_job(td["job_id"], get_settings()) == "completed"
+    version = client.get("/v1/models/conceptworld/versions").json()[1]["id"]
+    assert client.get(f"/v1/versions/{version}/download").status_code == 200  # warm
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(5):
+        assert client.get(f"/v1/versions/{version}/download").status_code == 200
+    assert len(os.listdir("/proc/self/fd")) < before + 5
+

@@ -262,3 +262,43 @@ def test_the_job_list_pages_past_its_limit(client: TestClient) -> None:
     assert [j["id"] for j in cancelled] == made[1::-1]
     missing = client.get("/v1/jobs", params={"before": "nope"})
     assert missing.status_code == 404 and "nope" in missing.json()["detail"]
+
+
+def test_a_step_ending_between_two_polls_of_the_stream_is_never_cut_short(
+        client: TestClient, monkeypatch: Any) -> None:
+    """The stream read the new events, then the state: a step committing its last events in
+    between read as ended with nothing new, and the stream closed without them."""
+    from app.api.routes import takedowns as route
+    from app.db.models import Takedown
+    from app.db.session import session_scope
+    from app.services import events
+
+    td = client.post("/v1/takedowns", json=body()).json()
+    real = route.events_after
+    calls = 0
+
+    def a_step_commits_meanwhile(session: Any, takedown_id: str, after: int) -> Any:
+        nonlocal calls
+        rows = real(session, takedown_id, after)
+        calls += 1
+        if calls == 2:  # after the queued event was sent: the takedown is cancelled now
+            with session_scope() as other:
+                row = other.get(Takedown, takedown_id)
+                assert row is not None
+                events.move_takedown(other, row, events.State.CANCELLED)
+        return rows
+
+    monkeypatch.setattr(route, "events_after", a_step_commits_meanwhile)
+    from tests.conftest import sse_events
+
+    states = [d["state"] for kind, d in sse_events(client, td["id"]) if kind == "state"]
+    assert states == ["received", "queued", "cancelled"], states
+
+
+def test_a_last_event_id_that_is_no_number_replays_from_the_start(client: TestClient) -> None:
+    td = client.post("/v1/takedowns", json=body()).json()
+    client.post(f"/v1/takedowns/{td['id']}/cancel")
+    for bad in ("²".encode("latin-1"), b"x", b"9" * 40):
+        r = client.get(f"/v1/takedowns/{td['id']}/events", headers={"Last-Event-ID": bad})
+        assert r.status_code == 200 and "event: state" in r.text, (bad, r.status_code)
+

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
@@ -191,7 +192,8 @@ def stream_events(
     # A short session of its own: a request-scoped one would stay open for the whole stream.
     with get_sessionmaker()() as session:
         takedowns.get(session, takedown_id)  # 404 before the stream starts
-    after = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
+    after = int(last_event_id) if last_event_id and re.fullmatch(r"[0-9]{1,18}", last_event_id) \
+        else 0
     return EventSourceResponse(_events(takedown_id, after, request), ping=15,
                                headers={"X-Accel-Buffering": "no"})
 
@@ -208,7 +210,10 @@ async def _events(takedown_id: str, after: int, request: Request) -> AsyncIterat
 
 
 def _read_events(takedown_id: str, after: int) -> tuple[list[tuple[int, str, Any]], State]:
+    """The events after `after` and the state, the state read first: each query sees the
+    commits before it, so a step ending between the two would otherwise read as ended with
+    its last events unread, and the stream closed without them."""
     with get_sessionmaker()() as session:
-        rows = [(e.id, e.type, e.data) for e in events_after(session, takedown_id, after)]
         state = State(takedowns.get(session, takedown_id).state)
+        rows = [(e.id, e.type, e.data) for e in events_after(session, takedown_id, after)]
     return rows, state
