@@ -299,6 +299,6 @@ def test_a_last_event_id_that_is_no_number_replays_from_the_start(client: TestCl
     td = client.post("/v1/takedowns", json=body()).json()
     client.post(f"/v1/takedowns/{td['id']}/cancel")
     for bad in ("²".encode("latin-1"), b"x", b"9" * 40):
-        r = client.get(f"/v1/takedowns/{td['id']}/events", headers={"Last-Event-ID": bad})
+        r = client.get(f"/v1/takedowns/{td['id']}/events", headers={b"Last-Event-ID": bad})
         assert r.status_code == 200 and "event: state" in r.text, (bad, r.status_code)
 
