@@ -444,6 +444,32 @@ def test_signed_webhook_with_retries_and_redeliver(client: TestClient,
     assert len(receiver.got) == 4
 
 
+def test_a_send_that_fails_in_an_unforeseen_way_is_an_attempt_not_a_loop(
+        client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """httpx refuses a URL too long once encoded (InvalidURL, not an HTTPError): the sender
+    stopped with nothing recorded, and the row came back every lease, never `failed`."""
+    import httpx
+
+    settings = get_settings()
+    monkeypatch.setattr(settings, "webhook_max_attempts", 2)
+    monkeypatch.setattr(settings, "webhook_backoff_seconds", 0.0)
+    client.post("/v1/webhooks", json={"url": "https://hooks.example/x",
+                                      "events": ["takedown.cancelled"]})
+    td = client.post("/v1/takedowns", json=TD).json()
+    client.post(f"/v1/takedowns/{td['id']}/cancel")
+
+    def refuse(*_: Any, **__: Any) -> Any:
+        raise httpx.InvalidURL("URL too long")
+
+    monkeypatch.setattr(webhooks, "check_url", lambda *_, **__: None)
+    monkeypatch.setattr(httpx.Client, "stream", refuse)
+    for _ in range(2):
+        webhooks.deliver_due(settings)
+    (log,) = client.get(f"/v1/webhooks/deliveries?takedown_id={td['id']}").json()
+    assert log["state"] == "failed"
+    assert [a["error"] for a in log["attempts"]] == ["InvalidURL: URL too long"] * 2
+
+
 def test_a_slow_receiver_locks_no_other_delivery(client: TestClient,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """Deliveries were sent inside one transaction holding every due row (on SQLite, the
