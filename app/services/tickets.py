@@ -34,12 +34,13 @@ class JiraAdapter:
     EVENTS = {"jira:issue_created", "jira:issue_updated"}
 
     def to_takedown(self, payload: dict[str, Any]) -> TakedownCreate:
-        if payload.get("webhookEvent") not in self.EVENTS:
-            raise InvalidInput(f"unsupported webhookEvent {payload.get('webhookEvent')!r}; "
+        event = payload.get("webhookEvent")
+        if not isinstance(event, str) or event not in self.EVENTS:
+            raise InvalidInput(f"unsupported webhookEvent {event!r}; "
                                f"expected one of {sorted(self.EVENTS)}", field="webhookEvent")
-        issue = payload.get("issue") or {}
-        fields = issue.get("fields") or {}
-        reporter = fields.get("reporter") or {}
+        issue = _object(payload, "issue")
+        fields = _object(issue, "fields", "issue.fields")
+        reporter = _object(fields, "reporter", "issue.fields.reporter")
         email = fields.get("lethe_claimant_email") or reporter.get("emailAddress")
         if not email:
             raise InvalidInput("the claimant has no email: set the custom field "
@@ -63,6 +64,15 @@ class JiraAdapter:
             first = exc.errors()[0]
             raise InvalidInput(f"issue cannot be mapped: {'.'.join(map(str, first['loc']))}: "
                                f"{first['msg']}", field="issue") from exc
+
+
+def _object(parent: dict[str, Any], key: str, where: str | None = None) -> dict[str, Any]:
+    """`parent[key]` where it is a JSON object, {} where absent; anything else is refused."""
+    value = parent.get(key) or {}
+    if not isinstance(value, dict):
+        raise InvalidInput(f"{where or key} must be a JSON object, not {type(value).__name__}",
+                           field="issue")
+    return value
 
 
 ADAPTERS: dict[str, TicketAdapter] = {a.name: a for a in (JiraAdapter(),)}

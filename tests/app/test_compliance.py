@@ -235,6 +235,11 @@ def test_integration_ref_is_unique_and_jira_adapter(client: TestClient) -> None:
     assert client.post("/v1/integrations/nope/webhook", json=issue).status_code == 404
     bad = client.post("/v1/integrations/jira/webhook", json={"webhookEvent": "x"})
     assert bad.status_code == 422
+    for malformed in ({"webhookEvent": ["a"]}, {**issue, "issue": "LEGAL-8"},
+                      {**issue, "issue": {"key": "LEGAL-9", "fields": ["x"]}},
+                      {**issue, "issue": {"key": "LEGAL-9", "fields": {"reporter": "R"}}}):
+        r = client.post("/v1/integrations/jira/webhook", json=malformed)
+        assert r.status_code == 422, (malformed, r.status_code)  # was a 500
 
 
 def test_a_jira_ticket_carries_the_legal_record_and_never_invents_a_claimant(
