@@ -287,17 +287,21 @@ class ProgressWriter:
 
 def run_preview(preview_id: str, settings: Settings) -> str:
     with session_scope() as session:
-        row = session.get(Preview, preview_id)
+        row = session.get(Preview, preview_id, with_for_update=True)  # one copy renders
         if row is None or row.state != State.QUEUED.value:
             return "skipped"
         version = session.get(ModelVersion, row.version_id)
         assert version is not None
+        if version.purged_at is not None or version.quarantined_at is not None:
+            row.state, row.images = State.FAILED.value, []
+            row.error = "the version was purged or quarantined before its images were drawn"
+            return row.state
         row.state, row.started_at = State.RUNNING.value, utcnow()
         row.attempts = (row.attempts or 0) + 1
 
         model = session.get(Model, version.model_id)
         assert model is not None
-        model_dir, uri = Path(model.path), version.artifact_uri
+        model_dir, uri, version_id = Path(model.path), version.artifact_uri, version.id
         prompt, seed, n = row.prompt, row.seed, row.n
     try:
         engine = engine_module(settings)
@@ -314,8 +318,15 @@ def run_preview(preview_id: str, settings: Settings) -> str:
         log.exception("preview.failed", preview=preview_id)
         names, state, error = [], State.FAILED.value, f"{type(exc).__name__}: {exc}"
     with session_scope() as session:
+        # The version's lock, as a purge takes it before deleting previews: either it deletes
+        # these images, or this sees it and deletes them, never one drawn after it.
+        locked = session.get(ModelVersion, version_id, with_for_update=True)
         row = session.get(Preview, preview_id)
-        assert row is not None
+        assert row is not None and locked is not None
+        if locked.purged_at is not None or locked.quarantined_at is not None:
+            shutil.rmtree(settings.previews_dir / preview_id, ignore_errors=True)
+            names, state = [], State.FAILED.value
+            error = "the version was purged or quarantined while its images were drawn"
         row.state, row.images, row.error = state, names, error
     return state
 
@@ -323,7 +334,7 @@ def run_preview(preview_id: str, settings: Settings) -> str:
 def run_export(export_id: str, settings: Settings) -> str:
     """Build a version's diffusers folder (merged UNet), tar it with its signed manifest."""
     with session_scope() as session:
-        row = session.get(Export, export_id)
+        row = session.get(Export, export_id, with_for_update=True)  # one copy builds
         if row is None or row.state != State.QUEUED.value:
             return "skipped"
         version = session.get(ModelVersion, row.version_id)

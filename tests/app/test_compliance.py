@@ -1016,6 +1016,42 @@ def test_stale_running_preview_is_resent_then_failed(client: TestClient,
     assert failed["state"] == "failed" and "worker lost" in failed["error"]
 
 
+def test_no_preview_image_outlives_its_versions_quarantine(
+        client: TestClient, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A preview rendering while its version was quarantined or purged wrote its images
+    after the purge had deleted the folder, and served them."""
+    import tests.stand_in_engine as stand_in
+    from app.db.models import ModelVersion
+    from app.db.types import utcnow
+    from workers.tasks import run_preview
+
+    v0 = client.get("/v1/models/conceptworld/versions").json()[0]
+    settings = get_settings()
+    draw = stand_in.render_samples
+
+    def quarantined_meanwhile(*args: Any) -> Any:
+        images = draw(*args)
+        with session_scope() as session:
+            version = session.get(ModelVersion, v0["id"])
+            assert version is not None
+            version.quarantined_at, version.quarantine_reason = utcnow(), "by a test"
+        return images
+
+    monkeypatch.setattr(stand_in, "render_samples", quarantined_meanwhile)
+    during = client.post(f"/v1/versions/{v0['id']}/samples", json={"prompt": "a tulip"}).json()
+    assert run_preview(during["id"], settings) == "failed"
+    got = client.get(f"/v1/samples/{during['id']}").json()
+    assert got["image_urls"] == [] and "while its images were drawn" in got["error"]
+    assert not (settings.previews_dir / during["id"]).exists()
+    with session_scope() as session:  # queued before the quarantine, drawn after it
+        from app.db.models import Preview
+
+        session.add(Preview(id="late", version_id=v0["id"], prompt="a tulip", seed=0, n=1,
+                            state="queued", images=[]))
+    assert run_preview("late", settings) == "failed"
+    assert "before its images were drawn" in client.get("/v1/samples/late").json()["error"]
+
+
 @pytest.mark.parametrize("call", [
     ("post", "/v1/takedowns", {**TD, "concept": "red\u0000tulip"}),
     ("get", "/v1/models/a%00b", None),
