@@ -359,10 +359,12 @@ def run_export(export_id: str, settings: Settings) -> str:
             current = session.get(ModelVersion, version_id)
             model = session.get(Model, current.model_id) if current else None
             assert current is not None and model is not None
-            manifest, digest = exports.write_tar(
-                work / "folder", tar,
-                lambda files: exports.manifest_for(model, current, files, dict(built)),
-                lambda data: sign_manifest(settings, data))
+        # No transaction open while the tar is written: on SQLite one holds the write lock,
+        # and a large model's tar would keep intake waiting past its busy timeout.
+        manifest, digest = exports.write_tar(
+            work / "folder", tar,
+            lambda files: exports.manifest_for(model, current, files, dict(built)),
+            lambda data: sign_manifest(settings, data))
         state, error = State.COMPLETED.value, None
     except Exception as exc:
         log.exception("export.failed", export=export_id)

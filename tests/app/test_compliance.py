@@ -1016,6 +1016,25 @@ def test_stale_running_preview_is_resent_then_failed(client: TestClient,
     assert failed["state"] == "failed" and "worker lost" in failed["error"]
 
 
+def test_an_export_writes_its_tar_with_no_database_connection_held(
+        client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tar was written inside a transaction: on SQLite (the embedded default) that holds
+    the write lock, so a large model's export kept every intake waiting."""
+    from app.services import exports
+
+    write = exports.write_tar
+    held: list[int] = []
+
+    def watched(*args: Any) -> Any:
+        held.append(get_engine().pool.checkedout())  # type: ignore[attr-defined]
+        return write(*args)
+
+    monkeypatch.setattr(exports, "write_tar", watched)
+    v0 = client.get("/v1/models/conceptworld/versions").json()[0]
+    build_export(client, v0["id"], monkeypatch)
+    assert held == [0]
+
+
 def test_no_preview_image_outlives_its_versions_quarantine(
         client: TestClient, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A preview rendering while its version was quarantined or purged wrote its images
