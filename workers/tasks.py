@@ -28,6 +28,7 @@ from app.services import dispatch, exports, jobs
 from app.services.artifacts import artifact_key, get_store, tree_digest
 from app.services.evidence import sign_manifest
 from app.services.gate import evaluate_gate
+from app.services.quarantine import withdrawn
 from app.settings import Settings, get_settings
 from app.states import State
 from workers.celery_app import celery_app
@@ -292,7 +293,7 @@ def run_preview(preview_id: str, settings: Settings) -> str:
             return "skipped"
         version = session.get(ModelVersion, row.version_id)
         assert version is not None
-        if version.purged_at is not None or version.quarantined_at is not None:
+        if withdrawn(version):
             row.state, row.images = State.FAILED.value, []
             row.error = "the version was purged or quarantined before its images were drawn"
             return row.state
@@ -323,7 +324,7 @@ def run_preview(preview_id: str, settings: Settings) -> str:
         locked = session.get(ModelVersion, version_id, with_for_update=True)
         row = session.get(Preview, preview_id)
         assert row is not None and locked is not None
-        if locked.purged_at is not None or locked.quarantined_at is not None:
+        if withdrawn(locked):
             shutil.rmtree(settings.previews_dir / preview_id, ignore_errors=True)
             names, state = [], State.FAILED.value
             error = "the version was purged or quarantined while its images were drawn"
@@ -339,7 +340,7 @@ def run_export(export_id: str, settings: Settings) -> str:
             return "skipped"
         version = session.get(ModelVersion, row.version_id)
         assert version is not None
-        if version.purged_at is not None or version.quarantined_at is not None:
+        if withdrawn(version):
             row.state, row.finished_at = State.FAILED.value, utcnow()
             row.error = "the version was purged or quarantined before its export was built"
             return row.state

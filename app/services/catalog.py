@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,14 +49,12 @@ def normalise_concept(name: str) -> str:
     return " ".join(name.strip().lower().split())
 
 
-def catalog_spelling(entries: list[dict[str, Any]], name: str) -> str:
-    """`name` as the catalog spells it, where the catalog knows it (compared as
-    `normalise_concept` compares); otherwise `name` without its outer spaces."""
-    key = normalise_concept(name)
-    for entry in entries:
-        if normalise_concept(str(entry.get("name", ""))) == key:
-            return str(entry["name"])
-    return name.strip()
+def spelling(entries: list[dict[str, Any]]) -> Callable[[str], str]:
+    """A name as the catalog spells it, where the catalog knows it (compared as
+    `normalise_concept` compares); otherwise the name without its outer spaces."""
+    spelt = {normalise_concept(str(e.get("name", ""))): str(e["name"]) for e in entries
+             if "name" in e}
+    return lambda name: spelt.get(normalise_concept(name), name.strip())
 
 
 def erases(erased: list[str], concept: str) -> bool:

@@ -21,7 +21,7 @@ from app.db.models import Job, Model, ModelVersion, Takedown
 from app.db.types import utcnow
 from app.errors import CatalogUnavailable, NotFound
 from app.services import events
-from app.services.catalog import catalog_spelling, normalise_concept
+from app.services.catalog import normalise_concept, spelling
 from app.services.gate import GateResult
 from app.services.registry import (
     PRODUCTION,
@@ -129,10 +129,9 @@ def _spelling(model: Model) -> Callable[[str], str]:
     """Names as the model's catalog spells them, as the engine looks them up (intake accepted
     them compared lower-cased, spaces collapsed; a version made before kept them as filed)."""
     try:
-        entries = model_catalog(model)
+        return spelling(model_catalog(model))
     except CatalogUnavailable:  # the engine reads the folder itself, and says what is wrong
-        entries = []
-    return lambda name: catalog_spelling(entries, name)
+        return spelling([])
 
 
 def _takedowns(session: Session, job_id: str, states: list[State]) -> list[Takedown]:

@@ -23,21 +23,19 @@ from app.db.types import utcnow
 from app.errors import Conflict, Gone, Quarantined
 from app.services import audit, webhooks
 from app.services.artifacts import get_store
-from app.services.catalog import normalise_concept
+from app.services.catalog import erases
 from app.settings import Settings
 
 
 def quarantine_superseded(session: Session, production: ModelVersion) -> list[str]:
     """Quarantine every version of the lineage still holding a concept `production` erased."""
-    erased = {normalise_concept(c): c for c in production.erased}
-    if not erased:
+    if not production.erased:
         return []
     done = []
     for version in session.scalars(select(ModelVersion).where(
             ModelVersion.model_id == production.model_id, ModelVersion.id != production.id,
             ModelVersion.quarantined_at.is_(None), ModelVersion.purged_at.is_(None))):
-        kept = set(erased).difference(normalise_concept(c) for c in version.erased)
-        still_there = sorted(erased[key] for key in kept)
+        still_there = sorted(c for c in production.erased if not erases(version.erased, c))
         if still_there:
             version.quarantined_at = utcnow()
             version.quarantine_reason = f"still contains erased concepts: {still_there}"
@@ -50,6 +48,11 @@ def quarantine_superseded(session: Session, production: ModelVersion) -> list[st
                 "production": production.id, "reason": version.quarantine_reason})
             done.append(version.id)
     return done
+
+
+def withdrawn(version: ModelVersion) -> bool:
+    """Quarantined or purged: nothing may be drawn or built from it any more."""
+    return version.purged_at is not None or version.quarantined_at is not None
 
 
 def ensure_usable(version: ModelVersion, what: str) -> None:

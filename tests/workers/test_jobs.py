@@ -70,12 +70,19 @@ def test_undefined_metrics_are_stored_and_served_as_null(client: TestClient) -> 
     assert stored["metrics"]["related_retention"] is None
 
 
+def _erased_in_turn(client: TestClient, *concepts: str) -> list[dict]:
+    """Each concept's takedown, filed and its step run (completed) after the one before."""
+    done = []
+    for concept in concepts:
+        td = submit(client, concept)
+        assert run_unlearn_job(td["job_id"], get_settings()) == "completed"
+        done.append(td)
+    return done
+
+
 def test_a_concept_erased_already_says_by_what_in_its_result_and_evidence(
         client: TestClient) -> None:
-    first = submit(client, "van gogh")
-    assert run_unlearn_job(first["job_id"], get_settings()) == "completed"
-    td = submit(client, "van gogh tulip")
-    assert run_unlearn_job(td["job_id"], get_settings()) == "completed"
+    first, td = _erased_in_turn(client, "van gogh", "van gogh tulip")
     result = client.get(f"/v1/takedowns/{td['id']}").json()["result"]
     assert result["covered_by"] == {"van gogh tulip": ["van gogh"]} and result["targets"] == {}
     report = client.get(f"/v1/takedowns/{td['id']}/report").json()
@@ -87,10 +94,7 @@ def test_a_concept_erased_already_says_by_what_in_its_result_and_evidence(
 
 def test_the_statement_of_reasons_names_the_covering_erasure_however_it_was_spelt(
         client: TestClient) -> None:
-    first = submit(client, "van gogh")
-    assert run_unlearn_job(first["job_id"], get_settings()) == "completed"
-    td = submit(client, "Van Gogh  Tulip")
-    assert run_unlearn_job(td["job_id"], get_settings()) == "completed"
+    _, td = _erased_in_turn(client, "van gogh", "Van Gogh  Tulip")
     reasons = client.get(f"/v1/takedowns/{td['id']}").json()["decision"]["statement_of_reasons"]
     assert "erased already by the earlier erasure of 'van gogh'" in reasons, reasons
 
